@@ -1,0 +1,424 @@
+"""Kling V2.6 Pro image-to-video on Novita: what one task is, and what the API accepts.
+
+Everything the API documents about this model lives here, once: the fields and their
+defaults, every input limit, how a manifest row becomes a request body, and the price
+table used for estimates. The runner validates with it before spending anything, and
+the simulator enforces the very same rules, so the two can never drift apart.
+
+This module imports nothing from ``runner``: a job describes *what* is sent, never *how*.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import json
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from PIL import Image, UnidentifiedImageError
+
+from jobs.problems import FieldProblem
+
+NAME = "kling-v2.6-pro-i2v"
+SUBMIT_PATH = "/v3/async/kling-v2.6-pro-i2v"
+
+# --- limits, as documented (shared/novita-api.md) ---------------------------------
+PROMPT_MAX_CHARS = 2500
+DURATIONS = (5, 10)
+CFG_SCALE_RANGE = (0.0, 1.0)
+MAX_VOICES = 2
+ASPECT_RATIOS = ("16:9", "9:16", "1:1")
+IMAGE_FORMATS = {"PNG": "png", "JPEG": "jpeg"}  # Pillow format name -> what users call it
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+# "At most 10 MB": the page does not say MB or MiB, so take the stricter reading; a
+# file between the two would otherwise pass here and be rejected after queueing.
+IMAGE_MAX_BYTES = 10_000_000
+IMAGE_MIN_SIDE = 300
+IMAGE_ASPECT_RANGE = (1 / 2.5, 2.5)  # width / height
+
+# The API's own defaults. Note sound defaults to *on* (and to its higher price).
+API_DEFAULTS: dict[str, Any] = {
+    "duration": 5,
+    "cfg_scale": 0.5,
+    "sound": True,
+    "aspect_ratio": "16:9",
+}
+
+# Fields a manifest may set for this job (besides the runner's own `id` and `repeat`).
+FIELDS = (
+    "image",
+    "prompt",
+    "negative_prompt",
+    "duration",
+    "cfg_scale",
+    "sound",
+    "voice_list",
+    "aspect_ratio",
+)
+REQUIRED = ("image", "prompt")
+
+# --- price (estimates only: Novita publishes none we could read) ------------------
+# USD per second of video, from other hosts' public prices for Kling 2.6 Pro.
+PRICE_PER_SECOND: dict[str, float] = {
+    "silent": 0.07,
+    "sound": 0.14,
+    "sound_voices": 0.168,
+}
+
+
+@dataclass(frozen=True)
+class Request:
+    """One fully resolved generation request, with the image still a reference.
+
+    ``image`` is an absolute file path or an http(s) URL. The image bytes are read only
+    when the request is sent (see :func:`image_payload`), so that a batch of thousands
+    of rows never holds thousands of base64 strings in memory.
+    """
+
+    image: str
+    prompt: str
+    negative_prompt: str | None = None
+    duration: int = API_DEFAULTS["duration"]
+    cfg_scale: float = API_DEFAULTS["cfg_scale"]
+    sound: bool = API_DEFAULTS["sound"]
+    voice_list: tuple[str, ...] = field(default_factory=tuple)
+    aspect_ratio: str = API_DEFAULTS["aspect_ratio"]
+
+    @property
+    def image_is_url(self) -> bool:
+        return is_url(self.image)
+
+    def to_json(self) -> str:
+        """Canonical JSON of the settings (image as reference): stored in the ledger."""
+        data = asdict(self)
+        data["voice_list"] = list(self.voice_list)
+        return json.dumps(data, sort_keys=True, ensure_ascii=False)
+
+    @classmethod
+    def from_json(cls, text: str) -> Request:
+        data = json.loads(text)
+        data["voice_list"] = tuple(data.get("voice_list") or ())
+        return cls(**data)
+
+
+def is_url(value: str) -> bool:
+    return value.startswith(("http://", "https://"))
+
+
+# --- coercion: manifest values (YAML-typed or CSV strings) -> typed values ---------
+
+_TRUE = {"true", "yes", "on", "1"}
+_FALSE = {"false", "no", "off", "0"}
+
+
+def _coerce_int(name: str, value: Any) -> int | FieldProblem:
+    if isinstance(value, bool):
+        return FieldProblem(name, value, "must be a whole number")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and value.strip().lstrip("+-").isdigit():
+        return int(value.strip())
+    return FieldProblem(name, value, "must be a whole number")
+
+
+def _coerce_float(name: str, value: Any) -> float | FieldProblem:
+    if isinstance(value, bool):
+        return FieldProblem(name, value, "must be a number")
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value.strip())
+        except ValueError:
+            pass
+    return FieldProblem(name, value, "must be a number")
+
+
+def _coerce_bool(name: str, value: Any) -> bool | FieldProblem:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+        return value.strip().lower() in _TRUE
+    return FieldProblem(name, value, "must be true or false")
+
+
+def _coerce_voices(value: Any) -> tuple[str, ...] | FieldProblem:
+    if value is None or value == "":
+        return ()
+    if isinstance(value, str):
+        return tuple(v.strip() for v in value.split(";") if v.strip())
+    if isinstance(value, list | tuple) and all(isinstance(v, str) and v.strip() for v in value):
+        return tuple(v.strip() for v in value)
+    return FieldProblem("voice_list", value, "must be a list of voice ids (strings)")
+
+
+def check_fields(values: Mapping[str, Any]) -> tuple[dict[str, Any], list[FieldProblem]]:
+    """Coerce and check every setting except the image itself; report all problems.
+
+    Returns the typed values (only those that passed) and the problems found. Unknown
+    fields are problems too: a typo such as ``durations: 10`` must never silently
+    fall back to the default and cost money for the wrong video.
+    """
+    problems: list[FieldProblem] = []
+    typed: dict[str, Any] = {}
+    for name in values:
+        if name not in FIELDS:
+            problems.append(FieldProblem(name, values[name], _unknown_field_rule(name)))
+    for name in REQUIRED:
+        value = values.get(name)
+        if value is None or (isinstance(value, str) and not value.strip()):
+            problems.append(FieldProblem(name, value, "is required"))
+
+    prompt = values.get("prompt")
+    if prompt is not None:
+        if not isinstance(prompt, str):
+            problems.append(FieldProblem("prompt", prompt, "must be text"))
+        elif len(prompt) > PROMPT_MAX_CHARS:
+            problems.append(_too_long("prompt", prompt))
+        elif prompt.strip():
+            typed["prompt"] = prompt
+    negative = values.get("negative_prompt")
+    if negative not in (None, ""):
+        if not isinstance(negative, str):
+            problems.append(FieldProblem("negative_prompt", negative, "must be text"))
+        elif len(negative) > PROMPT_MAX_CHARS:
+            problems.append(_too_long("negative_prompt", negative))
+        else:
+            typed["negative_prompt"] = negative
+
+    _check_choice(values, typed, problems, "duration", _coerce_int, DURATIONS)
+    _check_choice(values, typed, problems, "aspect_ratio", _as_text, ASPECT_RATIOS)
+    if values.get("cfg_scale") not in (None, ""):
+        cfg = _coerce_float("cfg_scale", values["cfg_scale"])
+        low, high = CFG_SCALE_RANGE
+        if isinstance(cfg, FieldProblem):
+            problems.append(cfg)
+        elif not low <= cfg <= high:
+            problems.append(FieldProblem("cfg_scale", cfg, f"must be between {low} and {high}"))
+        else:
+            typed["cfg_scale"] = cfg
+    if values.get("sound") not in (None, ""):
+        sound = _coerce_bool("sound", values["sound"])
+        if isinstance(sound, FieldProblem):
+            problems.append(sound)
+        else:
+            typed["sound"] = sound
+    if "voice_list" in values:
+        voices = _coerce_voices(values["voice_list"])
+        if isinstance(voices, FieldProblem):
+            problems.append(voices)
+        elif len(voices) > MAX_VOICES:
+            problems.append(
+                FieldProblem("voice_list", list(voices), f"at most {MAX_VOICES} voices")
+            )
+        else:
+            typed["voice_list"] = voices
+    return typed, problems
+
+
+def warnings_for(request: Request) -> list[FieldProblem]:
+    """Things that are allowed but probably not what the user meant."""
+    found = []
+    if request.voice_list and not request.sound:
+        found.append(
+            FieldProblem("voice_list", list(request.voice_list), "voices are ignored: sound is off")
+        )
+    return found
+
+
+def _as_text(name: str, value: Any) -> str | FieldProblem:
+    if isinstance(value, str):
+        return value.strip()
+    return FieldProblem(name, value, "must be text")
+
+
+def _check_choice(values, typed, problems, name, coerce, choices) -> None:
+    if values.get(name) in (None, ""):
+        return
+    value = coerce(name, values[name])
+    if isinstance(value, FieldProblem):
+        problems.append(value)
+    elif value not in choices:
+        allowed = ", ".join(str(c) for c in choices)
+        problems.append(FieldProblem(name, values[name], f"must be one of {allowed}"))
+    else:
+        typed[name] = value
+
+
+def _too_long(name: str, text: str) -> FieldProblem:
+    return FieldProblem(
+        name, text[:40] + "...", f"is {len(text)} characters; at most {PROMPT_MAX_CHARS}"
+    )
+
+
+def _unknown_field_rule(name: str) -> str:
+    import difflib
+
+    known = (*FIELDS, "id", "repeat")
+    close = difflib.get_close_matches(name, known, n=1)
+    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    return f"is not a known field{hint}; known: {', '.join(known)}"
+
+
+# --- images ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ImageFacts:
+    """What validation learned about a local image; its digest feeds the fingerprint."""
+
+    format: str
+    width: int
+    height: int
+    size_bytes: int
+    sha256: str
+
+
+def check_image_bytes(data: bytes) -> tuple[ImageFacts | None, list[FieldProblem]]:
+    """Check image bytes against every documented limit; used by runner and simulator."""
+    problems: list[FieldProblem] = []
+    if len(data) > IMAGE_MAX_BYTES:
+        problems.append(
+            FieldProblem(
+                "image",
+                f"{len(data)} bytes",
+                f"is larger than {IMAGE_MAX_BYTES // 1_000_000} MB",
+                "IMAGE_FILE_EXCEEDS_MAX_SIZE",
+            )
+        )
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            fmt, (width, height) = img.format or "", img.size
+    except (UnidentifiedImageError, OSError, ValueError):
+        problems.append(
+            FieldProblem(
+                "image", None, "is not a readable PNG or JPEG image", "INVALID_IMAGE_FORMAT"
+            )
+        )
+        return None, problems
+    if fmt not in IMAGE_FORMATS:
+        problems.append(
+            FieldProblem(
+                "image", fmt, "must be a PNG or JPEG (.png, .jpg, .jpeg)", "INVALID_IMAGE_FORMAT"
+            )
+        )
+    if min(width, height) < IMAGE_MIN_SIDE:
+        problems.append(
+            FieldProblem(
+                "image",
+                f"{width}x{height}",
+                f"width and height must both be at least {IMAGE_MIN_SIDE} px",
+                "INVALID_IMAGE_SIZE",
+            )
+        )
+    low, high = IMAGE_ASPECT_RANGE
+    if height and not low - 1e-9 <= width / height <= high + 1e-9:
+        problems.append(
+            FieldProblem(
+                "image",
+                f"{width}x{height}",
+                "aspect ratio must be between 1:2.5 and 2.5:1",
+                "INVALID_IMAGE_SIZE",
+            )
+        )
+    facts = ImageFacts(
+        format=IMAGE_FORMATS.get(fmt, fmt.lower()),
+        width=width,
+        height=height,
+        size_bytes=len(data),
+        sha256=hashlib.sha256(data).hexdigest(),
+    )
+    return facts, problems
+
+
+def check_image_file(path: Path) -> tuple[ImageFacts | None, list[FieldProblem]]:
+    """Check a local first-frame image; a missing or unreadable file is a problem, not a crash."""
+    if path.suffix.lower() not in IMAGE_SUFFIXES:
+        return None, [FieldProblem("image", str(path), "must be a .png, .jpg or .jpeg file")]
+    try:
+        size = path.stat().st_size
+        if size > IMAGE_MAX_BYTES:  # don't read a huge file just to reject it
+            return None, [
+                FieldProblem(
+                    "image", f"{size} bytes", f"is larger than {IMAGE_MAX_BYTES // 1_000_000} MB"
+                )
+            ]
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return None, [FieldProblem("image", str(path), "file not found")]
+    except OSError as exc:
+        return None, [FieldProblem("image", str(path), f"cannot be read: {exc.strerror}")]
+    return check_image_bytes(data)
+
+
+def check_image_url(url: str) -> list[FieldProblem]:
+    """A URL is not fetched here (that would be network during `validate`): only a path
+    that plainly names another image format is refused. Extension-less CDN links pass;
+    the API judges those."""
+    suffix = Path(url.split("?", 1)[0].split("#", 1)[0]).suffix.lower()
+    if suffix in _OTHER_IMAGE_SUFFIXES:
+        return [FieldProblem("image", url, "must be a PNG or JPEG (.png, .jpg, .jpeg)")]
+    return []
+
+
+_OTHER_IMAGE_SUFFIXES = (".webp", ".gif", ".bmp", ".tif", ".tiff", ".heic", ".avif")
+
+
+# --- request body and price -----------------------------------------------------------
+
+
+def image_payload(request: Request) -> str:
+    """The `image` value to send: URLs as they are, local files as raw base64.
+
+    Raw means no ``data:image/png;base64,`` prefix: Kling's own API documents a prefixed
+    value as a wrong input.
+    """
+    if request.image_is_url:
+        return request.image
+    return base64.b64encode(Path(request.image).read_bytes()).decode("ascii")
+
+
+def build_body(request: Request, image: str) -> dict[str, Any]:
+    """The JSON body of the submit call. Every setting is sent explicitly, defaults too,
+    so that what was validated and priced is exactly what the API is asked for."""
+    body: dict[str, Any] = {
+        "image": image,
+        "prompt": request.prompt,
+        "duration": request.duration,
+        "cfg_scale": request.cfg_scale,
+        "sound": request.sound,
+        "aspect_ratio": request.aspect_ratio,
+    }
+    if request.negative_prompt:
+        body["negative_prompt"] = request.negative_prompt
+    if request.voice_list:
+        body["voice_list"] = [{"voice_id": voice} for voice in request.voice_list]
+    return body
+
+
+def price_tier(request: Request) -> str:
+    if not request.sound:
+        return "silent"
+    return "sound_voices" if request.voice_list else "sound"
+
+
+def estimate_cost(request: Request, prices: Mapping[str, float] | None = None) -> float:
+    """Estimated USD for one task: seconds times the per-second price of its tier."""
+    table = {**PRICE_PER_SECOND, **(prices or {})}
+    return round(request.duration * table[price_tier(request)], 4)
+
+
+def fingerprint(request: Request, image_sha256: str | None) -> str:
+    """A digest of everything that decides what is generated (and paid for).
+
+    Local images count by content, not by path, so that replacing ``cat.png`` with
+    another picture is seen as a changed request.
+    """
+    identity = request.to_json() + "|" + (image_sha256 or request.image)
+    return hashlib.sha256(identity.encode("utf-8")).hexdigest()[:16]

@@ -1,0 +1,7 @@
+"""``python -m runner`` is the same CLI as ``kling-batch``."""
+
+import sys
+
+from runner.cli import main
+
+sys.exit(main())

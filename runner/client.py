@@ -1,0 +1,269 @@
+"""The Novita API over one aiohttp session: auth, timeouts, and error mapping.
+
+This is the one place that decides what an answer means (design.md, after
+openai-python's ``_base_client``): every failure leaves here as a typed error from
+:mod:`runner.errors` whose ``retryable`` says whether trying again is safe. For a
+submit, "safe" means the API provably created nothing; everything else that could have
+created a task becomes :class:`SubmitOutcomeUnknown`.
+
+aiohttp itself re-sends a request on a dropped keep-alive connection only for
+idempotent methods (GET and friends), never for our POST, so no hidden retry can pay twice.
+
+The API key goes only into the ``Authorization`` header of requests to the API's own
+base URL; it is never put in an exception, a log line or a URL. Video downloads use a
+different session that has no key at all (see ``runner.fetch``).
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+
+from runner.errors import (
+    AuthError,
+    BalanceExhausted,
+    EndpointNotFound,
+    InvalidRequest,
+    KlingBatchError,
+    RateLimited,
+    ServerError,
+    SubmitOutcomeUnknown,
+    TaskNotFound,
+    TransportError,
+)
+
+log = logging.getLogger(__name__)
+
+TASK_RESULT_PATH = "/v3/async/task-result"
+DEFAULT_BASE_URL = "https://api.novita.ai"
+
+# 500 reasons whose answer itself says nothing was created: a submit may be retried.
+_NOTHING_CREATED_500 = frozenset(
+    {"CREATE_TASK_FAILED", "BILLING_FAILED", "GET_RESULT_FAILED", "TASK_FAILED"}
+)
+_AUTH_400 = frozenset({"MISSING_API_KEY"})
+_BALANCE_400 = frozenset({"BILLING_BALANCE_NOT_ENOUGH"})
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """Seconds. A submit carries up to ~13 MB of base64, so it gets a longer total."""
+
+    connect: float = 10.0
+    submit_total: float = 120.0
+    poll_total: float = 30.0
+
+
+@dataclass(frozen=True)
+class TaskResult:
+    """The parts of a Task Result answer the runner uses; every field optional but status."""
+
+    task_id: str
+    status: str
+    reason: str
+    eta_s: float | None
+    progress_percent: float | None
+    video_url: str | None
+    video_url_ttl_s: int | None
+    submit_time_ms: int | None
+    complete_time_ms: int | None
+
+    @property
+    def generation_s(self) -> float | None:
+        if self.submit_time_ms and self.complete_time_ms:
+            return max(0.0, (self.complete_time_ms - self.submit_time_ms) / 1000)
+        return None
+
+
+class NovitaClient:
+    """Async client for the two endpoints a batch needs: submit and task result."""
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str,
+        *,
+        timeouts: Timeouts | None = None,
+        max_connections: int = 32,
+    ):
+        if not api_key:
+            raise ValueError("an API key is required")
+        self.base_url = base_url.rstrip("/")
+        self._api_key = api_key
+        self.timeouts = timeouts or Timeouts()
+        self._max_connections = max_connections
+        self._session: aiohttp.ClientSession | None = None
+
+    def __repr__(self) -> str:  # never show the key, even in a debugger or traceback
+        return f"NovitaClient(base_url={self.base_url!r})"
+
+    async def __aenter__(self) -> NovitaClient:
+        connector = aiohttp.TCPConnector(limit=self._max_connections)
+        self._session = aiohttp.ClientSession(connector=connector)
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    @property
+    def _headers(self) -> dict[str, str]:
+        return {
+            "Authorization": f"Bearer {self._api_key}",
+            "Content-Type": "application/json",
+            "Accept": "application/json",
+        }
+
+    async def submit(self, path: str, body: dict[str, Any]) -> str:
+        """POST a task; returns its ``task_id``. See the module docstring for errors."""
+        session = self._require_session()
+        timeout = aiohttp.ClientTimeout(
+            total=self.timeouts.submit_total, sock_connect=self.timeouts.connect
+        )
+        try:
+            async with session.post(
+                self.base_url + path, json=body, headers=self._headers, timeout=timeout
+            ) as resp:
+                text = await resp.text(errors="replace")
+                status, headers = resp.status, resp.headers
+        except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
+            raise TransportError(
+                f"could not connect to {self.base_url}: {_describe(exc)}"
+            ) from None
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise SubmitOutcomeUnknown(f"sent, but no answer came back: {_describe(exc)}") from None
+        if status == 200:
+            task_id = _json(text).get("task_id")
+            if isinstance(task_id, str) and task_id:
+                return task_id
+            # 200 means the API took it; without an id we cannot follow or rule out a charge.
+            raise SubmitOutcomeUnknown(f"HTTP 200 without a task_id: {text[:200]!r}")
+        raise _error_for(status, text, headers, submitting=True)
+
+    async def task_result(self, task_id: str) -> TaskResult:
+        session = self._require_session()
+        timeout = aiohttp.ClientTimeout(
+            total=self.timeouts.poll_total, sock_connect=self.timeouts.connect
+        )
+        try:
+            async with session.get(
+                self.base_url + TASK_RESULT_PATH,
+                params={"task_id": task_id},
+                headers=self._headers,
+                timeout=timeout,
+            ) as resp:
+                text = await resp.text(errors="replace")
+                status, headers = resp.status, resp.headers
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise TransportError(f"no answer from {self.base_url}: {_describe(exc)}") from None
+        if status == 200:
+            return parse_task_result(task_id, _json(text))
+        raise _error_for(status, text, headers, submitting=False)
+
+    def _require_session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            raise RuntimeError("use NovitaClient as 'async with NovitaClient(...) as client'")
+        return self._session
+
+
+def parse_task_result(task_id: str, data: dict[str, Any]) -> TaskResult:
+    """Lenient on purpose: fields vary by task and by API version; a missing one is None."""
+    task = data.get("task") if isinstance(data.get("task"), dict) else {}
+    videos = data.get("videos") if isinstance(data.get("videos"), list) else []
+    video = next((v for v in videos if isinstance(v, dict) and v.get("video_url")), {})
+    extra = data.get("extra") if isinstance(data.get("extra"), dict) else {}
+    debug = extra.get("debug_info") if isinstance(extra.get("debug_info"), dict) else {}
+    return TaskResult(
+        task_id=str(task.get("task_id") or task_id),
+        status=str(task.get("status") or "TASK_STATUS_UNKNOWN"),
+        reason=str(task.get("reason") or ""),
+        eta_s=_number(task.get("eta")),
+        progress_percent=_number(task.get("progress_percent")),
+        video_url=video.get("video_url"),
+        video_url_ttl_s=_integer(video.get("video_url_ttl")),
+        submit_time_ms=_integer(debug.get("submit_time_ms")),
+        complete_time_ms=_integer(debug.get("complete_time_ms")),
+    )
+
+
+def _error_for(status: int, text: str, headers: Any, *, submitting: bool) -> KlingBatchError:
+    body = _json(text)
+    reason = str(body.get("reason") or "")
+    message = str(body.get("message") or "").strip() or _snippet(text)
+    if status == 429:
+        return RateLimited(
+            status, reason or "RATE_LIMIT_EXCEEDED", message, retry_after_seconds(headers)
+        )
+    if status in (401, 403) or reason in _AUTH_400:
+        return AuthError(status, reason or "UNAUTHORIZED", message or "the API key was refused")
+    if reason in _BALANCE_400:
+        return BalanceExhausted(status, reason, message)
+    if status == 404:
+        if submitting:
+            return EndpointNotFound(
+                status, reason or "NOT_FOUND", message or "check NOVITA_BASE_URL"
+            )
+        return TaskNotFound(status, reason or "TASK_NOT_FOUND", message)
+    if 400 <= status < 500:
+        return InvalidRequest(status, reason or f"HTTP_{status}", message)
+    # 5xx. Polls are reads: always safe to retry. A submit only where nothing was made.
+    nothing_created = status == 503 or (status == 500 and reason in _NOTHING_CREATED_500)
+    if submitting and not nothing_created:
+        return SubmitOutcomeUnknown(f"HTTP {status} {reason}".strip() + f": {message}")
+    return ServerError(status, reason or f"HTTP_{status}", message, retryable=True)
+
+
+def retry_after_seconds(headers: Any) -> float | None:
+    """``Retry-After`` as seconds or an HTTP date; None when absent or unreadable."""
+    value = headers.get("Retry-After") if headers is not None else None
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _json(text: str) -> dict[str, Any]:
+    """Gateways answer HTML; a body that is not a JSON object reads as empty."""
+    try:
+        data = json.loads(text)
+    except (ValueError, TypeError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _snippet(text: str) -> str:
+    return " ".join(text.split())[:200]
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+def _number(value: Any) -> float | None:
+    try:
+        return float(str(value)) if value not in (None, "") else None
+    except ValueError:
+        return None
+
+
+def _integer(value: Any) -> int | None:
+    """The API sends some integers as strings ("3600"); accept both."""
+    number = _number(value)
+    return int(number) if number is not None else None

@@ -1,0 +1,168 @@
+"""Wire the stages (submit -> poll -> fetch) over one ledger, and own shutdown.
+
+The stages close in order: when the submitter has nothing left, the poll schedule is
+told no more tasks will come; when it drains, the fetcher is. A stop (an auth or
+balance error) makes every stage stop starting work; what is in flight stays in the
+ledger, so ``run`` again resumes exactly there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+
+from jobs import kling_i2v
+from runner.client import NovitaClient
+from runner.fetch import Fetcher
+from runner.limits import EndpointLimiter, Rate
+from runner.poll import PollPolicy, PollScheduler
+from runner.state import IN_FLIGHT, RunState, TaskStatus
+from runner.stopping import StopSwitch
+from runner.submit import Submitter
+
+log = logging.getLogger(__name__)
+
+VIDEOS_DIR = "videos"
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    submit_rate: Rate = field(default_factory=lambda: Rate(20, 60))
+    poll_rate: Rate = field(default_factory=lambda: Rate(5, 1))
+    submit_workers: int = 4
+    poll_concurrency: int = 16
+    download: bool = True
+    download_workers: int = 4
+    max_submit_retries: int = 8
+    poll_policy: PollPolicy = field(default_factory=PollPolicy)
+    progress_every_s: float = 30.0
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    counts: dict[str, int]
+    created: int  # tasks the API created during this run
+    polls: int
+    downloaded: int
+    resumed_unknown: int  # `submitting` rows found at start, now `unknown`
+    stopped_by: str | None  # why the run stopped early, if it did
+    elapsed_s: float
+
+
+async def run_engine(
+    state: RunState,
+    client: NovitaClient,
+    run_dir: Path,
+    config: EngineConfig,
+    job: ModuleType = kling_i2v,
+) -> RunOutcome:
+    started = time.monotonic()
+    resumed_unknown = state.resume()
+    if resumed_unknown:
+        log.warning(
+            "%d task(s) were cut off mid-submit by an earlier crash: now 'unknown'", resumed_unknown
+        )
+    stop = StopSwitch()
+    poll_limiter = EndpointLimiter(config.poll_rate, "poll")
+    fetcher = Fetcher(
+        state, client, poll_limiter, stop, run_dir / VIDEOS_DIR, workers=config.download_workers
+    )
+    on_succeeded = fetcher.add if config.download else (lambda key: None)
+    scheduler = PollScheduler(
+        state,
+        client,
+        poll_limiter,
+        stop,
+        config.poll_policy,
+        on_succeeded,
+        concurrency=config.poll_concurrency,
+    )
+
+    def on_submitted(key: str, task_id: str) -> None:
+        scheduler.add(key, task_id, submitted_at=time.time())
+
+    submitter = Submitter(
+        state,
+        client,
+        job,
+        EndpointLimiter(config.submit_rate, "submit"),
+        stop,
+        on_submitted,
+        workers=config.submit_workers,
+        max_retries=config.max_submit_retries,
+    )
+
+    pending: list[str] = []
+    for record in state.tasks():
+        if record.status == TaskStatus.PENDING:
+            pending.append(record.task_key)
+        elif record.status in IN_FLIGHT and record.task_id:
+            scheduler.add(
+                record.task_key,
+                record.task_id,
+                record.submitted_at or time.time(),
+                status=record.status,
+                delay=0,
+            )
+        elif record.status == TaskStatus.SUCCEEDED and config.download and not record.video_path:
+            fetcher.add(record.task_key)
+    log.info(
+        "run: %d to submit, %d in flight, submit rate %s, poll rate %s",
+        len(pending),
+        scheduler.in_flight,
+        config.submit_rate,
+        config.poll_rate,
+    )
+
+    async def submit_then_close() -> None:
+        try:
+            await submitter.run(pending)
+        finally:
+            scheduler.close()
+
+    async def poll_then_close() -> None:
+        try:
+            await scheduler.run()
+        finally:
+            fetcher.close()
+
+    progress = asyncio.create_task(_report_progress(state, scheduler, config.progress_every_s))
+    try:
+        async with asyncio.TaskGroup() as group:
+            group.create_task(submit_then_close())
+            group.create_task(poll_then_close())
+            group.create_task(fetcher.run())
+    finally:
+        progress.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await progress
+    if stop.reason:
+        log.error("stopped: %s", stop.reason)
+    return RunOutcome(
+        counts=state.counts(),
+        created=submitter.created,
+        polls=scheduler.polls,
+        downloaded=fetcher.downloaded,
+        resumed_unknown=resumed_unknown,
+        stopped_by=stop.reason,
+        elapsed_s=time.monotonic() - started,
+    )
+
+
+def progress_line(counts: dict[str, int], in_flight: int) -> str:
+    total = sum(counts.values())
+    final = sum(counts.get(s, 0) for s in ("succeeded", "failed", "invalid", "unknown", "expired"))
+    parts = ", ".join(f"{counts[s]} {s}" for s in TaskStatus if counts.get(s))
+    return f"{final}/{total} done ({parts}); {in_flight} being polled"
+
+
+async def _report_progress(state: RunState, scheduler: PollScheduler, every_s: float) -> None:
+    """A plain line every few seconds: what an overnight log under nohup needs."""
+    while True:
+        await asyncio.sleep(every_s)
+        log.info("progress: %s", progress_line(state.counts(), scheduler.in_flight))

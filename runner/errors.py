@@ -1,0 +1,89 @@
+"""Typed errors. The client decides, in one place, which class an answer belongs to and
+whether it may be retried; every other module only reads ``retryable`` and ``stops_run``.
+
+For a submit, *retryable* means the API provably created nothing, so sending the same
+request again cannot pay twice. Anything that might have created a task is
+:class:`SubmitOutcomeUnknown` and is never retried automatically.
+"""
+
+from __future__ import annotations
+
+
+class KlingBatchError(Exception):
+    """Base of every error kling-batch raises on purpose."""
+
+    retryable: bool = False
+    stops_run: bool = False
+
+
+class ApiError(KlingBatchError):
+    """The API answered with an error. ``reason`` is its UPPER_SNAKE code, kept verbatim."""
+
+    def __init__(self, status: int, reason: str, message: str, *, retryable: bool = False):
+        self.status = status
+        self.reason = reason
+        self.message = message
+        self.retryable = retryable
+        super().__init__(f"HTTP {status} {reason}: {message}".strip().rstrip(":"))
+
+
+class InvalidRequest(ApiError):
+    """The API refused this task's input (400): not retried; the task is failed."""
+
+
+class AuthError(ApiError):
+    """Missing, wrong or unauthorised API key (400 MISSING_API_KEY, 401, 403)."""
+
+    stops_run = True
+
+
+class BalanceExhausted(ApiError):
+    """Out of money (400 BILLING_BALANCE_NOT_ENOUGH): stop, resumable after a top-up."""
+
+    stops_run = True
+
+
+class EndpointNotFound(ApiError):
+    """404 on the submit path: the base URL or model path is wrong; nothing will work."""
+
+    stops_run = True
+
+
+class TaskNotFound(ApiError):
+    """404 TASK_NOT_FOUND from task-result: the API does not know this task id."""
+
+
+class RateLimited(ApiError):
+    """429: wait (at least ``retry_after`` seconds when the API says so), then retry."""
+
+    def __init__(self, status: int, reason: str, message: str, retry_after: float | None):
+        super().__init__(status, reason, message, retryable=True)
+        self.retry_after = retry_after
+
+
+class ServerError(ApiError):
+    """5xx. ``retryable`` is true only where retrying cannot create a second task."""
+
+
+class TransportError(KlingBatchError):
+    """No answer from the API. For a submit this is raised only when the connection was
+    never made, so the request cannot have reached the API and a retry is safe."""
+
+    retryable = True
+
+
+class SubmitOutcomeUnknown(KlingBatchError):
+    """A submit was sent but no usable answer came back (timeout, dropped connection,
+    504): the task may exist and be billed. Never retried without the user's say-so."""
+
+
+class UrlExpired(KlingBatchError):
+    """A video link answered 403/404/410: expired or revoked; ask Task Result again."""
+
+
+class ManifestError(KlingBatchError):
+    """The manifest cannot be read at all (no such file, malformed YAML, no CSV header)."""
+
+    def __init__(self, problems: list) -> None:
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))

@@ -1,0 +1,143 @@
+"""Download finished videos before their links expire.
+
+Video links are pre-signed object-store URLs on another host. They are fetched with a
+session of their own that carries no API key at all, so the key cannot leak to that
+host, even through a redirect. A file is written under a ``.part`` name, flushed to
+disk and renamed, so a crash never leaves a half video that looks whole.
+
+A link that answers 401/403/404/410 has expired (or been revoked): we ask Task Result
+for a fresh one (a poll, within the poll rate limit) rather than paying for a new task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from pathlib import Path
+
+import aiohttp
+
+from runner.client import NovitaClient
+from runner.errors import KlingBatchError, UrlExpired
+from runner.limits import EndpointLimiter, backoff_delay
+from runner.state import RunState
+from runner.stopping import StopSwitch
+
+log = logging.getLogger(__name__)
+
+EXPIRED_STATUSES = frozenset({401, 403, 404, 410})
+CHUNK = 1 << 16
+
+
+async def download(session: aiohttp.ClientSession, url: str, dest: Path) -> int:
+    """Stream ``url`` into ``dest`` atomically; returns the number of bytes written."""
+    partial = dest.with_name(dest.name + ".part")
+    timeout = aiohttp.ClientTimeout(total=900, sock_connect=15, sock_read=60)
+    written = 0
+    async with session.get(url, timeout=timeout) as resp:
+        if resp.status in EXPIRED_STATUSES:
+            raise UrlExpired(f"video link answered HTTP {resp.status}")
+        resp.raise_for_status()
+        with partial.open("wb") as out:
+            async for chunk in resp.content.iter_chunked(CHUNK):
+                out.write(chunk)
+                written += len(chunk)
+            out.flush()
+            os.fsync(out.fileno())
+    os.replace(partial, dest)
+    return written
+
+
+class Fetcher:
+    def __init__(
+        self,
+        state: RunState,
+        client: NovitaClient,
+        poll_limiter: EndpointLimiter,
+        stop: StopSwitch,
+        videos_dir: Path,
+        *,
+        workers: int = 4,
+        max_refreshes: int = 2,
+        max_retries: int = 4,
+    ):
+        self.state = state
+        self.client = client
+        self.poll_limiter = poll_limiter
+        self.stop = stop
+        self.videos_dir = videos_dir
+        self.workers = workers
+        self.max_refreshes = max_refreshes
+        self.max_retries = max_retries
+        self.downloaded = 0
+        self._queue: asyncio.Queue[str | None] = asyncio.Queue()
+
+    def add(self, task_key: str) -> None:
+        self._queue.put_nowait(task_key)
+
+    def close(self) -> None:
+        for _ in range(self.workers):
+            self._queue.put_nowait(None)
+
+    async def run(self) -> None:
+        self.videos_dir.mkdir(parents=True, exist_ok=True)
+        async with aiohttp.ClientSession() as session, asyncio.TaskGroup() as group:
+            for _ in range(self.workers):
+                group.create_task(self._worker(session))
+
+    async def _worker(self, session: aiohttp.ClientSession) -> None:
+        while (key := await self._queue.get()) is not None:
+            if not self.stop.is_set:
+                await self.fetch_one(session, key)
+
+    async def fetch_one(self, session: aiohttp.ClientSession, key: str) -> None:
+        record = self.state.get(key)
+        url = record.video_url
+        if record.video_url_expires_at is not None and record.video_url_expires_at < time.time():
+            url = None  # known to be stale: don't waste a request on it
+        dest = self.videos_dir / record.video_name
+        refreshes = retries = 0
+        last_error = "no video link in the answer"
+        while True:
+            if url is None:
+                if refreshes >= self.max_refreshes:
+                    break
+                refreshes += 1
+                url = await self._fresh_url(key, record.task_id)
+                if url is None:
+                    continue
+            try:
+                size = await download(session, url, dest)
+            except UrlExpired as exc:
+                last_error, url = str(exc), None
+                log.info("%s: %s; asking for a fresh link", key, exc)
+                continue
+            except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+                last_error = f"{type(exc).__name__}: {exc}"
+                if retries >= self.max_retries:
+                    break
+                retries += 1
+                await self.stop.sleep(backoff_delay(retries))
+                continue
+            self.state.mark_downloaded(key, str(dest.relative_to(self.videos_dir.parent)))
+            self.downloaded += 1
+            log.info("%s: downloaded %d bytes to %s", key, size, dest.name)
+            return
+        self.state.mark_expired(key, f"video not downloaded: {last_error}")
+        log.warning("%s: expired: %s", key, last_error)
+
+    async def _fresh_url(self, key: str, task_id: str | None) -> str | None:
+        if not task_id:
+            return None
+        await self.poll_limiter.acquire()
+        try:
+            result = await self.client.task_result(task_id)
+        except KlingBatchError as exc:
+            log.info("%s: could not refresh the video link: %s", key, exc)
+            return None
+        if result.video_url:
+            expires_at = time.time() + result.video_url_ttl_s if result.video_url_ttl_s else None
+            self.state.set_video_url(key, result.video_url, expires_at)
+        return result.video_url

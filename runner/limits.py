@@ -1,0 +1,106 @@
+"""Rate limits shared by all workers of one endpoint class, and the backoff rule.
+
+Exact semantics of :class:`EndpointLimiter`:
+- requests are spaced evenly, one every ``1 / rate`` seconds: an
+  ``aiolimiter.AsyncLimiter(1, 1 / rate)`` is a bucket of one, so it never lets a burst
+  through (``AsyncLimiter(R, 60)`` would let R go at once and can double the rate
+  a server sees in its first window);
+- retries take a slot like any other request;
+- :meth:`EndpointLimiter.cool_down` (on a 429) pauses *every* worker of the class until
+  the pause ends: ``Retry-After`` when the API sends it, exponential backoff otherwise,
+  plus a little jitter so the workers don't come back in a stampede.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import re
+from dataclasses import dataclass
+
+from aiolimiter import AsyncLimiter
+
+_UNITS = {
+    "s": 1.0,
+    "sec": 1.0,
+    "second": 1.0,
+    "m": 60.0,
+    "min": 60.0,
+    "minute": 60.0,
+    "h": 3600.0,
+    "hour": 3600.0,
+}
+_RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*([a-z]+?)s?\s*$")
+
+
+@dataclass(frozen=True)
+class Rate:
+    """A number of requests per period, parsed from text such as ``20/min`` or ``5/s``."""
+
+    count: float
+    period_s: float
+
+    @classmethod
+    def parse(cls, text: str) -> Rate:
+        match = _RATE.match(text.lower())
+        if not match or match.group(2) not in _UNITS or float(match.group(1)) <= 0:
+            raise ValueError(f"a rate looks like 20/min or 5/s, not {text!r}")
+        return cls(float(match.group(1)), _UNITS[match.group(2)])
+
+    @property
+    def per_second(self) -> float:
+        return self.count / self.period_s
+
+    def __str__(self) -> str:
+        unit = {1.0: "s", 60.0: "min", 3600.0: "h"}.get(self.period_s, f"{self.period_s}s")
+        return f"{self.count:g}/{unit}"
+
+
+def backoff_delay(attempt: int, base: float = 1.0, cap: float = 60.0, floor: float = 0.0) -> float:
+    """Exponential backoff with jitter for retry number ``attempt`` (0-based).
+
+    ``floor`` is what the server asked for (Retry-After): never wait less than that.
+    """
+    ceiling = min(cap, base * 2**attempt)
+    return max(floor, 0.0) + random.uniform(ceiling / 2, ceiling)
+
+
+class EndpointLimiter:
+    """The one limiter of an endpoint class (submit, or poll), shared by all its workers."""
+
+    def __init__(self, rate: Rate, name: str):
+        self.rate = rate
+        self.name = name
+        self._limiter = AsyncLimiter(1, 1 / rate.per_second)
+        self._paused_until = 0.0
+        self._consecutive_429 = 0
+        self.cool_downs = 0
+
+    async def acquire(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            pause = self._paused_until - loop.time()
+            if pause > 0:
+                await asyncio.sleep(pause)
+                continue
+            await self._limiter.acquire()
+            if self._paused_until <= loop.time():
+                return
+            # A 429 arrived while this worker waited for its slot: honour the pause too.
+
+    def cool_down(self, retry_after: float | None) -> float:
+        """Pause all workers after a 429; returns the pause in seconds."""
+        self.cool_downs += 1
+        self._consecutive_429 += 1
+        jitter = random.uniform(0, min(1.0, 0.1 * (retry_after or 1.0)))
+        if retry_after is not None:
+            pause = retry_after + jitter
+        else:
+            pause = backoff_delay(self._consecutive_429 - 1)
+        loop = asyncio.get_running_loop()
+        self._paused_until = max(self._paused_until, loop.time() + pause)
+        return pause
+
+    def succeeded(self) -> None:
+        """A request went through: the next 429 starts the backoff from the bottom again."""
+        self._consecutive_429 = 0

@@ -1,0 +1,60 @@
+"""Logging set-up: the console, and ``run.log`` in the run folder; never the API key.
+
+The key is kept out of every message by construction (it lives only in one header of
+the client), and this filter is the second line of defence: whatever a library or a
+server echo puts in a record, the secret is replaced before any handler writes it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from pathlib import Path
+
+RUN_LOG = "run.log"
+_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+
+
+class RedactSecrets(logging.Filter):
+    def __init__(self, secrets: Iterable[str]):
+        super().__init__()
+        self.secrets = [s for s in secrets if s and len(s) >= 4]
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not self.secrets:
+            return True
+        message = record.getMessage()
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        for secret in self.secrets:
+            message = message.replace(secret, "[REDACTED]")
+            if record.exc_text:
+                record.exc_text = record.exc_text.replace(secret, "[REDACTED]")
+        record.msg, record.args = message, None
+        return True
+
+
+def setup_logging(
+    run_dir: Path | None, *, verbose: bool = False, secrets: Iterable[str] = ()
+) -> None:
+    """Console at INFO (DEBUG with -v) and, with a run folder, everything in run.log."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+        handler.close()
+    redact = RedactSecrets(secrets)
+    console = logging.StreamHandler()
+    console.setLevel(logging.DEBUG if verbose else logging.INFO)
+    console.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+    console.addFilter(redact)
+    root.addHandler(console)
+    if run_dir is not None:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        to_file = logging.FileHandler(run_dir / RUN_LOG, encoding="utf-8")
+        to_file.setLevel(logging.DEBUG)
+        to_file.setFormatter(logging.Formatter(_FORMAT))
+        to_file.addFilter(redact)
+        root.addHandler(to_file)
+    root.setLevel(logging.DEBUG)
+    for noisy in ("aiohttp.access", "asyncio"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -1,0 +1,205 @@
+"""Poll every task in flight from one schedule, within the poll rate limit.
+
+Polls are a budget: Task Result is rate limited like any endpoint, and a batch can have
+thousands of tasks in flight. So there is one heap ordered by next-due time (not a
+coroutine sleeping per task); the most overdue task is polled first; and the next poll
+of a task is chosen from what the API said: its ``eta`` when it gives one, otherwise a
+backoff that grows while the task reports nothing new.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import itertools
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from runner.client import NovitaClient, TaskResult
+from runner.errors import KlingBatchError, RateLimited, TaskNotFound
+from runner.limits import EndpointLimiter, backoff_delay
+from runner.state import RunState, TaskStatus
+from runner.stopping import StopSwitch
+
+log = logging.getLogger(__name__)
+
+SUCCEED = "TASK_STATUS_SUCCEED"
+FAILED = "TASK_STATUS_FAILED"
+PROCESSING = "TASK_STATUS_PROCESSING"
+KNOWN_RUNNING = frozenset({"TASK_STATUS_QUEUED", PROCESSING})
+
+
+@dataclass(frozen=True)
+class PollPolicy:
+    """When to look again. Kling takes minutes, so the defaults are patient."""
+
+    first_delay_s: float = 5.0  # after a submit, the first look (to learn the eta)
+    min_interval_s: float = 1.0
+    max_interval_s: float = 60.0
+    growth: float = 1.6  # backoff factor while a task reports no eta
+    task_timeout_s: float = 1800.0  # then the task is failed ("timed out"), id kept
+
+    def next_delay(self, result: TaskResult, quiet_polls: int) -> float:
+        if result.eta_s and result.eta_s > 0:
+            delay = result.eta_s
+        else:
+            delay = self.min_interval_s * self.growth**quiet_polls
+        return min(self.max_interval_s, max(self.min_interval_s, delay))
+
+
+@dataclass
+class _Tracked:
+    task_id: str
+    submitted_at: float  # wall clock, from the ledger: deadlines survive a restart
+    quiet_polls: int = 0
+    errors: int = 0
+    status: TaskStatus = TaskStatus.QUEUED
+
+
+class PollScheduler:
+    def __init__(
+        self,
+        state: RunState,
+        client: NovitaClient,
+        limiter: EndpointLimiter,
+        stop: StopSwitch,
+        policy: PollPolicy,
+        on_succeeded: Callable[[str], None],
+        *,
+        concurrency: int = 16,
+    ):
+        self.state = state
+        self.client = client
+        self.limiter = limiter
+        self.stop = stop
+        self.policy = policy
+        self.on_succeeded = on_succeeded
+        self.concurrency = concurrency
+        self.polls = 0
+        self._heap: list[tuple[float, int, str]] = []
+        self._seq = itertools.count()
+        self._tracked: dict[str, _Tracked] = {}
+        self._wakeup = asyncio.Event()
+        self._closed = False
+        self._active = 0
+        stop.on_trip(self._wakeup.set)
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._tracked)
+
+    def add(
+        self,
+        task_key: str,
+        task_id: str,
+        submitted_at: float,
+        status: TaskStatus = TaskStatus.QUEUED,
+        delay: float | None = None,
+    ) -> None:
+        self._tracked[task_key] = _Tracked(task_id, submitted_at, status=status)
+        self._schedule(task_key, self.policy.first_delay_s if delay is None else delay)
+
+    def close(self) -> None:
+        """No more tasks will be added: :meth:`run` returns once the heap drains."""
+        self._closed = True
+        self._wakeup.set()
+
+    def _schedule(self, task_key: str, delay: float) -> None:
+        heapq.heappush(self._heap, (time.monotonic() + delay, next(self._seq), task_key))
+        self._wakeup.set()
+
+    async def run(self) -> None:
+        slots = asyncio.Semaphore(self.concurrency)
+        async with asyncio.TaskGroup() as group:
+            while not self.stop.is_set:
+                if not self._heap:
+                    if self._closed and self._active == 0:
+                        return
+                    await self._sleep(None)
+                    continue
+                wait = self._heap[0][0] - time.monotonic()
+                if wait > 0:
+                    await self._sleep(wait)
+                    continue
+                await slots.acquire()
+                await self.limiter.acquire()
+                if self.stop.is_set:
+                    slots.release()
+                    return
+                _, _, key = heapq.heappop(self._heap)
+                self._active += 1
+                group.create_task(self._poll(key, slots))
+
+    async def _sleep(self, seconds: float | None) -> None:
+        self._wakeup.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wakeup.wait(), seconds)
+
+    async def _poll(self, key: str, slots: asyncio.Semaphore) -> None:
+        tracked = self._tracked[key]
+        try:
+            self.polls += 1
+            result = await self.client.task_result(tracked.task_id)
+        except TaskNotFound as exc:
+            self._finish(key)
+            self.state.mark_failed(
+                key, f"{exc.reason}: the API does not know task {tracked.task_id}"
+            )
+        except RateLimited as exc:
+            self.limiter.cool_down(exc.retry_after)
+            self._schedule(key, 0)
+        except KlingBatchError as exc:
+            if exc.stops_run:
+                self.stop.trip(f"the API refused the run: {exc}", exc)
+                return
+            tracked.errors += 1
+            delay = backoff_delay(min(tracked.errors, 6), base=self.policy.min_interval_s)
+            log.info("%s: poll failed (%s); again in %.1fs", key, exc, delay)
+            self._schedule(key, delay)
+        else:
+            self.limiter.succeeded()
+            tracked.errors = 0
+            self._handle(key, tracked, result)
+        finally:
+            self._active -= 1
+            slots.release()
+            self._wakeup.set()
+
+    def _handle(self, key: str, tracked: _Tracked, result: TaskResult) -> None:
+        if result.status == SUCCEED:
+            self._finish(key)
+            expires_at = time.time() + result.video_url_ttl_s if result.video_url_ttl_s else None
+            self.state.mark_succeeded(key, result.video_url, expires_at, result.generation_s)
+            log.info("%s: succeeded", key)
+            self.on_succeeded(key)
+            return
+        if result.status == FAILED:
+            self._finish(key)
+            self.state.mark_failed(
+                key, result.reason or "failed (the API gave no reason)", result.generation_s
+            )
+            log.warning("%s: failed: %s", key, result.reason)
+            return
+        if result.status not in KNOWN_RUNNING:
+            log.warning("%s: unknown status %r, treated as still running", key, result.status)
+        age = time.time() - tracked.submitted_at
+        if age > self.policy.task_timeout_s:
+            self._finish(key)
+            self.state.mark_failed(
+                key,
+                f"timed out after {age:.0f}s (still {result.status}); "
+                f"task id {tracked.task_id} kept",
+            )
+            log.warning("%s: timed out after %.0fs", key, age)
+            return
+        if result.status == PROCESSING and tracked.status == TaskStatus.QUEUED:
+            tracked.status = TaskStatus.PROCESSING
+            self.state.mark_processing(key)
+        tracked.quiet_polls = 0 if result.eta_s else tracked.quiet_polls + 1
+        self._schedule(key, self.policy.next_delay(result, tracked.quiet_polls))
+
+    def _finish(self, key: str) -> None:
+        self._tracked.pop(key, None)

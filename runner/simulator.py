@@ -1,0 +1,541 @@
+"""A local stand-in for the Novita API, so that demos, tests and benchmarks need no key.
+
+It is a real aiohttp server speaking the documented protocol (shared/novita-api.md):
+``POST /v3/async/kling-v2.6-pro-i2v`` and ``GET /v3/async/task-result``, answering in
+exactly the documented shapes (the official ``novita-client`` SDK parses them), with
+bearer auth and the same input limits as the runner (both use ``jobs.kling_i2v``).
+Finished videos are served by a *second* listener, as a pre-signed-style URL that
+expires, the way Novita hands out object-store links.
+
+Faults come two ways: *rates* (``SimConfig``) for realistic noise, and a *script*
+(:meth:`Simulator.script`) that makes the next requests fail in a chosen way, so that a
+test can stage an exact sequence without depending on luck. The clock can be moved with
+:meth:`Simulator.advance`, so a test never has to sleep through a generation.
+
+Everything it saw is counted in :attr:`Simulator.stats` for tests to assert on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import hashlib
+import hmac
+import json
+import random
+import threading
+import time
+import uuid
+from collections import Counter, deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field, fields
+from importlib import resources
+from typing import Any
+
+from aiohttp import web
+
+from jobs import kling_i2v
+from jobs.problems import FieldProblem
+
+SUBMIT_FAULTS = ("429", "500", "503", "502_html", "drop_after_create", "hang_after_create")
+POLL_FAULTS = ("429", "500", "503", "502_html", "drop")
+MEDIA_FAULTS = ("403", "drop")
+FATES = ("succeed", "fail", "stall")
+
+
+@dataclass
+class SimConfig:
+    """How the simulated API behaves. Times are seconds; rates are probabilities."""
+
+    api_key: str = "sim-key"
+    queue_s: float = 0.3
+    generation_s: float = 1.5
+    jitter: float = 0.25  # each time varies by up to this fraction either way
+    url_ttl_s: float = 3600.0
+    report_eta: bool = True
+    fail_rate: float = 0.0
+    stall_rate: float = 0.0
+    fail_reason: str = "TASK_FAILED: the model could not generate this video"
+    submit_limit: int | None = None  # accepted submits per window (429 beyond)
+    poll_limit: int | None = None  # accepted task-result calls per window
+    limit_window_s: float = 60.0
+    error_500_rate: float = 0.0  # submit/poll answered 500 with nothing created
+    error_503_rate: float = 0.0
+    drop_after_create_rate: float = 0.0  # submit: task created, then the connection dropped
+    auth_failure_status: int = 403
+    balance_usd: float | None = None  # None: unlimited
+    seed: int = 0
+
+
+@dataclass
+class SimStats:
+    submits: int = 0
+    tasks_created: int = 0
+    created_by_prompt: Counter = field(default_factory=Counter)
+    polls: int = 0
+    polls_by_task: Counter = field(default_factory=Counter)
+    rate_limited: Counter = field(default_factory=Counter)  # endpoint -> 429s sent
+    faults: Counter = field(default_factory=Counter)  # "endpoint:fault" -> count
+    rejected: Counter = field(default_factory=Counter)  # reason -> count
+    media_requests: int = 0
+    media_with_auth_header: int = 0
+    media_expired: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        return {k: (dict(v) if isinstance(v, Counter) else v) for k, v in values.items()}
+
+
+@dataclass
+class SimTask:
+    task_id: str
+    prompt: str
+    request: dict[str, Any]
+    created_at: float  # simulator clock
+    created_wall: float
+    queue_s: float
+    generation_s: float
+    fate: str
+    finished_seen_at: float | None = None  # first time a poll could see it finished
+
+    @property
+    def done_at(self) -> float:
+        return self.created_at + self.queue_s + self.generation_s
+
+
+class Simulator:
+    """The simulated API: ``async with Simulator(config) as sim: sim.base_url``."""
+
+    def __init__(self, config: SimConfig | None = None):
+        self.config = config or SimConfig()
+        self.stats = SimStats()
+        self.tasks: dict[str, SimTask] = {}
+        self.held = False
+        self._rng = random.Random(self.config.seed)
+        self._offset = 0.0
+        self._scripts: dict[str, deque[str]] = {
+            "submit": deque(),
+            "poll": deque(),
+            "media": deque(),
+        }
+        self._fates: deque[str] = deque()
+        self._windows: dict[str, deque[float]] = {"submit": deque(), "poll": deque()}
+        self._secret = uuid.uuid4().bytes
+        self._video = resources.files("runner").joinpath("assets/sample.mp4").read_bytes()
+        self._stopping = asyncio.Event()
+        self._runners: list[web.AppRunner] = []
+        self.base_url = ""
+        self.media_url = ""
+
+    # --- controls for tests ---------------------------------------------------------
+
+    def now(self) -> float:
+        return time.monotonic() + self._offset
+
+    def advance(self, seconds: float) -> None:
+        """Move the simulated clock forward: tasks progress without anyone sleeping."""
+        self._offset += seconds
+
+    def script(self, endpoint: str, *faults: str) -> None:
+        """Make the next requests to ``endpoint`` (submit, poll, media) fail in order."""
+        allowed = {"submit": SUBMIT_FAULTS, "poll": POLL_FAULTS, "media": MEDIA_FAULTS}[endpoint]
+        for fault in faults:
+            if fault not in allowed:
+                raise ValueError(f"{endpoint} faults are {allowed}, not {fault!r}")
+        self._scripts[endpoint].extend(faults)
+
+    def script_fates(self, *fates: str) -> None:
+        """Decide the fate of the next tasks created (succeed, fail, stall)."""
+        for fate in fates:
+            if fate not in FATES:
+                raise ValueError(f"fates are {FATES}, not {fate!r}")
+        self._fates.extend(fates)
+
+    def hold(self) -> None:
+        """Keep every task QUEUED (no eta) until :meth:`release`."""
+        self.held = True
+
+    def release(self) -> None:
+        self.held = False
+
+    # --- lifecycle --------------------------------------------------------------------
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0, media_port: int = 0) -> Simulator:
+        api = web.Application(client_max_size=32 * 1024 * 1024)
+        api.router.add_post(kling_i2v.SUBMIT_PATH, self._submit)
+        api.router.add_get("/v3/async/task-result", self._task_result)
+        api.router.add_get("/_sim/stats", self._stats)
+        media = web.Application()
+        media.router.add_get("/videos/{name}", self._media)
+        self.base_url = await self._serve(api, host, port)
+        self.media_url = await self._serve(media, host, media_port)
+        return self
+
+    async def _serve(self, app: web.Application, host: str, port: int) -> str:
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await runner.setup()
+        site = web.TCPSite(runner, host, port)
+        await site.start()
+        self._runners.append(runner)
+        bound_host, bound_port = runner.addresses[0][:2]
+        return f"http://{bound_host}:{bound_port}"
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        for runner in self._runners:
+            await runner.cleanup()
+        self._runners.clear()
+
+    async def __aenter__(self) -> Simulator:
+        return await self.start()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    # --- handlers -----------------------------------------------------------------------
+
+    async def _submit(self, request: web.Request) -> web.StreamResponse:
+        self.stats.submits += 1
+        refused = self._check_auth(request) or self._check_rate("submit")
+        if refused is not None:
+            return refused
+        fault = self._next_fault("submit")
+        if fault == "429":
+            return self._too_many("submit", retry_after=1)
+        if fault == "500":
+            return _error(500, "CREATE_TASK_FAILED", "failed to create task, please retry")
+        if fault == "503":
+            return _error(503, "SERVICE_UNAVAILABLE", "service temporarily unavailable")
+        try:
+            body = await request.json()
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return self._reject("INVALID_REQUEST_BODY", "body is not JSON")
+        problem = _check_body(body)
+        if problem is not None:
+            return self._reject(problem.code, f"{problem.field}: {problem.rule}")
+        price = kling_i2v.estimate_cost(_request_for_price(body))
+        if self.config.balance_usd is not None:
+            if self.config.balance_usd < price:
+                return self._reject("BILLING_BALANCE_NOT_ENOUGH", "balance not enough")
+            self.config.balance_usd -= price
+        task = self._create(body)
+        if fault == "502_html":
+            return web.Response(
+                status=502,
+                text="<html><body><h1>502 Bad Gateway</h1></body></html>",
+                content_type="text/html",
+            )
+        if fault == "drop_after_create":
+            return await self._drop(request)
+        if fault == "hang_after_create":
+            await self._stopping.wait()
+            return await self._drop(request)
+        return web.json_response({"task_id": task.task_id})
+
+    async def _task_result(self, request: web.Request) -> web.StreamResponse:
+        self.stats.polls += 1
+        refused = self._check_auth(request) or self._check_rate("poll")
+        if refused is not None:
+            return refused
+        fault = self._next_fault("poll")
+        if fault == "429":
+            return self._too_many("poll", retry_after=1)
+        if fault == "500":
+            return _error(500, "GET_RESULT_FAILED", "failed to get result, please retry")
+        if fault == "503":
+            return _error(503, "SERVICE_UNAVAILABLE", "service temporarily unavailable")
+        if fault == "502_html":
+            return web.Response(
+                status=502, text="<html>502 Bad Gateway</html>", content_type="text/html"
+            )
+        if fault == "drop":
+            return await self._drop(request)
+        task = self.tasks.get(request.query.get("task_id", ""))
+        if task is None:
+            return _error(404, "TASK_NOT_FOUND", "task not found")
+        self.stats.polls_by_task[task.task_id] += 1
+        return web.json_response(self._result(task))
+
+    async def _media(self, request: web.Request) -> web.StreamResponse:
+        self.stats.media_requests += 1
+        if "Authorization" in request.headers:
+            self.stats.media_with_auth_header += 1
+        fault = self._next_fault("media")
+        if fault == "drop":
+            return await self._drop(request)
+        task_id = request.match_info["name"].removesuffix(".mp4")
+        issued = request.query.get("X-Amz-Date", "")
+        ttl = request.query.get("X-Amz-Expires", "")
+        signature = request.query.get("X-Amz-Signature", "")
+        valid = task_id in self.tasks and hmac.compare_digest(
+            signature, self._sign(task_id, issued, ttl)
+        )
+        if fault == "403" or not valid or self.now() > float(issued) + float(ttl):
+            self.stats.media_expired += 1
+            return web.Response(
+                status=403,
+                text=_EXPIRED_XML,
+                content_type="application/xml",
+            )
+        return web.Response(body=self._video, content_type="video/mp4")
+
+    async def _stats(self, request: web.Request) -> web.Response:
+        return web.json_response(self.stats.as_dict())
+
+    # --- behaviour ----------------------------------------------------------------------
+
+    def _check_auth(self, request: web.Request) -> web.Response | None:
+        header = request.headers.get("Authorization", "")
+        if not header.startswith("Bearer ") or not header[7:].strip():
+            self.stats.rejected["MISSING_API_KEY"] += 1
+            return _error(400, "MISSING_API_KEY", "missing api key")
+        if not hmac.compare_digest(header[7:].strip(), self.config.api_key):
+            self.stats.rejected["INVALID_API_KEY"] += 1
+            return _error(self.config.auth_failure_status, "INVALID_API_KEY", "invalid api key")
+        return None
+
+    def _check_rate(self, endpoint: str) -> web.Response | None:
+        limit = self.config.submit_limit if endpoint == "submit" else self.config.poll_limit
+        if limit is None:
+            return None
+        window, now = self._windows[endpoint], self.now()
+        while window and window[0] <= now - self.config.limit_window_s:
+            window.popleft()
+        if len(window) >= limit:
+            wait = window[0] + self.config.limit_window_s - now
+            return self._too_many(endpoint, retry_after=max(1, int(wait + 0.999)))
+        window.append(now)
+        return None
+
+    def _too_many(self, endpoint: str, retry_after: int) -> web.Response:
+        self.stats.rate_limited[endpoint] += 1
+        response = _error(429, "RATE_LIMIT_EXCEEDED", "rate limit exceeded")
+        response.headers["Retry-After"] = str(retry_after)
+        return response
+
+    def _next_fault(self, endpoint: str) -> str | None:
+        fault = self._scripts[endpoint].popleft() if self._scripts[endpoint] else None
+        if fault is None and endpoint in ("submit", "poll"):
+            roll, config = self._rng.random(), self.config
+            if roll < config.error_500_rate:
+                fault = "500"
+            elif roll < config.error_500_rate + config.error_503_rate:
+                fault = "503"
+            elif endpoint == "submit" and roll < (
+                config.error_500_rate + config.error_503_rate + config.drop_after_create_rate
+            ):
+                fault = "drop_after_create"
+        if fault is not None:
+            self.stats.faults[f"{endpoint}:{fault}"] += 1
+        return fault
+
+    def _reject(self, reason: str, message: str) -> web.Response:
+        self.stats.rejected[reason] += 1
+        return _error(400, reason, message)
+
+    def _create(self, body: dict[str, Any]) -> SimTask:
+        config, rng = self.config, self._rng
+
+        def vary(seconds: float) -> float:
+            return max(0.0, seconds * (1 + rng.uniform(-config.jitter, config.jitter)))
+
+        if self._fates:
+            fate = self._fates.popleft()
+        else:
+            roll = rng.random()
+            fate = (
+                "fail"
+                if roll < config.fail_rate
+                else "stall"
+                if roll < config.fail_rate + config.stall_rate
+                else "succeed"
+            )
+        long_clip = 2.0 if body.get("duration") == 10 else 1.0
+        task = SimTask(
+            task_id=str(uuid.UUID(int=rng.getrandbits(128), version=4)),
+            prompt=body["prompt"],
+            request={k: v for k, v in body.items() if k != "image"},
+            created_at=self.now(),
+            created_wall=time.time(),
+            queue_s=vary(config.queue_s),
+            generation_s=vary(config.generation_s * long_clip),
+            fate=fate,
+        )
+        self.tasks[task.task_id] = task
+        self.stats.tasks_created += 1
+        self.stats.created_by_prompt[task.prompt] += 1
+        return task
+
+    def _result(self, task: SimTask) -> dict[str, Any]:
+        """A Task Result answer in exactly the documented shape."""
+        now = self.now()
+        started = task.created_at + task.queue_s
+        status, progress, eta, reason = "TASK_STATUS_QUEUED", 0, max(0.0, task.done_at - now), ""
+        videos: list[dict[str, Any]] = []
+        if self.held:
+            eta = 0.0
+        elif now >= task.done_at and task.fate != "stall":
+            if task.finished_seen_at is None:
+                task.finished_seen_at = now
+            progress, eta = 100, 0.0
+            if task.fate == "fail":
+                status, reason = "TASK_STATUS_FAILED", self.config.fail_reason
+            else:
+                status = "TASK_STATUS_SUCCEED"
+                videos = [self._video_entry(task)]
+        elif now >= started:
+            status = "TASK_STATUS_PROCESSING"
+            progress = (
+                99
+                if task.fate == "stall"
+                else int(100 * (now - started) / max(task.generation_s, 1e-9))
+            )
+            if task.fate == "stall":
+                eta = 0.0
+        wall_ms = int(task.created_wall * 1000)
+        return {
+            "extra": {
+                "seed": str(int(hashlib.sha256(task.task_id.encode()).hexdigest()[:8], 16)),
+                "debug_info": {
+                    "request_info": "",
+                    "submit_time_ms": str(wall_ms),
+                    "execute_time_ms": str(wall_ms + int(task.queue_s * 1000)),
+                    "complete_time_ms": str(
+                        wall_ms + int((task.queue_s + task.generation_s) * 1000)
+                    )
+                    if status in ("TASK_STATUS_SUCCEED", "TASK_STATUS_FAILED")
+                    else "0",
+                },
+            },
+            "task": {
+                "task_id": task.task_id,
+                "status": status,
+                "reason": reason,
+                "task_type": "KLING_V2_6_PRO_I2V",
+                "eta": int(eta + 0.999) if self.config.report_eta else 0,
+                "progress_percent": min(progress, 100),
+            },
+            "images": [],
+            "videos": videos,
+            "audios": [],
+        }
+
+    def _video_entry(self, task: SimTask) -> dict[str, Any]:
+        issued = f"{self.now():.3f}"
+        ttl = f"{self.config.url_ttl_s:g}"
+        signature = self._sign(task.task_id, issued, ttl)
+        url = (
+            f"{self.media_url}/videos/{task.task_id}.mp4"
+            f"?X-Amz-Date={issued}&X-Amz-Expires={ttl}&X-Amz-Signature={signature}"
+        )
+        return {
+            "video_url": url,
+            "video_url_ttl": str(int(self.config.url_ttl_s)),
+            "video_type": "mp4",
+        }
+
+    def _sign(self, task_id: str, issued: str, ttl: str) -> str:
+        return hmac.new(self._secret, f"{task_id}|{issued}|{ttl}".encode(), "sha256").hexdigest()
+
+    async def _drop(self, request: web.Request) -> web.StreamResponse:
+        """Close the connection without an answer, as a crashed gateway would."""
+        if request.transport is not None:
+            request.transport.abort()
+        raise asyncio.CancelledError  # aiohttp ends the handler quietly on a gone peer
+
+
+_EXPIRED_XML = "<Error><Code>AccessDenied</Code><Message>Request has expired</Message></Error>"
+
+
+def _error(status: int, reason: str, message: str) -> web.Response:
+    return web.json_response(
+        {"code": status, "reason": reason, "message": message, "metadata": {}}, status=status
+    )
+
+
+def _check_body(body: Any) -> FieldProblem | None:
+    """Apply the job's own limits to a submitted body, as the real API would."""
+    if not isinstance(body, dict):
+        return FieldProblem("body", body, "must be a JSON object")
+    if "duration" in body and (
+        isinstance(body["duration"], bool) or not isinstance(body["duration"], int)
+    ):
+        return FieldProblem("duration", body["duration"], "must be an integer")
+    voices = body.get("voice_list", [])
+    if not isinstance(voices, list) or not all(
+        isinstance(v, dict) and isinstance(v.get("voice_id"), str) for v in voices
+    ):
+        return FieldProblem("voice_list", voices, 'items must be {"voice_id": "<id>"}')
+    values = {**body, "voice_list": [v["voice_id"] for v in voices]}
+    image = values.pop("image", None)
+    _, problems = kling_i2v.check_fields({**values, "image": image})
+    if problems:
+        return problems[0]
+    if kling_i2v.is_url(image):
+        problems = kling_i2v.check_image_url(image)
+        return problems[0] if problems else None
+    if image.startswith("data:"):
+        return FieldProblem(
+            "image", image[:30], "raw base64 without a data: prefix", "INVALID_IMAGE_FORMAT"
+        )
+    try:
+        data = base64.b64decode(image, validate=True)
+    except (binascii.Error, ValueError):
+        return FieldProblem("image", None, "is neither a URL nor base64", "INVALID_IMAGE_FORMAT")
+    _, problems = kling_i2v.check_image_bytes(data)
+    return problems[0] if problems else None
+
+
+def _request_for_price(body: dict[str, Any]) -> kling_i2v.Request:
+    return kling_i2v.Request(
+        image="",
+        prompt=body["prompt"],
+        duration=body.get("duration", kling_i2v.API_DEFAULTS["duration"]),
+        sound=body.get("sound", kling_i2v.API_DEFAULTS["sound"]),
+        voice_list=tuple(v["voice_id"] for v in body.get("voice_list", [])),
+    )
+
+
+async def serve_forever(config: SimConfig, host: str, port: int, media_port: int) -> None:
+    """``kling-batch sim``: run until cancelled (Ctrl-C)."""
+    sim = await Simulator(config).start(host, port, media_port)
+    try:
+        print(f"simulator: API at {sim.base_url}, videos at {sim.media_url}", flush=True)
+        print(
+            f"  export NOVITA_BASE_URL={sim.base_url} NOVITA_API_KEY={config.api_key}", flush=True
+        )
+        print(f"  counts: {sim.base_url}/_sim/stats", flush=True)
+        await asyncio.Event().wait()
+    finally:
+        await sim.stop()
+
+
+@contextlib.contextmanager
+def simulator_in_thread(config: SimConfig | None = None) -> Iterator[Simulator]:
+    """A simulator on its own event loop thread, for synchronous callers (the official
+    SDK, subprocess tests). Controls are called from the caller's thread; they only
+    touch plain attributes and deques, which is safe enough for tests."""
+    ready = threading.Event()
+    holder: dict[str, Any] = {}
+
+    def run() -> None:
+        loop = asyncio.new_event_loop()
+        holder["loop"] = loop
+        sim = Simulator(config)
+        loop.run_until_complete(sim.start())
+        holder["sim"] = sim
+        ready.set()
+        loop.run_forever()
+        loop.run_until_complete(sim.stop())
+        loop.close()
+
+    thread = threading.Thread(target=run, name="simulator", daemon=True)
+    thread.start()
+    ready.wait(10)
+    try:
+        yield holder["sim"]
+    finally:
+        holder["loop"].call_soon_threadsafe(holder["loop"].stop)
+        thread.join(10)

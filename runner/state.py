@@ -1,0 +1,443 @@
+"""The run's ledger: one SQLite file that makes a crash, a reboot or Ctrl-C lose nothing.
+
+Rules it exists to keep (design.md, "Money and state"):
+1. write before you send: a task is ``submitting``, committed, before its POST;
+2. its ``task_id`` is committed the moment the answer arrives;
+3. on resume, ``submitting`` becomes ``unknown`` (we cannot know whether the API got
+   it), tasks with a ``task_id`` go back to polling, ``pending`` ones are submitted.
+
+Every transition is one short transaction. WAL with ``synchronous=FULL`` makes each
+commit durable across power loss, not just a process crash: a lost ``submitting`` row
+is exactly how a tool pays twice.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, fields
+from enum import StrEnum
+from pathlib import Path
+
+from runner.plan import PlannedTask
+
+STATE_FILE = "state.sqlite"
+
+
+class TaskStatus(StrEnum):
+    PENDING = "pending"  # not yet sent
+    SUBMITTING = "submitting"  # committed just before the POST; outcome not yet known
+    QUEUED = "queued"  # the API took it and holds its task id
+    PROCESSING = "processing"  # the API is generating it
+    SUCCEEDED = "succeeded"  # generated (and downloaded, unless --no-download)
+    FAILED = "failed"  # the API said so, or it timed out; reason kept verbatim
+    INVALID = "invalid"  # failed validation, never sent
+    UNKNOWN = "unknown"  # sent, no answer: it may exist and be billed; only rerun --unknown
+    EXPIRED = "expired"  # succeeded, but its video could not be downloaded in time
+
+
+IN_FLIGHT = frozenset({TaskStatus.QUEUED, TaskStatus.PROCESSING})
+FINAL = frozenset(
+    {
+        TaskStatus.SUCCEEDED,
+        TaskStatus.FAILED,
+        TaskStatus.INVALID,
+        TaskStatus.UNKNOWN,
+        TaskStatus.EXPIRED,
+    }
+)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS tasks (
+    task_key TEXT PRIMARY KEY,
+    position INTEGER NOT NULL,
+    row_id TEXT NOT NULL,
+    source TEXT NOT NULL,
+    image TEXT NOT NULL,
+    request_json TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    est_cost_usd REAL NOT NULL,
+    video_name TEXT NOT NULL,
+    status TEXT NOT NULL,
+    task_id TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    error TEXT,
+    video_url TEXT,
+    video_url_expires_at REAL,
+    video_path TEXT,
+    submitted_at REAL,
+    finished_at REAL,
+    generation_s REAL,
+    updated_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS tasks_status ON tasks (status);
+CREATE TABLE IF NOT EXISTS attempts (
+    task_key TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    task_id TEXT,
+    outcome TEXT NOT NULL,
+    error TEXT,
+    started_at REAL NOT NULL,
+    answered_at REAL,
+    PRIMARY KEY (task_key, attempt)
+);
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    task_key TEXT NOT NULL,
+    at REAL NOT NULL,
+    status TEXT NOT NULL,
+    detail TEXT
+);
+"""
+
+
+@dataclass(frozen=True)
+class TaskRecord:
+    """One row of the ``tasks`` table."""
+
+    task_key: str
+    position: int
+    row_id: str
+    source: str
+    image: str
+    request_json: str
+    fingerprint: str
+    est_cost_usd: float
+    video_name: str
+    status: TaskStatus
+    task_id: str | None
+    attempts: int
+    error: str | None
+    video_url: str | None
+    video_url_expires_at: float | None
+    video_path: str | None
+    submitted_at: float | None
+    finished_at: float | None
+    generation_s: float | None
+    updated_at: float
+
+
+_COLUMNS = ", ".join(f.name for f in fields(TaskRecord))
+
+
+@dataclass(frozen=True)
+class SyncResult:
+    """How a manifest's plan met what the ledger already holds."""
+
+    added: int
+    kept: int
+    updated_pending: int
+
+
+class RunState:
+    """The ledger of one run folder. Not thread-safe; use it from the event loop only."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(path, isolation_level=None, timeout=30)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(_SCHEMA)
+
+    @classmethod
+    def open(cls, run_dir: Path) -> RunState:
+        return cls(run_dir / STATE_FILE)
+
+    def close(self) -> None:
+        self._db.close()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    # --- meta ----------------------------------------------------------------
+
+    def set_meta(self, **values: str) -> None:
+        with self._transaction() as db:
+            db.executemany(
+                "INSERT INTO meta (key, value) VALUES (?, ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                list(values.items()),
+            )
+
+    def meta(self) -> dict[str, str]:
+        return {row["key"]: row["value"] for row in self._db.execute("SELECT key, value FROM meta")}
+
+    # --- reading ---------------------------------------------------------------
+
+    def tasks(self, statuses: Sequence[TaskStatus] | None = None) -> list[TaskRecord]:
+        query = f"SELECT {_COLUMNS} FROM tasks"
+        args: list[str] = []
+        if statuses:
+            query += f" WHERE status IN ({', '.join('?' * len(statuses))})"
+            args = [str(s) for s in statuses]
+        rows = self._db.execute(query + " ORDER BY position", args).fetchall()
+        return [_record(row) for row in rows]
+
+    def get(self, task_key: str) -> TaskRecord:
+        row = self._db.execute(
+            f"SELECT {_COLUMNS} FROM tasks WHERE task_key = ?", (task_key,)
+        ).fetchone()
+        if row is None:
+            raise KeyError(task_key)
+        return _record(row)
+
+    def counts(self) -> dict[str, int]:
+        rows = self._db.execute("SELECT status, COUNT(*) AS n FROM tasks GROUP BY status")
+        return {row["status"]: row["n"] for row in rows}
+
+    def attempts(self) -> list[dict]:
+        rows = self._db.execute("SELECT * FROM attempts ORDER BY task_key, attempt")
+        return [dict(row) for row in rows]
+
+    # --- planning ---------------------------------------------------------------
+
+    def sync_plan(self, planned: Sequence[PlannedTask]) -> SyncResult:
+        """Record new tasks as pending and refresh pending ones whose request changed.
+
+        A key already sent whose request changed raises :class:`PlanConflict` and
+        nothing is applied: old and new are never silently mixed in one run folder."""
+        now = time.time()
+        existing = {
+            row["task_key"]: (row["fingerprint"], row["status"])
+            for row in self._db.execute("SELECT task_key, fingerprint, status FROM tasks")
+        }
+        added = kept = updated = 0
+        changed: list[str] = []
+        with self._transaction() as db:
+            start = db.execute("SELECT COALESCE(MAX(position), -1) + 1 FROM tasks").fetchone()[0]
+            for offset, task in enumerate(planned):
+                values = (
+                    task.row_id,
+                    task.source,
+                    task.image,
+                    task.request.to_json(),
+                    task.fingerprint,
+                    task.est_cost_usd,
+                    task.video_name,
+                )
+                if task.key not in existing:
+                    db.execute(
+                        "INSERT INTO tasks (row_id, source, image, request_json, fingerprint, "
+                        "est_cost_usd, video_name, task_key, position, status, updated_at) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        (*values, task.key, start + offset, TaskStatus.PENDING, now),
+                    )
+                    added += 1
+                    continue
+                fingerprint, status = existing[task.key]
+                if fingerprint == task.fingerprint:
+                    kept += 1
+                elif status == TaskStatus.PENDING:
+                    db.execute(
+                        "UPDATE tasks SET row_id = ?, source = ?, image = ?, request_json = ?, "
+                        "fingerprint = ?, est_cost_usd = ?, video_name = ?, updated_at = ? "
+                        "WHERE task_key = ?",
+                        (*values, now, task.key),
+                    )
+                    updated += 1
+                else:
+                    changed.append(task.key)
+            if changed:  # refuse the whole plan: nothing half-applied
+                raise PlanConflict(changed)
+        return SyncResult(added, kept, updated)
+
+    def resume(self) -> int:
+        """Apply rule 3: a ``submitting`` task found at start was cut off mid-POST by a
+        crash; whether the API created it cannot be known, so it becomes ``unknown``."""
+        now = time.time()
+        keys = [
+            r["task_key"]
+            for r in self._db.execute(
+                "SELECT task_key FROM tasks WHERE status = ?", (TaskStatus.SUBMITTING,)
+            )
+        ]
+        reason = "interrupted while submitting: the API may have created it"
+        for key in keys:
+            with self._transaction() as db:
+                self._set(db, key, TaskStatus.UNKNOWN, now, error=reason)
+                db.execute(
+                    "UPDATE attempts SET outcome = 'unknown', error = ? "
+                    "WHERE task_key = ? AND outcome = 'sending'",
+                    (reason, key),
+                )
+        return len(keys)
+
+    # --- transitions (each one committed before it returns) ----------------------
+
+    def mark_submitting(self, task_key: str) -> int:
+        """Rule 1, write before you send. Returns the attempt number."""
+        now = time.time()
+        with self._transaction() as db:
+            attempt = db.execute(
+                "SELECT COALESCE(MAX(attempt), 0) + 1 FROM attempts WHERE task_key = ?", (task_key,)
+            ).fetchone()[0]
+            db.execute(
+                "INSERT INTO attempts (task_key, attempt, outcome, started_at) "
+                "VALUES (?, ?, 'sending', ?)",
+                (task_key, attempt, now),
+            )
+            db.execute("UPDATE tasks SET attempts = attempts + 1 WHERE task_key = ?", (task_key,))
+            self._set(db, task_key, TaskStatus.SUBMITTING, now, error=None)
+        return attempt
+
+    def mark_submitted(self, task_key: str, attempt: int, task_id: str) -> None:
+        """Rule 2: the task id is committed the moment the answer arrives."""
+        now = time.time()
+        with self._transaction() as db:
+            db.execute(
+                "UPDATE attempts SET outcome = 'created', task_id = ?, answered_at = ? "
+                "WHERE task_key = ? AND attempt = ?",
+                (task_id, now, task_key, attempt),
+            )
+            self._set(
+                db,
+                task_key,
+                TaskStatus.QUEUED,
+                now,
+                task_id=task_id,
+                submitted_at=now,
+                error=None,
+                video_url=None,
+                video_url_expires_at=None,
+                video_path=None,
+                finished_at=None,
+                generation_s=None,
+            )
+
+    def mark_not_created(self, task_key: str, attempt: int, error: str) -> None:
+        """The API provably created nothing (429, explicit error, no connection): the
+        task is pending again, and this attempt does not count as a paid one."""
+        now = time.time()
+        with self._transaction() as db:
+            db.execute(
+                "UPDATE attempts SET outcome = 'not_created', error = ?, answered_at = ? "
+                "WHERE task_key = ? AND attempt = ?",
+                (error, now, task_key, attempt),
+            )
+            db.execute("UPDATE tasks SET attempts = attempts - 1 WHERE task_key = ?", (task_key,))
+            self._set(db, task_key, TaskStatus.PENDING, now, error=error)
+
+    def mark_submit_refused(self, task_key: str, attempt: int, error: str) -> None:
+        """The API refused the input (400): nothing created, nothing to retry."""
+        self._close_attempt(task_key, attempt, "refused", TaskStatus.FAILED, error)
+
+    def mark_unknown(self, task_key: str, attempt: int, error: str) -> None:
+        self._close_attempt(task_key, attempt, "unknown", TaskStatus.UNKNOWN, error)
+
+    def _close_attempt(
+        self, task_key: str, attempt: int, outcome: str, status: TaskStatus, error: str
+    ) -> None:
+        now = time.time()
+        with self._transaction() as db:
+            db.execute(
+                "UPDATE attempts SET outcome = ?, error = ?, answered_at = ? "
+                "WHERE task_key = ? AND attempt = ?",
+                (outcome, error, now, task_key, attempt),
+            )
+            self._set(db, task_key, status, now, error=error, finished_at=now)
+
+    def mark_processing(self, task_key: str) -> None:
+        with self._transaction() as db:
+            self._set(db, task_key, TaskStatus.PROCESSING, time.time())
+
+    def mark_failed(self, task_key: str, error: str, generation_s: float | None = None) -> None:
+        now = time.time()
+        with self._transaction() as db:
+            self._set(
+                db,
+                task_key,
+                TaskStatus.FAILED,
+                now,
+                error=error,
+                finished_at=now,
+                generation_s=generation_s,
+            )
+
+    def mark_succeeded(
+        self,
+        task_key: str,
+        video_url: str | None,
+        expires_at: float | None,
+        generation_s: float | None,
+    ) -> None:
+        now = time.time()
+        with self._transaction() as db:
+            self._set(
+                db,
+                task_key,
+                TaskStatus.SUCCEEDED,
+                now,
+                error=None,
+                finished_at=now,
+                video_url=video_url,
+                video_url_expires_at=expires_at,
+                generation_s=generation_s,
+            )
+
+    def set_video_url(self, task_key: str, video_url: str, expires_at: float | None) -> None:
+        with self._transaction() as db:
+            db.execute(
+                "UPDATE tasks SET video_url = ?, video_url_expires_at = ?, updated_at = ? "
+                "WHERE task_key = ?",
+                (video_url, expires_at, time.time(), task_key),
+            )
+
+    def mark_downloaded(self, task_key: str, video_path: str) -> None:
+        with self._transaction() as db:
+            db.execute(
+                "UPDATE tasks SET video_path = ?, updated_at = ? WHERE task_key = ?",
+                (video_path, time.time(), task_key),
+            )
+            self._event(db, task_key, "downloaded", video_path)
+
+    def mark_expired(self, task_key: str, error: str) -> None:
+        with self._transaction() as db:
+            self._set(db, task_key, TaskStatus.EXPIRED, time.time(), error=error)
+
+    # --- helpers -------------------------------------------------------------------
+
+    def _set(
+        self, db: sqlite3.Connection, task_key: str, status: TaskStatus, now: float, **columns
+    ) -> None:
+        assignments = ", ".join(f"{name} = ?" for name in columns)
+        sql = "UPDATE tasks SET status = ?, updated_at = ?" + (
+            f", {assignments}" if columns else ""
+        )
+        db.execute(sql + " WHERE task_key = ?", (str(status), now, *columns.values(), task_key))
+        self._event(db, task_key, str(status), columns.get("error") or columns.get("task_id"))
+
+    @staticmethod
+    def _event(db: sqlite3.Connection, task_key: str, status: str, detail: str | None) -> None:
+        db.execute(
+            "INSERT INTO events (task_key, at, status, detail) VALUES (?, ?, ?, ?)",
+            (task_key, time.time(), status, detail),
+        )
+
+
+class PlanConflict(Exception):
+    """Tasks already sent whose request is different in the manifest now."""
+
+    def __init__(self, keys: list[str]):
+        self.keys = keys
+        super().__init__(", ".join(keys))
+
+
+def _record(row: sqlite3.Row) -> TaskRecord:
+    values = dict(row)
+    values["status"] = TaskStatus(values["status"])
+    return TaskRecord(**values)

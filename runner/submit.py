@@ -1,0 +1,112 @@
+"""Submit pending tasks: a few workers, one shared rate limit, and the money rules.
+
+Each submit is: take a slot from the submit limiter, commit ``submitting``, POST,
+commit the task id. A retry happens only for errors the client marked ``retryable``
+(nothing was created); :class:`SubmitOutcomeUnknown` ends the task as ``unknown``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from types import ModuleType
+
+from runner.client import NovitaClient
+from runner.errors import KlingBatchError, RateLimited, SubmitOutcomeUnknown
+from runner.limits import EndpointLimiter, backoff_delay
+from runner.state import RunState
+from runner.stopping import StopSwitch
+
+log = logging.getLogger(__name__)
+
+
+class Submitter:
+    def __init__(
+        self,
+        state: RunState,
+        client: NovitaClient,
+        job: ModuleType,
+        limiter: EndpointLimiter,
+        stop: StopSwitch,
+        on_submitted: Callable[[str, str], None],
+        *,
+        workers: int = 4,
+        max_retries: int = 8,
+    ):
+        self.state = state
+        self.client = client
+        self.job = job
+        self.limiter = limiter
+        self.stop = stop
+        self.on_submitted = on_submitted
+        self.workers = workers
+        self.max_retries = max_retries
+        self.created = 0
+
+    async def run(self, task_keys: list[str]) -> None:
+        queue: asyncio.Queue[str] = asyncio.Queue()
+        for key in task_keys:
+            queue.put_nowait(key)
+        async with asyncio.TaskGroup() as group:
+            for _ in range(min(self.workers, len(task_keys))):
+                group.create_task(self._worker(queue))
+
+    async def _worker(self, queue: asyncio.Queue[str]) -> None:
+        while not self.stop.is_set:
+            try:
+                key = queue.get_nowait()
+            except asyncio.QueueEmpty:
+                return
+            await self.submit_one(key)
+
+    async def submit_one(self, key: str) -> None:
+        record = self.state.get(key)
+        request = self.job.Request.from_json(record.request_json)
+        try:  # read the image now, not at planning: memory stays flat on big batches
+            body = self.job.build_body(request, self.job.image_payload(request))
+        except OSError as exc:
+            self.state.mark_failed(key, f"image could not be read at submit time: {exc}")
+            return
+        for retry in range(self.max_retries + 1):
+            await self.limiter.acquire()
+            if self.stop.is_set:
+                return  # still pending: the next run submits it
+            attempt = self.state.mark_submitting(key)
+            try:
+                task_id = await self.client.submit(self.job.SUBMIT_PATH, body)
+            except SubmitOutcomeUnknown as exc:
+                self.state.mark_unknown(key, attempt, str(exc))
+                log.warning(
+                    "%s: outcome unknown, not retried (rerun --unknown decides): %s", key, exc
+                )
+                return
+            except KlingBatchError as exc:
+                if exc.stops_run:
+                    self.state.mark_not_created(key, attempt, str(exc))
+                    self.stop.trip(f"the API refused the run: {exc}", exc)
+                    return
+                if not exc.retryable:
+                    self.state.mark_submit_refused(key, attempt, str(exc))
+                    log.warning("%s: refused by the API: %s", key, exc)
+                    return
+                self.state.mark_not_created(key, attempt, str(exc))
+                if retry == self.max_retries:
+                    log.error(
+                        "%s: still failing after %d retries, left pending: %s", key, retry, exc
+                    )
+                    return
+                if isinstance(exc, RateLimited):
+                    pause = self.limiter.cool_down(exc.retry_after)
+                    log.info("%s: rate limited; all submits pause %.1fs", key, pause)
+                else:
+                    delay = backoff_delay(retry)
+                    log.info("%s: %s; retry in %.1fs", key, exc, delay)
+                    await self.stop.sleep(delay)
+                continue
+            self.limiter.succeeded()
+            self.state.mark_submitted(key, attempt, task_id)
+            self.created += 1
+            log.info("%s: submitted as task %s", key, task_id)
+            self.on_submitted(key, task_id)
+            return
