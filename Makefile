@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 # The main job: a demo batch on the embedded simulator (no API key, no network).
 demo: install
 	rm -rf outputs/demo
-	$(BIN)/kling-batch run manifests/example.yaml --simulate --yes --submit-rate 2/s --out outputs/demo
+	$(BIN)/kling-batch run manifests/example.yaml --simulate --yes --submit-rate 2/s --first-poll-s 1 --out outputs/demo
 
 test: install
 	$(BIN)/python -m pytest

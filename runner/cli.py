@@ -219,7 +219,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             poll_rate=args.poll_rate,
             download=not args.no_download,
             poll_policy=PollPolicy(
-                task_timeout_s=args.task_timeout, first_delay_s=1.0 if args.simulate else 5.0
+                task_timeout_s=args.task_timeout, first_delay_s=args.first_poll_s
             ),
         )
         outcome = asyncio.run(_run(state, run_dir, config, api_key, args.simulate))

@@ -39,6 +39,7 @@ class EngineConfig:
     download: bool = True
     download_workers: int = 4
     max_submit_retries: int = 8
+    retry_base_s: float = 1.0  # first backoff step after a transient error (then doubles)
     poll_policy: PollPolicy = field(default_factory=PollPolicy)
     progress_every_s: float = 30.0
 
@@ -70,7 +71,13 @@ async def run_engine(
     stop = StopSwitch()
     poll_limiter = EndpointLimiter(config.poll_rate, "poll")
     fetcher = Fetcher(
-        state, client, poll_limiter, stop, run_dir / VIDEOS_DIR, workers=config.download_workers
+        state,
+        client,
+        poll_limiter,
+        stop,
+        run_dir / VIDEOS_DIR,
+        workers=config.download_workers,
+        retry_base_s=config.retry_base_s,
     )
     on_succeeded = fetcher.add if config.download else (lambda key: None)
     scheduler = PollScheduler(
@@ -95,6 +102,7 @@ async def run_engine(
         on_submitted,
         workers=config.submit_workers,
         max_retries=config.max_submit_retries,
+        retry_base_s=config.retry_base_s,
     )
 
     pending: list[str] = []

@@ -62,6 +62,7 @@ class Fetcher:
         workers: int = 4,
         max_refreshes: int = 2,
         max_retries: int = 4,
+        retry_base_s: float = 1.0,
     ):
         self.state = state
         self.client = client
@@ -71,6 +72,7 @@ class Fetcher:
         self.workers = workers
         self.max_refreshes = max_refreshes
         self.max_retries = max_retries
+        self.retry_base_s = retry_base_s
         self.downloaded = 0
         self._queue: asyncio.Queue[str | None] = asyncio.Queue()
 
@@ -119,7 +121,7 @@ class Fetcher:
                 if retries >= self.max_retries:
                     break
                 retries += 1
-                await self.stop.sleep(backoff_delay(retries))
+                await self.stop.sleep(backoff_delay(retries, base=self.retry_base_s))
                 continue
             self.state.mark_downloaded(key, str(dest.relative_to(self.videos_dir.parent)))
             self.downloaded += 1

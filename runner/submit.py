@@ -33,6 +33,7 @@ class Submitter:
         *,
         workers: int = 4,
         max_retries: int = 8,
+        retry_base_s: float = 1.0,
     ):
         self.state = state
         self.client = client
@@ -42,23 +43,29 @@ class Submitter:
         self.on_submitted = on_submitted
         self.workers = workers
         self.max_retries = max_retries
+        self.retry_base_s = retry_base_s
         self.created = 0
 
     async def run(self, task_keys: list[str]) -> None:
+        """Submit every key. The first goes alone: a wrong key, base URL or an empty
+        balance then costs one refused request, not one per worker."""
         queue: asyncio.Queue[str] = asyncio.Queue()
         for key in task_keys:
             queue.put_nowait(key)
+        await self._worker(queue, stop_after=1)
         async with asyncio.TaskGroup() as group:
-            for _ in range(min(self.workers, len(task_keys))):
+            for _ in range(min(self.workers, queue.qsize())):
                 group.create_task(self._worker(queue))
 
-    async def _worker(self, queue: asyncio.Queue[str]) -> None:
-        while not self.stop.is_set:
+    async def _worker(self, queue: asyncio.Queue[str], stop_after: int | None = None) -> None:
+        done = 0
+        while not self.stop.is_set and done != stop_after:
             try:
                 key = queue.get_nowait()
             except asyncio.QueueEmpty:
                 return
             await self.submit_one(key)
+            done += 1
 
     async def submit_one(self, key: str) -> None:
         record = self.state.get(key)
@@ -100,7 +107,7 @@ class Submitter:
                     pause = self.limiter.cool_down(exc.retry_after)
                     log.info("%s: rate limited; all submits pause %.1fs", key, pause)
                 else:
-                    delay = backoff_delay(retry)
+                    delay = backoff_delay(retry, base=self.retry_base_s)
                     log.info("%s: %s; retry in %.1fs", key, exc, delay)
                     await self.stop.sleep(delay)
                 continue

@@ -1,0 +1,276 @@
+"""The whole pipeline against the simulator over real sockets: submit, poll, download,
+report, and running again. Faults are scripted or seeded, so no test depends on luck."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from runner.client import NovitaClient
+from runner.engine import EngineConfig, RunOutcome, run_engine
+from runner.limits import Rate
+from runner.manifest import load
+from runner.plan import plan
+from runner.poll import PollPolicy
+from runner.report import REPORT_CSV, write_reports
+from runner.simulator import Simulator
+from runner.state import RunState, TaskStatus
+from tests.conftest import SIM_KEY, draw_image, fast_engine_config
+
+
+def write_manifest(folder: Path, body: str) -> Path:
+    path = folder / "batch.yaml"
+    path.write_text(textwrap.dedent(body), encoding="utf-8")
+    return path
+
+
+def simple_manifest(folder: Path, rows: int) -> Path:
+    draw_image(folder / "img.png", 640, 360)
+    lines = "".join(
+        f"  - {{id: r{i}, image: img.png, prompt: 'prompt {i}'}}\n" for i in range(rows)
+    )
+    return write_manifest(folder, "defaults: {sound: false}\nrows:\n" + lines)
+
+
+async def run_batch(
+    sim: Simulator,
+    manifest: Path,
+    run_dir: Path,
+    config: EngineConfig | None = None,
+    key: str = SIM_KEY,
+) -> tuple[RunState, RunOutcome]:
+    planned = plan(load(manifest))
+    assert planned.ok, [str(p) for p in planned.problems]
+    state = RunState.open(run_dir)
+    state.sync_plan(planned.tasks)
+    async with NovitaClient(sim.base_url, key) as client:
+        outcome = await run_engine(state, client, run_dir, config or fast_engine_config())
+    return state, outcome
+
+
+@pytest.fixture
+def mixed_manifest(tmp_path: Path) -> Path:
+    draw_image(tmp_path / "img" / "land.png", 1280, 720)
+    draw_image(tmp_path / "img" / "portrait.jpg", 720, 1280)
+    draw_image(tmp_path / "img" / "square.png", 512, 512)
+    draw_image(tmp_path / "img" / "edge.jpeg", 750, 300)  # exactly 2.5:1
+    return write_manifest(
+        tmp_path,
+        """\
+        defaults:
+          duration: 5
+          sound: false
+        rows:
+          - {id: land, image: img/land.png, prompt: "a landscape", cfg_scale: 0.8}
+          - {id: portrait, image: img/portrait.jpg, prompt: "a portrait", aspect_ratio: "9:16"}
+          - {id: square, image: img/square.png, prompt: "a square", aspect_ratio: "1:1", duration: 10}
+          - {id: edge, image: img/edge.jpeg, prompt: "the edge", sound: true, voice_list: [v1, v2]}
+          - {id: url, image: "https://example.com/city.jpg", prompt: ["dawn", "dusk"]}
+        """,
+    )
+
+
+async def test_mixed_manifest_runs_to_all_succeeded_with_one_video_each(
+    sim, mixed_manifest, tmp_path
+):
+    run_dir = tmp_path / "run"
+    state, outcome = await run_batch(sim, mixed_manifest, run_dir)
+
+    records = state.tasks()
+    assert [r.task_key for r in records] == [
+        "land/1",
+        "portrait/1",
+        "square/1",
+        "edge/1",
+        "url/1",
+        "url/2",
+    ]
+    assert {r.status for r in records} == {TaskStatus.SUCCEEDED}
+    assert outcome.created == 6 and outcome.stopped_by is None
+    # Task ids are exactly the ones the server created, each used once.
+    assert sorted(r.task_id for r in records) == sorted(sim.tasks)
+    # One real video file per task, named from its key, inside the run folder.
+    videos = sorted(p.name for p in (run_dir / "videos").iterdir())
+    assert videos == [
+        "edge_1.mp4",
+        "land_1.mp4",
+        "portrait_1.mp4",
+        "square_1.mp4",
+        "url_1.mp4",
+        "url_2.mp4",
+    ]
+    assert all(r.video_path and (run_dir / r.video_path).stat().st_size > 1000 for r in records)
+    # What the server received is what the manifest asked for, per-row overrides included.
+    sent = {sim.tasks[r.task_id].prompt: sim.tasks[r.task_id].request for r in records}
+    assert sent["a landscape"]["cfg_scale"] == 0.8
+    assert sent["a portrait"]["aspect_ratio"] == "9:16"
+    assert sent["a square"]["duration"] == 10
+    assert sent["the edge"]["voice_list"] == [{"voice_id": "v1"}, {"voice_id": "v2"}]
+    assert sent["the edge"]["sound"] is True and sent["dawn"]["sound"] is False
+    assert sim.stats.media_with_auth_header == 0
+
+
+async def test_running_again_submits_nothing_and_the_report_rebuilds_identically(
+    sim, mixed_manifest, tmp_path
+):
+    run_dir = tmp_path / "run"
+    state, _ = await run_batch(sim, mixed_manifest, run_dir)
+    write_reports(state, run_dir)
+    first_report = (run_dir / REPORT_CSV).read_bytes()
+    submits, polls = sim.stats.submits, sim.stats.polls
+    state.close()
+
+    state, outcome = await run_batch(sim, mixed_manifest, run_dir)
+    assert outcome.created == 0
+    assert (sim.stats.submits, sim.stats.polls) == (submits, polls)
+    write_reports(state, run_dir)
+    assert (run_dir / REPORT_CSV).read_bytes() == first_report
+
+    report = pd.read_csv(run_dir / REPORT_CSV)
+    assert list(report.columns[:18]) == [
+        "task_key", "row_id", "source", "image", "prompt", "duration", "aspect_ratio", "sound",
+        "status", "task_id", "attempts", "error", "video_url", "video_path", "submitted_at",
+        "finished_at", "generation_s", "est_cost_usd",
+    ]  # fmt: skip
+    assert set(report["status"]) == {"succeeded"} and set(report["attempts"]) == {1}
+    assert report.loc[report["task_key"] == "square/1", "est_cost_usd"].item() == pytest.approx(
+        0.70
+    )
+
+
+async def test_faults_are_recovered_without_paying_twice(start_sim, tmp_path):
+    sim = await start_sim(
+        error_500_rate=0.15, error_503_rate=0.15, submit_limit=40, limit_window_s=1.0, seed=3
+    )
+    sim.script("submit", "429", "503", "500")
+    sim.script("poll", "500", "502_html", "429")
+    sim.script_fates("succeed", "fail")  # the second task created fails on the server
+    manifest = simple_manifest(tmp_path, 20)
+    state, outcome = await run_batch(
+        sim, manifest, tmp_path / "run", fast_engine_config(submit_rate=Rate(30, 1))
+    )
+
+    counts = state.counts()
+    assert counts == {"succeeded": 19, "failed": 1}
+    assert max(sim.stats.created_by_prompt.values()) == 1  # nobody paid twice
+    assert sim.stats.tasks_created == 20
+    assert sim.stats.faults["submit:429"] >= 1 and sim.stats.faults["poll:500"] >= 1
+    [failed] = state.tasks([TaskStatus.FAILED])
+    assert failed.error == sim.config.fail_reason  # the API's reason, verbatim
+    assert failed.task_id in sim.tasks
+
+
+async def test_a_dropped_submit_is_unknown_and_never_retried(sim, tmp_path):
+    sim.script("submit", "drop_after_create")
+    manifest = simple_manifest(tmp_path, 3)
+    state, outcome = await run_batch(sim, manifest, tmp_path / "run")
+    [unknown] = state.tasks([TaskStatus.UNKNOWN])
+    assert unknown.task_key == "r0/1"  # the first submit goes alone, so it met the fault
+    assert "no answer" in unknown.error
+    assert unknown.attempts == 1 and unknown.task_id is None
+    assert sim.stats.created_by_prompt["prompt 0"] == 1  # created once, by that one send
+    assert state.counts() == {"unknown": 1, "succeeded": 2}
+    state.close()
+
+    state, outcome = await run_batch(sim, manifest, tmp_path / "run")  # run again
+    assert outcome.created == 0 and sim.stats.created_by_prompt["prompt 0"] == 1
+
+
+async def test_a_wrong_key_stops_after_one_request_and_the_run_resumes(sim, tmp_path):
+    manifest = simple_manifest(tmp_path, 5)
+    state, outcome = await run_batch(sim, manifest, tmp_path / "run", key="sk_wrong")
+    assert "INVALID_API_KEY" in (outcome.stopped_by or "")
+    assert sim.stats.submits == 1 and sim.stats.tasks_created == 0
+    assert state.counts() == {"pending": 5}
+    assert [a["outcome"] for a in state.attempts()] == ["not_created"]
+    assert state.get("r0/1").attempts == 0
+    state.close()
+
+    state, outcome = await run_batch(sim, manifest, tmp_path / "run")
+    assert state.counts() == {"succeeded": 5} and outcome.created == 5
+
+
+async def test_a_stalled_task_times_out_as_failed_with_its_task_id_kept(sim, tmp_path):
+    sim.script_fates("stall")
+    config = fast_engine_config(
+        poll_policy=PollPolicy(
+            first_delay_s=0.02, min_interval_s=0.02, max_interval_s=0.05, task_timeout_s=0.3
+        )
+    )
+    state, _ = await run_batch(sim, simple_manifest(tmp_path, 2), tmp_path / "run", config)
+    stalled = state.get("r0/1")
+    assert stalled.status == TaskStatus.FAILED
+    assert stalled.error.startswith("timed out after") and stalled.task_id in stalled.error
+    assert stalled.task_id in sim.tasks
+    assert state.get("r1/1").status == TaskStatus.SUCCEEDED
+
+
+async def test_an_expired_video_link_is_refreshed_from_task_result(sim, tmp_path):
+    sim.script("media", "403")
+    state, _ = await run_batch(sim, simple_manifest(tmp_path, 1), tmp_path / "run")
+    record = state.get("r0/1")
+    assert record.status == TaskStatus.SUCCEEDED and record.video_path
+    assert sim.stats.media_expired == 1 and sim.stats.media_requests == 2
+    assert sim.stats.tasks_created == 1  # refreshed, not paid again
+
+
+async def test_a_link_that_stays_expired_ends_as_expired(sim, tmp_path):
+    sim.script("media", "403", "403", "403")
+    state, _ = await run_batch(sim, simple_manifest(tmp_path, 1), tmp_path / "run")
+    record = state.get("r0/1")
+    assert record.status == TaskStatus.EXPIRED and record.video_path is None
+    assert "HTTP 403" in record.error and record.task_id in sim.tasks
+
+
+async def test_no_download_keeps_urls_only(sim, tmp_path):
+    state, outcome = await run_batch(
+        sim, simple_manifest(tmp_path, 2), tmp_path / "run", fast_engine_config(download=False)
+    )
+    assert state.counts() == {"succeeded": 2} and outcome.downloaded == 0
+    assert all(r.video_url and r.video_path is None for r in state.tasks())
+    assert not (tmp_path / "run" / "videos").exists() or not any(
+        (tmp_path / "run" / "videos").iterdir()
+    )
+
+
+async def test_interrupted_submit_becomes_unknown_and_queued_tasks_resume_polling(sim, tmp_path):
+    manifest = simple_manifest(tmp_path, 3)
+    run_dir = tmp_path / "run"
+    planned = plan(load(manifest))
+    state = RunState.open(run_dir)
+    state.sync_plan(planned.tasks)
+    # r0: cut off mid-POST by a crash. r1: submitted, answer recorded, then the crash.
+    state.mark_submitting("r0/1")
+    async with NovitaClient(sim.base_url, SIM_KEY) as client:
+        task_id = await client.submit(
+            "/v3/async/kling-v2.6-pro-i2v", {"image": "https://x/y.png", "prompt": "p1"}
+        )
+    attempt = state.mark_submitting("r1/1")
+    state.mark_submitted("r1/1", attempt, task_id)
+    state.close()
+
+    state, outcome = await run_batch(sim, manifest, run_dir)
+    assert outcome.resumed_unknown == 1
+    assert state.get("r0/1").status == TaskStatus.UNKNOWN
+    assert state.get("r1/1").status == TaskStatus.SUCCEEDED and state.get("r1/1").task_id == task_id
+    assert state.get("r2/1").status == TaskStatus.SUCCEEDED
+    assert outcome.created == 1  # only r2: r0 is unknown and r1 already had its task
+    assert sim.stats.created_by_prompt["prompt 0"] == 0
+
+
+async def test_a_task_the_api_does_not_know_is_failed_with_that_reason(start_sim, tmp_path):
+    first = await start_sim()
+    manifest = simple_manifest(tmp_path, 1)
+    run_dir = tmp_path / "run"
+    planned = plan(load(manifest))
+    state = RunState.open(run_dir)
+    state.sync_plan(planned.tasks)
+    attempt = state.mark_submitting("r0/1")
+    state.mark_submitted("r0/1", attempt, "id-from-another-account")
+    state.close()
+    state, _ = await run_batch(first, manifest, run_dir)
+    record = state.get("r0/1")
+    assert record.status == TaskStatus.FAILED and record.error.startswith("TASK_NOT_FOUND")

@@ -1,0 +1,236 @@
+"""Every API limit is checked before anything is sent, and each problem names file,
+row, field and rule. Also: the request body, the fingerprint and the price table."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+import pytest
+
+from jobs import kling_i2v
+from runner.manifest import load
+from runner.plan import Plan, plan, video_file_name
+from tests.conftest import draw_image
+
+
+def plan_rows(tmp_path: Path, rows: str, defaults: str = "") -> Plan:
+    path = tmp_path / "batch.yaml"
+    path.write_text(
+        (f"defaults: {defaults}\n" if defaults else "") + "rows:\n" + rows, encoding="utf-8"
+    )
+    return plan(load(path))
+
+
+def only_problem(result: Plan) -> str:
+    assert len(result.problems) == 1, [str(p) for p in result.problems]
+    return str(result.problems[0])
+
+
+@pytest.fixture
+def ok_image(tmp_path: Path) -> Path:
+    return draw_image(tmp_path / "ok.png", 640, 360)
+
+
+def test_a_good_row_plans_one_priced_task(tmp_path, ok_image):
+    result = plan_rows(tmp_path, "  - {id: a, image: ok.png, prompt: hello, sound: false}\n")
+    assert result.ok
+    [task] = result.tasks
+    assert task.request.image == str(ok_image.resolve())
+    assert task.request.duration == 5 and task.request.sound is False
+    assert task.est_cost_usd == pytest.approx(5 * 0.07)
+    assert task.source == f"{tmp_path / 'batch.yaml'}:2"
+
+
+@pytest.mark.parametrize(
+    ("row", "field", "rule"),
+    [
+        ("{id: r, image: ok.png, prompt: p, duration: 7}", "duration = 7", "must be one of 5, 10"),
+        (
+            "{id: r, image: ok.png, prompt: p, cfg_scale: 1.5}",
+            "cfg_scale = 1.5",
+            "between 0.0 and 1.0",
+        ),
+        ("{id: r, image: ok.png, prompt: p, cfg_scale: high}", "cfg_scale", "must be a number"),
+        (
+            "{id: r, image: ok.png, prompt: p, voice_list: [a, b, c]}",
+            "voice_list",
+            "at most 2 voices",
+        ),
+        (
+            "{id: r, image: ok.png, prompt: p, aspect_ratio: '4:3'}",
+            "aspect_ratio = '4:3'",
+            "16:9, 9:16, 1:1",
+        ),
+        ("{id: r, image: ok.png, prompt: p, sound: maybe}", "sound", "true or false"),
+        (
+            "{id: r, image: ok.png, prompt: p, durations: 10}",
+            "durations",
+            "did you mean 'duration'",
+        ),
+        ("{id: r, image: ok.png}", "prompt", "is required"),
+        ("{id: r, prompt: p}", "image", "is required"),
+        ("{id: r, image: ok.png, prompt: p, duration: true}", "duration", "whole number"),
+    ],
+)
+def test_each_field_rule_names_file_row_field_and_rule(tmp_path, ok_image, row, field, rule):
+    message = only_problem(plan_rows(tmp_path, f"  - {row}\n"))
+    assert message.startswith(f"{tmp_path / 'batch.yaml'}:2: row 'r': {field}")
+    assert rule in message
+
+
+@pytest.mark.parametrize("name", ["prompt", "negative_prompt"])
+def test_prompts_longer_than_2500_characters(tmp_path, ok_image, name):
+    long = "x" * 2501
+    message = only_problem(
+        plan_rows(tmp_path, f"  - {{id: r, image: ok.png, prompt: p, {name}: {long}}}\n")
+    )
+    assert f"{name} = " in message and "2501 characters; at most 2500" in message
+    assert plan_rows(
+        tmp_path, f"  - {{id: r, image: ok.png, {name}: {'y' * 2500}, prompt: p}}\n"
+    ).ok
+
+
+@pytest.mark.parametrize(
+    ("size", "ok"),
+    [
+        ((300, 300), True),
+        ((299, 400), False),
+        ((750, 300), True),  # exactly 2.5:1
+        ((300, 750), True),  # exactly 1:2.5
+        ((760, 300), False),
+        ((300, 760), False),
+    ],
+)
+def test_image_size_and_aspect_edges(tmp_path, size, ok):
+    draw_image(tmp_path / "img.png", *size)
+    result = plan_rows(tmp_path, "  - {id: r, image: img.png, prompt: p}\n")
+    assert result.ok is ok, [str(p) for p in result.problems]
+    if not ok:
+        assert "row 'r': image" in only_problem(result)
+
+
+def test_missing_unreadable_and_wrong_format_images(tmp_path):
+    (tmp_path / "fake.png").write_bytes(b"not an image at all")
+    draw_image(tmp_path / "pic.bmp", 640, 360)
+    draw_image(tmp_path / "sneaky.png", 640, 360, fmt="GIF")
+    result = plan_rows(
+        tmp_path,
+        "  - {id: gone, image: nowhere.png, prompt: p}\n"
+        "  - {id: fake, image: fake.png, prompt: p}\n"
+        "  - {id: bmp, image: pic.bmp, prompt: p}\n"
+        "  - {id: gif, image: sneaky.png, prompt: p}\n"
+        "  - {id: url, image: 'https://example.com/a.webp', prompt: p}\n",
+    )
+    by_row = {p.row: p.rule for p in result.problems}
+    assert by_row == {
+        "gone": "file not found",
+        "fake": "is not a readable PNG or JPEG image",
+        "bmp": "must be a .png, .jpg or .jpeg file",
+        "gif": "must be a PNG or JPEG (.png, .jpg, .jpeg)",
+        "url": "must be a PNG or JPEG (.png, .jpg, .jpeg)",
+    }
+
+
+def test_image_over_10_mb_is_refused_without_reading_it(tmp_path):
+    big = tmp_path / "big.png"
+    draw_image(big, 640, 360)
+    with big.open("ab") as handle:
+        handle.truncate(kling_i2v.IMAGE_MAX_BYTES + 1)
+    assert "larger than 10 MB" in only_problem(
+        plan_rows(tmp_path, "  - {id: r, image: big.png, prompt: p}\n")
+    )
+
+
+def test_every_problem_is_reported_at_once_and_each_once(tmp_path, ok_image):
+    result = plan_rows(
+        tmp_path,
+        "  - {id: a, image: nowhere.png, prompt: p, duration: [5, 10]}\n"
+        "  - {id: b, image: ok.png, prompt: p, duration: 7, aspect_ratio: '4:3'}\n",
+    )
+    # Row a's missing image is shared by its two tasks: reported once.
+    assert sorted((p.row, p.field) for p in result.problems) == [
+        ("a", "image"),
+        ("b", "aspect_ratio"),
+        ("b", "duration"),
+    ]
+
+
+def test_csv_values_are_coerced_and_checked(tmp_path, ok_image):
+    path = tmp_path / "batch.csv"
+    path.write_text(
+        "id,image,prompt,duration,sound,cfg_scale\nr,ok.png,p,10,no,0.25\n", encoding="utf-8"
+    )
+    [task] = plan(load(path)).tasks
+    assert (task.request.duration, task.request.sound, task.request.cfg_scale) == (10, False, 0.25)
+
+
+def test_voices_with_sound_off_warn_but_do_not_fail(tmp_path, ok_image):
+    result = plan_rows(
+        tmp_path, "  - {id: r, image: ok.png, prompt: p, sound: false, voice_list: [v1]}\n"
+    )
+    assert result.ok
+    assert "voices are ignored: sound is off" in str(result.warnings[0])
+
+
+def test_sound_by_default_is_counted_and_priced(tmp_path, ok_image):
+    result = plan_rows(tmp_path, "  - {id: r, image: ok.png, prompt: p}\n")
+    assert result.sound_by_default == 1
+    assert result.tasks[0].est_cost_usd == pytest.approx(5 * 0.14)
+
+
+def test_body_sends_raw_base64_urls_as_they_are_and_voice_items(ok_image):
+    request = kling_i2v.Request(image=str(ok_image), prompt="p", voice_list=("v1", "v2"))
+    body = kling_i2v.build_body(request, kling_i2v.image_payload(request))
+    assert base64.b64decode(body["image"], validate=True) == ok_image.read_bytes()
+    assert not body["image"].startswith("data:")
+    assert body["voice_list"] == [{"voice_id": "v1"}, {"voice_id": "v2"}]
+    assert body["duration"] == 5 and isinstance(body["duration"], int)
+    url_request = kling_i2v.Request(image="https://example.com/a.png", prompt="p")
+    assert kling_i2v.image_payload(url_request) == "https://example.com/a.png"
+    assert "voice_list" not in kling_i2v.build_body(url_request, "u")
+
+
+def test_fingerprint_follows_image_content_and_settings(tmp_path):
+    path = draw_image(tmp_path / "a.png", 640, 360)
+    request = kling_i2v.Request(image=str(path), prompt="p")
+    digest = kling_i2v.check_image_file(path)[0].sha256
+    same = kling_i2v.fingerprint(request, digest)
+    assert kling_i2v.fingerprint(kling_i2v.Request(image=str(path), prompt="p"), digest) == same
+    assert kling_i2v.fingerprint(kling_i2v.Request(image=str(path), prompt="q"), digest) != same
+    draw_image(path, 640, 400)  # same path, new picture
+    assert kling_i2v.fingerprint(request, kling_i2v.check_image_file(path)[0].sha256) != same
+
+
+@pytest.mark.parametrize(
+    ("sound", "voices", "duration", "usd"),
+    [(False, (), 5, 0.35), (True, (), 5, 0.70), (True, ("v",), 5, 0.84), (True, (), 10, 1.40)],
+)
+def test_price_table(sound, voices, duration, usd):
+    request = kling_i2v.Request(
+        image="x", prompt="p", sound=sound, voice_list=voices, duration=duration
+    )
+    assert kling_i2v.estimate_cost(request) == pytest.approx(usd)
+    assert (
+        kling_i2v.estimate_cost(request, {"silent": 0.1, "sound": 0.2, "sound_voices": 0.3}) != usd
+    )
+
+
+@pytest.mark.parametrize(
+    ("key", "name"),
+    [
+        ("cat/1", "cat_1.mp4"),
+        ("../../etc/passwd/1", "etc_passwd_1.mp4"),
+        ("a b:c/2", "a_b_c_2.mp4"),
+    ],
+)
+def test_video_file_names_cannot_escape_the_videos_folder(key, name):
+    assert video_file_name(key) == name
+
+
+def test_file_name_clashes_are_problems(tmp_path, ok_image):
+    result = plan_rows(
+        tmp_path,
+        "  - {id: 'a b', image: ok.png, prompt: p}\n  - {id: 'a_b', image: ok.png, prompt: p}\n",
+    )
+    assert "clashes with task 'a b/1'" in only_problem(result)
