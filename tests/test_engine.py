@@ -66,7 +66,8 @@ def mixed_manifest(tmp_path: Path) -> Path:
         rows:
           - {id: land, image: img/land.png, prompt: "a landscape", cfg_scale: 0.8}
           - {id: portrait, image: img/portrait.jpg, prompt: "a portrait", aspect_ratio: "9:16"}
-          - {id: square, image: img/square.png, prompt: "a square", aspect_ratio: "1:1", duration: 10}
+          - {id: square, image: img/square.png, prompt: "a square", duration: 10,
+             aspect_ratio: "1:1"}
           - {id: edge, image: img/edge.jpeg, prompt: "the edge", sound: true, voice_list: [v1, v2]}
           - {id: url, image: "https://example.com/city.jpg", prompt: ["dawn", "dusk"]}
         """,
@@ -156,7 +157,7 @@ async def test_faults_are_recovered_without_paying_twice(start_sim, tmp_path):
     counts = state.counts()
     assert counts == {"succeeded": 19, "failed": 1}
     assert max(sim.stats.created_by_prompt.values()) == 1  # nobody paid twice
-    assert sim.stats.tasks_created == 20
+    assert sim.stats.tasks_created == outcome.created == 20
     assert sim.stats.faults["submit:429"] >= 1 and sim.stats.faults["poll:500"] >= 1
     [failed] = state.tasks([TaskStatus.FAILED])
     assert failed.error == sim.config.fail_reason  # the API's reason, verbatim

@@ -117,7 +117,8 @@ def test_csv_rows_header_empty_cells_and_overrides(tmp_path):
 def test_set_beats_the_manifest_defaults_but_not_the_rows(tmp_path):
     path = write(
         tmp_path / "m.yaml",
-        "defaults: {duration: 5, cfg_scale: 0.2}\nrows:\n  - {image: a.png, prompt: p, cfg_scale: 0.9}\n",
+        "defaults: {duration: 5, cfg_scale: 0.2}\n"
+        "rows:\n  - {image: a.png, prompt: p, cfg_scale: 0.9}\n",
     )
     [task], _ = expand(load(path, parse_overrides(["duration=10", "cfg_scale=0.1"])))
     assert task.values["duration"] == 10
