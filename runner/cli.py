@@ -76,6 +76,13 @@ def _parser() -> argparse.ArgumentParser:
         help="per-task deadline (default 1800)",
     )
     run.add_argument(
+        "--first-poll-s",
+        type=float,
+        default=5.0,
+        metavar="SECONDS",
+        help="first look at a new task (later polls follow its eta; default 5)",
+    )
+    run.add_argument(
         "--simulate",
         action="store_true",
         help="rehearse against an embedded simulator (no key, no cost)",

@@ -13,6 +13,7 @@ from pathlib import Path
 
 RUN_LOG = "run.log"
 _FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+_OURS = "_kling_batch_handler"
 
 
 class RedactSecrets(logging.Filter):
@@ -39,14 +40,16 @@ def setup_logging(
 ) -> None:
     """Console at INFO (DEBUG with -v) and, with a run folder, everything in run.log."""
     root = logging.getLogger()
-    for handler in list(root.handlers):
-        root.removeHandler(handler)
-        handler.close()
+    for handler in list(root.handlers):  # only ours: an embedding program keeps its own
+        if getattr(handler, _OURS, False):
+            root.removeHandler(handler)
+            handler.close()
     redact = RedactSecrets(secrets)
     console = logging.StreamHandler()
     console.setLevel(logging.DEBUG if verbose else logging.INFO)
     console.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
     console.addFilter(redact)
+    setattr(console, _OURS, True)
     root.addHandler(console)
     if run_dir is not None:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -54,6 +57,7 @@ def setup_logging(
         to_file.setLevel(logging.DEBUG)
         to_file.setFormatter(logging.Formatter(_FORMAT))
         to_file.addFilter(redact)
+        setattr(to_file, _OURS, True)
         root.addHandler(to_file)
     root.setLevel(logging.DEBUG)
     for noisy in ("aiohttp.access", "asyncio"):

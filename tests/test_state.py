@@ -1,0 +1,109 @@
+"""The ledger: every transition is committed before the call returns, and survives."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from jobs import kling_i2v
+from runner.plan import PlannedTask
+from runner.state import PlanConflict, RunState, TaskStatus
+
+
+def planned(key: str, prompt: str = "p") -> PlannedTask:
+    request = kling_i2v.Request(image="https://example.com/a.png", prompt=prompt)
+    return PlannedTask(
+        key=key,
+        row_id=key.split("/")[0],
+        source="m.yaml:2",
+        image="https://example.com/a.png",
+        request=request,
+        fingerprint=kling_i2v.fingerprint(request, None),
+        est_cost_usd=0.7,
+        video_name=key.replace("/", "_") + ".mp4",
+    )
+
+
+def status_seen_by_another_connection(path: Path, key: str) -> str:
+    with sqlite3.connect(path) as other:
+        return other.execute("SELECT status FROM tasks WHERE task_key = ?", (key,)).fetchone()[0]
+
+
+def test_write_before_send_is_visible_to_another_process_at_once(tmp_path):
+    state = RunState.open(tmp_path)
+    state.sync_plan([planned("a/1")])
+    attempt = state.mark_submitting("a/1")
+    assert status_seen_by_another_connection(state.path, "a/1") == "submitting"
+    state.mark_submitted("a/1", attempt, "task-123")
+    assert status_seen_by_another_connection(state.path, "a/1") == "queued"
+    with sqlite3.connect(state.path) as other:
+        assert other.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_state_survives_reopening(tmp_path):
+    state = RunState.open(tmp_path)
+    state.sync_plan([planned("a/1"), planned("b/1")])
+    attempt = state.mark_submitting("a/1")
+    state.mark_submitted("a/1", attempt, "task-1")
+    state.close()
+    again = RunState.open(tmp_path)
+    assert again.get("a/1").task_id == "task-1"
+    assert again.counts() == {"queued": 1, "pending": 1}
+
+
+def test_resume_turns_submitting_into_unknown_and_keeps_the_rest(tmp_path):
+    state = RunState.open(tmp_path)
+    state.sync_plan([planned("a/1"), planned("b/1"), planned("c/1")])
+    state.mark_submitting("a/1")  # crashed mid-POST
+    attempt = state.mark_submitting("b/1")
+    state.mark_submitted("b/1", attempt, "task-b")
+    assert state.resume() == 1
+    assert state.get("a/1").status == TaskStatus.UNKNOWN
+    assert "may have created it" in state.get("a/1").error
+    assert state.get("b/1").status == TaskStatus.QUEUED
+    assert state.get("c/1").status == TaskStatus.PENDING
+    assert [a["outcome"] for a in state.attempts()] == ["unknown", "created"]
+
+
+def test_a_provably_uncreated_attempt_does_not_count(tmp_path):
+    state = RunState.open(tmp_path)
+    state.sync_plan([planned("a/1")])
+    first = state.mark_submitting("a/1")
+    state.mark_not_created("a/1", first, "HTTP 429")
+    second = state.mark_submitting("a/1")
+    state.mark_submitted("a/1", second, "task-1")
+    record = state.get("a/1")
+    assert (first, second, record.attempts, record.status) == (1, 2, 1, TaskStatus.QUEUED)
+    assert [a["outcome"] for a in state.attempts()] == ["not_created", "created"]
+
+
+def test_sync_keeps_unchanged_updates_pending_and_refuses_changed_sent_tasks(tmp_path):
+    state = RunState.open(tmp_path)
+    first = state.sync_plan([planned("a/1"), planned("b/1")])
+    assert (first.added, first.kept) == (2, 0)
+    attempt = state.mark_submitting("a/1")
+    state.mark_submitted("a/1", attempt, "task-a")
+
+    second = state.sync_plan([planned("a/1"), planned("b/1", "new prompt"), planned("c/1")])
+    assert (second.added, second.kept, second.updated_pending) == (1, 1, 1)
+    assert "new prompt" in state.get("b/1").request_json
+
+    with pytest.raises(PlanConflict) as caught:
+        state.sync_plan([planned("a/1", "changed after sending"), planned("d/1")])
+    assert caught.value.keys == ["a/1"]
+    with pytest.raises(KeyError):
+        state.get("d/1")  # nothing of a refused plan is applied
+
+
+def test_every_transition_is_an_event(tmp_path):
+    state = RunState.open(tmp_path)
+    state.sync_plan([planned("a/1")])
+    attempt = state.mark_submitting("a/1")
+    state.mark_submitted("a/1", attempt, "task-a")
+    state.mark_processing("a/1")
+    state.mark_succeeded("a/1", "http://v", None, 3.0)
+    with sqlite3.connect(state.path) as other:
+        statuses = [row[0] for row in other.execute("SELECT status FROM events ORDER BY id")]
+    assert statuses == ["submitting", "queued", "processing", "succeeded"]
