@@ -314,5 +314,8 @@ def cmd_sim(args: argparse.Namespace) -> int:
         limit_window_s=args.submit_limit.period_s if args.submit_limit else 60.0,
         seed=args.seed,
     )
-    asyncio.run(serve_forever(config, args.host, args.port, args.media_port))
+    try:
+        asyncio.run(serve_forever(config, args.host, args.port, args.media_port))
+    except KeyboardInterrupt:
+        print("simulator stopped")
     return EXIT_OK

@@ -4,9 +4,11 @@ its own thread over a real socket, the way it would talk to the API."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import textwrap
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -181,3 +183,20 @@ def test_python_dash_m_runner_is_the_same_cli():
         [sys.executable, "-m", "runner", "--help"], capture_output=True, text=True, check=True
     )
     assert "validate" in done.stdout and "rerun" not in done.stdout.split("positional")[0]
+
+
+def test_the_sim_command_serves_the_api_until_stopped():
+    process = subprocess.Popen(
+        [sys.executable, "-m", "runner", "sim", "--port", "0", "--api-key", SIM_KEY],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        first_line = process.stdout.readline()  # printed once both listeners are up
+        base_url = first_line.split("API at ")[1].split(",")[0]
+        with urllib.request.urlopen(f"{base_url}/_sim/stats", timeout=5) as answer:
+            stats = json.load(answer)
+        assert stats["tasks_created"] == 0 and stats["submits"] == 0
+    finally:
+        process.terminate()
+        process.wait(10)
