@@ -31,6 +31,7 @@ from runner.simulator import SimConfig, Simulator, serve_forever
 from runner.state import STATE_FILE, PlanConflict, RunState, TaskStatus
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, EXIT_STOPPED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+SIMULATOR_API = "embedded simulator"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -195,8 +196,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not api_key:
         print("error: set NOVITA_API_KEY (or use --simulate to rehearse)", file=sys.stderr)
         return EXIT_USAGE
+    api = SIMULATOR_API if args.simulate else os.environ.get("NOVITA_BASE_URL", DEFAULT_BASE_URL)
     state = RunState.open(run_dir)
     try:
+        bound_to = state.meta().get("api", api)
+        if bound_to != api:
+            # Task ids belong to the API that created them: polling them elsewhere would
+            # mark paid tasks as not found.
+            print(
+                f"error: {run_dir} holds tasks of {bound_to}, not {api}\n"
+                "  use --out for a separate run folder",
+                file=sys.stderr,
+            )
+            return EXIT_USAGE
         try:
             synced = state.sync_plan(result.tasks)
         except PlanConflict as conflict:
@@ -207,7 +219,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             return EXIT_USAGE
-        state.set_meta(manifest=str(args.manifest.resolve()))
+        state.set_meta(manifest=str(args.manifest.resolve()), api=api)
         pending_keys = {r.task_key for r in state.tasks([TaskStatus.PENDING])}
         to_send = [t for t in result.tasks if t.key in pending_keys]
         print(
@@ -229,7 +241,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                 task_timeout_s=args.task_timeout, first_delay_s=args.first_poll_s
             ),
         )
-        outcome = asyncio.run(_run(state, run_dir, config, api_key, args.simulate))
+        outcome = asyncio.run(_run(state, run_dir, config, api_key, api))
         return _finish(state, run_dir, outcome)
     finally:
         state.close()
@@ -246,11 +258,10 @@ def _confirmed(args: argparse.Namespace) -> bool:
 
 
 async def _run(
-    state: RunState, run_dir: Path, config: EngineConfig, api_key: str, simulate: bool
+    state: RunState, run_dir: Path, config: EngineConfig, api_key: str, api: str
 ) -> RunOutcome:
-    if not simulate:
-        base_url = os.environ.get("NOVITA_BASE_URL", DEFAULT_BASE_URL)
-        async with NovitaClient(base_url, api_key) as client:
+    if api != SIMULATOR_API:
+        async with NovitaClient(api, api_key) as client:
             return await run_engine(state, client, run_dir, config)
     sim_config = SimConfig(api_key=api_key, queue_s=1.0, generation_s=2.0, seed=7)
     async with Simulator(sim_config) as sim:

@@ -150,12 +150,15 @@ class PollScheduler:
             )
         except RateLimited as exc:
             self.limiter.cool_down(exc.retry_after)
-            self._schedule(key, 0)
+            if not self._past_deadline(key, tracked, "polls rate limited"):
+                self._schedule(key, 0)
         except KlingBatchError as exc:
             if exc.stops_run:
                 self.stop.trip(f"the API refused the run: {exc}", exc)
                 return
             tracked.errors += 1
+            if self._past_deadline(key, tracked, f"polls failing: {exc}"):
+                return
             delay = backoff_delay(min(tracked.errors, 6), base=self.policy.min_interval_s)
             log.info("%s: poll failed (%s); again in %.1fs", key, exc, delay)
             self._schedule(key, delay)
@@ -185,21 +188,26 @@ class PollScheduler:
             return
         if result.status not in KNOWN_RUNNING:
             log.warning("%s: unknown status %r, treated as still running", key, result.status)
-        age = time.time() - tracked.submitted_at
-        if age > self.policy.task_timeout_s:
-            self._finish(key)
-            self.state.mark_failed(
-                key,
-                f"timed out after {age:.0f}s (still {result.status}); "
-                f"task id {tracked.task_id} kept",
-            )
-            log.warning("%s: timed out after %.0fs", key, age)
+        if self._past_deadline(key, tracked, f"still {result.status}"):
             return
         if result.status == PROCESSING and tracked.status == TaskStatus.QUEUED:
             tracked.status = TaskStatus.PROCESSING
             self.state.mark_processing(key)
         tracked.quiet_polls = 0 if result.eta_s else tracked.quiet_polls + 1
         self._schedule(key, self.policy.next_delay(result, tracked.quiet_polls))
+
+    def _past_deadline(self, key: str, tracked: _Tracked, last_seen: str) -> bool:
+        """End a task that outlived ``task_timeout_s`` as failed, keeping its task id so
+        the video can still be fetched later if the API finishes it after all."""
+        age = time.time() - tracked.submitted_at
+        if age <= self.policy.task_timeout_s:
+            return False
+        self._finish(key)
+        self.state.mark_failed(
+            key, f"timed out after {age:.0f}s ({last_seen}); task id {tracked.task_id} kept"
+        )
+        log.warning("%s: timed out after %.0fs", key, age)
+        return True
 
     def _finish(self, key: str) -> None:
         self._tracked.pop(key, None)

@@ -166,6 +166,16 @@ def test_a_changed_request_for_a_sent_task_is_refused(
     assert "already sent with a different request: one/1" in capsys.readouterr().err
 
 
+def test_a_run_folder_stays_bound_to_the_api_that_created_its_tasks(
+    good_manifest, threaded_sim, tmp_path, capsys
+):
+    run_dir = tmp_path / "run"
+    assert main(["run", str(good_manifest), "--out", str(run_dir), *FAST]) == 0
+    # Rehearsing into the same folder would poll real task ids against a simulator.
+    assert main(["run", str(good_manifest), "--simulate", "--out", str(run_dir), *FAST]) == 2
+    assert f"holds tasks of {threaded_sim.base_url}" in capsys.readouterr().err
+
+
 def test_report_needs_a_run_folder(tmp_path, capsys):
     assert main(["report", str(tmp_path)]) == 2
     assert "is not a run folder" in capsys.readouterr().err

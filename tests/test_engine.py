@@ -209,6 +209,17 @@ async def test_a_stalled_task_times_out_as_failed_with_its_task_id_kept(sim, tmp
     assert state.get("r1/1").status == TaskStatus.SUCCEEDED
 
 
+async def test_the_deadline_also_ends_a_task_whose_polls_keep_failing(sim, tmp_path):
+    sim.script("poll", *["503"] * 500)
+    config = fast_engine_config(
+        poll_policy=PollPolicy(first_delay_s=0.02, min_interval_s=0.02, task_timeout_s=0.3)
+    )
+    state, _ = await run_batch(sim, simple_manifest(tmp_path, 1), tmp_path / "run", config)
+    record = state.get("r0/1")
+    assert record.status == TaskStatus.FAILED
+    assert "polls failing: HTTP 503" in record.error and record.task_id in record.error
+
+
 async def test_an_expired_video_link_is_refreshed_from_task_result(sim, tmp_path):
     sim.script("media", "403")
     state, _ = await run_batch(sim, simple_manifest(tmp_path, 1), tmp_path / "run")
