@@ -202,12 +202,9 @@ class Simulator:
         if refused is not None:
             return refused
         fault = self._next_fault("submit")
-        if fault == "429":
-            return self._too_many("submit", retry_after=1)
-        if fault == "500":
-            return _error(500, "CREATE_TASK_FAILED", "failed to create task, please retry")
-        if fault == "503":
-            return _error(503, "SERVICE_UNAVAILABLE", "service temporarily unavailable")
+        answer = self._answer_before_work("submit", fault)
+        if answer is not None:
+            return answer
         try:
             body = await request.json()
         except (json.JSONDecodeError, UnicodeDecodeError):
@@ -222,11 +219,7 @@ class Simulator:
             self.config.balance_usd -= price
         task = self._create(body)
         if fault == "502_html":
-            return web.Response(
-                status=502,
-                text="<html><body><h1>502 Bad Gateway</h1></body></html>",
-                content_type="text/html",
-            )
+            return _bad_gateway()
         if fault == "drop_after_create":
             return await self._drop(request)
         if fault == "hang_after_create":
@@ -240,16 +233,11 @@ class Simulator:
         if refused is not None:
             return refused
         fault = self._next_fault("poll")
-        if fault == "429":
-            return self._too_many("poll", retry_after=1)
-        if fault == "500":
-            return _error(500, "GET_RESULT_FAILED", "failed to get result, please retry")
-        if fault == "503":
-            return _error(503, "SERVICE_UNAVAILABLE", "service temporarily unavailable")
+        answer = self._answer_before_work("poll", fault)
+        if answer is not None:
+            return answer
         if fault == "502_html":
-            return web.Response(
-                status=502, text="<html>502 Bad Gateway</html>", content_type="text/html"
-            )
+            return _bad_gateway()
         if fault == "drop":
             return await self._drop(request)
         task = self.tasks.get(request.query.get("task_id", ""))
@@ -307,6 +295,17 @@ class Simulator:
             wait = window[0] + self.config.limit_window_s - now
             return self._too_many(endpoint, retry_after=max(1, int(wait + 0.999)))
         window.append(now)
+        return None
+
+    def _answer_before_work(self, endpoint: str, fault: str | None) -> web.Response | None:
+        """Faults answered before anything is done: nothing is created by these."""
+        if fault == "429":
+            return self._too_many(endpoint, retry_after=1)
+        if fault == "500":
+            reason = "CREATE_TASK_FAILED" if endpoint == "submit" else "GET_RESULT_FAILED"
+            return _error(500, reason, "the request failed, please retry")
+        if fault == "503":
+            return _error(503, "SERVICE_UNAVAILABLE", "service temporarily unavailable")
         return None
 
     def _too_many(self, endpoint: str, retry_after: int) -> web.Response:
@@ -447,6 +446,15 @@ class Simulator:
 
 
 _EXPIRED_XML = "<Error><Code>AccessDenied</Code><Message>Request has expired</Message></Error>"
+
+
+def _bad_gateway() -> web.Response:
+    """What a gateway in front of the API answers: HTML, not the API's JSON."""
+    return web.Response(
+        status=502,
+        text="<html><body><h1>502 Bad Gateway</h1></body></html>",
+        content_type="text/html",
+    )
 
 
 def _error(status: int, reason: str, message: str) -> web.Response:

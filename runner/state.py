@@ -299,11 +299,7 @@ class RunState:
         """Rule 2: the task id is committed the moment the answer arrives."""
         now = time.time()
         with self._transaction() as db:
-            db.execute(
-                "UPDATE attempts SET outcome = 'created', task_id = ?, answered_at = ? "
-                "WHERE task_key = ? AND attempt = ?",
-                (task_id, now, task_key, attempt),
-            )
+            self._answer_attempt(db, task_key, attempt, "created", now, task_id=task_id)
             self._set(
                 db,
                 task_key,
@@ -324,11 +320,7 @@ class RunState:
         task is pending again, and this attempt does not count as a paid one."""
         now = time.time()
         with self._transaction() as db:
-            db.execute(
-                "UPDATE attempts SET outcome = 'not_created', error = ?, answered_at = ? "
-                "WHERE task_key = ? AND attempt = ?",
-                (error, now, task_key, attempt),
-            )
+            self._answer_attempt(db, task_key, attempt, "not_created", now, error=error)
             db.execute("UPDATE tasks SET attempts = attempts - 1 WHERE task_key = ?", (task_key,))
             self._set(db, task_key, TaskStatus.PENDING, now, error=error)
 
@@ -344,11 +336,7 @@ class RunState:
     ) -> None:
         now = time.time()
         with self._transaction() as db:
-            db.execute(
-                "UPDATE attempts SET outcome = ?, error = ?, answered_at = ? "
-                "WHERE task_key = ? AND attempt = ?",
-                (outcome, error, now, task_key, attempt),
-            )
+            self._answer_attempt(db, task_key, attempt, outcome, now, error=error)
             self._set(db, task_key, status, now, error=error, finished_at=now)
 
     def mark_processing(self, task_key: str) -> None:
@@ -410,6 +398,18 @@ class RunState:
             self._set(db, task_key, TaskStatus.EXPIRED, time.time(), error=error)
 
     # --- helpers -------------------------------------------------------------------
+
+    @staticmethod
+    def _answer_attempt(
+        db: sqlite3.Connection, task_key: str, attempt: int, outcome: str, now: float, **columns
+    ) -> None:
+        """Record how one submit attempt ended (created, not_created, refused, unknown)."""
+        extra = "".join(f", {name} = ?" for name in columns)
+        db.execute(
+            f"UPDATE attempts SET outcome = ?, answered_at = ?{extra} "
+            "WHERE task_key = ? AND attempt = ?",
+            (outcome, now, *columns.values(), task_key, attempt),
+        )
 
     def _set(
         self, db: sqlite3.Connection, task_key: str, status: TaskStatus, now: float, **columns
