@@ -11,6 +11,7 @@ This module imports nothing from ``runner``: a job describes *what* is sent, nev
 from __future__ import annotations
 
 import base64
+import difflib
 import hashlib
 import io
 import json
@@ -258,8 +259,6 @@ def _too_long(name: str, text: str) -> FieldProblem:
 
 
 def _unknown_field_rule(name: str) -> str:
-    import difflib
-
     known = (*FIELDS, "id", "repeat")
     close = difflib.get_close_matches(name, known, n=1)
     hint = f" (did you mean '{close[0]}'?)" if close else ""

@@ -24,7 +24,7 @@ from runner.engine import EngineConfig, RunOutcome, progress_line, run_engine
 from runner.errors import ManifestError
 from runner.limits import Rate
 from runner.logs import setup_logging
-from runner.plan import Plan, plan
+from runner.plan import Plan, PlannedTask, plan
 from runner.poll import PollPolicy
 from runner.report import write_reports
 from runner.simulator import SimConfig, Simulator, serve_forever
@@ -199,32 +199,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     api = SIMULATOR_API if args.simulate else os.environ.get("NOVITA_BASE_URL", DEFAULT_BASE_URL)
     state = RunState.open(run_dir)
     try:
-        bound_to = state.meta().get("api", api)
-        if bound_to != api:
-            # Task ids belong to the API that created them: polling them elsewhere would
-            # mark paid tasks as not found.
-            print(
-                f"error: {run_dir} holds tasks of {bound_to}, not {api}\n"
-                "  use --out for a separate run folder",
-                file=sys.stderr,
-            )
+        to_send = _sync_run_folder(state, run_dir, result, api, args.manifest)
+        if to_send is None:
             return EXIT_USAGE
-        try:
-            synced = state.sync_plan(result.tasks)
-        except PlanConflict as conflict:
-            print(
-                f"error: {len(conflict.keys)} task(s) in {run_dir} were already sent with a "
-                f"different request: {', '.join(conflict.keys[:10])}\n"
-                "  use --out for a new run folder, or give the changed rows new ids",
-                file=sys.stderr,
-            )
-            return EXIT_USAGE
-        state.set_meta(manifest=str(args.manifest.resolve()), api=api)
-        pending_keys = {r.task_key for r in state.tasks([TaskStatus.PENDING])}
-        to_send = [t for t in result.tasks if t.key in pending_keys]
-        print(
-            f"{run_dir}: {len(result.tasks)} task(s): {synced.added} new, {len(to_send)} to submit"
-        )
         if to_send:
             _print_estimate(
                 Plan(tasks=to_send),
@@ -245,6 +222,37 @@ def cmd_run(args: argparse.Namespace) -> int:
         return _finish(state, run_dir, outcome)
     finally:
         state.close()
+
+
+def _sync_run_folder(
+    state: RunState, run_dir: Path, result: Plan, api: str, manifest: Path
+) -> list[PlannedTask] | None:
+    """Record the plan in the ledger; the tasks still to send, or None if refused."""
+    bound_to = state.meta().get("api", api)
+    if bound_to != api:
+        # Task ids belong to the API that created them: polling them elsewhere would
+        # mark paid tasks as not found.
+        print(
+            f"error: {run_dir} holds tasks of {bound_to}, not {api}\n"
+            "  use --out for a separate run folder",
+            file=sys.stderr,
+        )
+        return None
+    try:
+        synced = state.sync_plan(result.tasks)
+    except PlanConflict as conflict:
+        print(
+            f"error: {len(conflict.keys)} task(s) in {run_dir} were already sent with a "
+            f"different request: {', '.join(conflict.keys[:10])}\n"
+            "  use --out for a new run folder, or give the changed rows new ids",
+            file=sys.stderr,
+        )
+        return None
+    state.set_meta(manifest=str(manifest.resolve()), api=api)
+    pending_keys = {r.task_key for r in state.tasks([TaskStatus.PENDING])}
+    to_send = [t for t in result.tasks if t.key in pending_keys]
+    print(f"{run_dir}: {len(result.tasks)} task(s): {synced.added} new, {len(to_send)} to submit")
+    return to_send
 
 
 def _confirmed(args: argparse.Namespace) -> bool:
