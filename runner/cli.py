@@ -287,9 +287,10 @@ def _finish(state: RunState, run_dir: Path, outcome: RunOutcome) -> int:
     )
     print(f"  report: {files.csv}\n          {files.html}")
     if outcome.stopped_by:
+        hint = getattr(outcome.stop_error, "hint", "") or "fix the cause"
         print(
             f"stopped: {outcome.stopped_by}\n"
-            "  state is saved: fix the cause and run the same command again",
+            f"  state is saved: {hint}, then run the same command again",
             file=sys.stderr,
         )
         return EXIT_STOPPED

@@ -52,6 +52,7 @@ class RunOutcome:
     downloaded: int
     resumed_unknown: int  # `submitting` rows found at start, now `unknown`
     stopped_by: str | None  # why the run stopped early, if it did
+    stop_error: BaseException | None
     elapsed_s: float
 
 
@@ -158,6 +159,7 @@ async def run_engine(
         downloaded=fetcher.downloaded,
         resumed_unknown=resumed_unknown,
         stopped_by=stop.reason,
+        stop_error=stop.error,
         elapsed_s=time.monotonic() - started,
     )
 

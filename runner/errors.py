@@ -14,6 +14,7 @@ class KlingBatchError(Exception):
 
     retryable: bool = False
     stops_run: bool = False
+    hint: str = ""  # what the user can do about it, for errors that stop a run
 
 
 class ApiError(KlingBatchError):
@@ -35,18 +36,21 @@ class AuthError(ApiError):
     """Missing, wrong or unauthorised API key (400 MISSING_API_KEY, 401, 403)."""
 
     stops_run = True
+    hint = "check NOVITA_API_KEY, and that the key may use this model"
 
 
 class BalanceExhausted(ApiError):
     """Out of money (400 BILLING_BALANCE_NOT_ENOUGH): stop, resumable after a top-up."""
 
     stops_run = True
+    hint = "top up the Novita balance"
 
 
 class EndpointNotFound(ApiError):
     """404 on the submit path: the base URL or model path is wrong; nothing will work."""
 
     stops_run = True
+    hint = "check NOVITA_BASE_URL"
 
 
 class TaskNotFound(ApiError):

@@ -140,7 +140,11 @@ def test_a_wrong_key_exits_3_and_the_same_command_resumes(
     monkeypatch.setenv("NOVITA_API_KEY", "sk_wrong_1234")
     assert main(["run", str(good_manifest), "--out", str(run_dir), *FAST]) == 3
     err = capsys.readouterr().err
-    assert "INVALID_API_KEY" in err and "run the same command again" in err
+    assert "INVALID_API_KEY" in err
+    assert (
+        "check NOVITA_API_KEY, and that the key may use this model, then run the same command"
+        in err
+    )
     assert "sk_wrong_1234" not in (run_dir / "run.log").read_text()
     monkeypatch.setenv("NOVITA_API_KEY", SIM_KEY)
     assert main(["run", str(good_manifest), "--out", str(run_dir), *FAST]) == 0
