@@ -219,7 +219,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             ),
         )
         outcome = asyncio.run(_run(state, run_dir, config, api_key, api))
-        return _finish(state, run_dir, outcome)
+        missing = state.missing_videos() if config.download else 0
+        return _finish(state, run_dir, outcome, missing)
     finally:
         state.close()
 
@@ -278,7 +279,7 @@ async def _run(
             return await run_engine(state, client, run_dir, config)
 
 
-def _finish(state: RunState, run_dir: Path, outcome: RunOutcome) -> int:
+def _finish(state: RunState, run_dir: Path, outcome: RunOutcome, missing_videos: int) -> int:
     files = write_reports(state, run_dir)
     print(f"done in {outcome.elapsed_s:.1f}s: {progress_line(outcome.counts, 0)}")
     print(
@@ -294,6 +295,9 @@ def _finish(state: RunState, run_dir: Path, outcome: RunOutcome) -> int:
             file=sys.stderr,
         )
         return EXIT_STOPPED
+    if missing_videos:
+        print(f"  {missing_videos} video(s) not downloaded yet: run again to fetch them")
+        return EXIT_SOME_FAILED
     return exit_code_for(outcome.counts)
 
 

@@ -6,7 +6,9 @@ host, even through a redirect. A file is written under a ``.part`` name, flushed
 disk and renamed, so a crash never leaves a half video that looks whole.
 
 A link that answers 401/403/404/410 has expired (or been revoked): we ask Task Result
-for a fresh one (a poll, within the poll rate limit) rather than paying for a new task.
+for a fresh one (a poll, within the poll rate limit) rather than paying for a new task,
+and only when no fresh link works is the task ``expired``. Any other failure (network,
+disk) leaves the task ``succeeded`` without a file, so the next ``run`` tries again.
 """
 
 from __future__ import annotations
@@ -102,10 +104,12 @@ class Fetcher:
         dest = self.videos_dir / record.video_name
         refreshes = retries = 0
         last_error = "no video link in the answer"
-        while True:
+        while not self.stop.is_set:
             if url is None:
                 if refreshes >= self.max_refreshes:
-                    break
+                    self.state.mark_expired(key, f"video not downloaded: {last_error}")
+                    log.warning("%s: expired: %s", key, last_error)
+                    return
                 refreshes += 1
                 url = await self._fresh_url(key, record.task_id)
                 if url is None:
@@ -119,7 +123,10 @@ class Fetcher:
             except (aiohttp.ClientError, TimeoutError, OSError) as exc:
                 last_error = f"{type(exc).__name__}: {exc}"
                 if retries >= self.max_retries:
-                    break
+                    # Not an expired link: keep the task succeeded; `run` again retries.
+                    self.state.note_download_failed(key, f"download failed: {last_error}")
+                    log.warning("%s: download failed, run again to retry: %s", key, last_error)
+                    return
                 retries += 1
                 await self.stop.sleep(backoff_delay(retries, base=self.retry_base_s))
                 continue
@@ -127,8 +134,6 @@ class Fetcher:
             self.downloaded += 1
             log.info("%s: downloaded %d bytes to %s", key, size, dest.name)
             return
-        self.state.mark_expired(key, f"video not downloaded: {last_error}")
-        log.warning("%s: expired: %s", key, last_error)
 
     async def _fresh_url(self, key: str, task_id: str | None) -> str | None:
         if not task_id:

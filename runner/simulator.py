@@ -41,7 +41,7 @@ from jobs.problems import FieldProblem
 
 SUBMIT_FAULTS = ("429", "500", "503", "502_html", "drop_after_create", "hang_after_create")
 POLL_FAULTS = ("429", "500", "503", "502_html", "drop")
-MEDIA_FAULTS = ("403", "drop")
+MEDIA_FAULTS = ("403", "500", "drop")
 FATES = ("succeed", "fail", "stall")
 
 
@@ -253,6 +253,8 @@ class Simulator:
         fault = self._next_fault("media")
         if fault == "drop":
             return await self._drop(request)
+        if fault == "500":
+            return web.Response(status=500, text="InternalError", content_type="text/plain")
         task_id = request.match_info["name"].removesuffix(".mp4")
         issued = request.query.get("X-Amz-Date", "")
         ttl = request.query.get("X-Amz-Expires", "")

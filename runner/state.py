@@ -196,6 +196,14 @@ class RunState:
             raise KeyError(task_key)
         return _record(row)
 
+    def missing_videos(self) -> int:
+        """Succeeded tasks whose video is not downloaded yet (the next run fetches them)."""
+        row = self._db.execute(
+            "SELECT COUNT(*) FROM tasks WHERE status = ? AND video_path IS NULL",
+            (TaskStatus.SUCCEEDED,),
+        ).fetchone()
+        return row[0]
+
     def counts(self) -> dict[str, int]:
         rows = self._db.execute("SELECT status, COUNT(*) AS n FROM tasks GROUP BY status")
         return {row["status"]: row["n"] for row in rows}
@@ -388,10 +396,19 @@ class RunState:
     def mark_downloaded(self, task_key: str, video_path: str) -> None:
         with self._transaction() as db:
             db.execute(
-                "UPDATE tasks SET video_path = ?, updated_at = ? WHERE task_key = ?",
+                "UPDATE tasks SET video_path = ?, error = NULL, updated_at = ? WHERE task_key = ?",
                 (video_path, time.time(), task_key),
             )
             self._event(db, task_key, "downloaded", video_path)
+
+    def note_download_failed(self, task_key: str, error: str) -> None:
+        """The video is still there to fetch; say why we have no file yet."""
+        with self._transaction() as db:
+            db.execute(
+                "UPDATE tasks SET error = ?, updated_at = ? WHERE task_key = ?",
+                (error, time.time(), task_key),
+            )
+            self._event(db, task_key, "download_failed", error)
 
     def mark_expired(self, task_key: str, error: str) -> None:
         with self._transaction() as db:

@@ -237,6 +237,24 @@ async def test_a_link_that_stays_expired_ends_as_expired(sim, tmp_path):
     assert "HTTP 403" in record.error and record.task_id in sim.tasks
 
 
+async def test_a_failed_download_keeps_the_task_succeeded_and_the_next_run_fetches_it(
+    sim, tmp_path
+):
+    sim.script("media", *["500"] * 5)  # one more than the fetcher's 4 retries
+    manifest = simple_manifest(tmp_path, 1)
+    state, _ = await run_batch(sim, manifest, tmp_path / "run")
+    record = state.get("r0/1")
+    assert record.status == TaskStatus.SUCCEEDED and record.video_path is None
+    assert record.error.startswith("download failed")
+    assert state.missing_videos() == 1
+    state.close()
+
+    state, outcome = await run_batch(sim, manifest, tmp_path / "run")
+    record = state.get("r0/1")
+    assert record.video_path and record.error is None and outcome.downloaded == 1
+    assert outcome.created == 0 and sim.stats.tasks_created == 1
+
+
 async def test_no_download_keeps_urls_only(sim, tmp_path):
     state, outcome = await run_batch(
         sim, simple_manifest(tmp_path, 2), tmp_path / "run", fast_engine_config(download=False)
