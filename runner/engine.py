@@ -38,7 +38,7 @@ class EngineConfig:
     poll_concurrency: int = 16
     download: bool = True
     download_workers: int = 4
-    max_submit_retries: int = 8
+    max_submit_retries: int = 8  # transient errors per task; 429s have their own budget
     retry_base_s: float = 1.0  # first backoff step after a transient error (then doubles)
     poll_policy: PollPolicy = field(default_factory=PollPolicy)
     progress_every_s: float = 30.0

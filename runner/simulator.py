@@ -61,6 +61,7 @@ class SimConfig:
     submit_limit: int | None = None  # accepted submits per window (429 beyond)
     poll_limit: int | None = None  # accepted task-result calls per window
     limit_window_s: float = 60.0
+    retry_after_s: int = 1  # Retry-After sent with a scripted or random 429
     error_500_rate: float = 0.0  # submit/poll answered 500 with nothing created
     error_503_rate: float = 0.0
     drop_after_create_rate: float = 0.0  # submit: task created, then the connection dropped
@@ -302,7 +303,7 @@ class Simulator:
     def _answer_before_work(self, endpoint: str, fault: str | None) -> web.Response | None:
         """Faults answered before anything is done: nothing is created by these."""
         if fault == "429":
-            return self._too_many(endpoint, retry_after=1)
+            return self._too_many(endpoint, retry_after=self.config.retry_after_s)
         if fault == "500":
             reason = "CREATE_TASK_FAILED" if endpoint == "submit" else "GET_RESULT_FAILED"
             return _error(500, reason, "the request failed, please retry")

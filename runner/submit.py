@@ -33,6 +33,7 @@ class Submitter:
         *,
         workers: int = 4,
         max_retries: int = 8,
+        max_rate_limited: int = 50,
         retry_base_s: float = 1.0,
     ):
         self.state = state
@@ -43,6 +44,7 @@ class Submitter:
         self.on_submitted = on_submitted
         self.workers = workers
         self.max_retries = max_retries
+        self.max_rate_limited = max_rate_limited
         self.retry_base_s = retry_base_s
         self.created = 0
 
@@ -75,7 +77,8 @@ class Submitter:
         except OSError as exc:
             self.state.mark_failed(key, f"image could not be read at submit time: {exc}")
             return
-        for retry in range(self.max_retries + 1):
+        failures = rate_limited = 0
+        while True:
             await self.limiter.acquire()
             if self.stop.is_set:
                 return  # still pending: the next run submits it
@@ -98,16 +101,21 @@ class Submitter:
                     log.warning("%s: refused by the API: %s", key, exc)
                     return
                 self.state.mark_not_created(key, attempt, str(exc))
-                if retry == self.max_retries:
-                    log.error(
-                        "%s: still failing after %d retries, left pending: %s", key, retry, exc
-                    )
+                # A 429 means "wait", not "broken": it gets a budget of its own.
+                if isinstance(exc, RateLimited):
+                    rate_limited += 1
+                    exhausted = rate_limited > self.max_rate_limited
+                else:
+                    failures += 1
+                    exhausted = failures > self.max_retries
+                if exhausted:
+                    log.error("%s: still refused after retrying, left pending: %s", key, exc)
                     return
                 if isinstance(exc, RateLimited):
                     pause = self.limiter.cool_down(exc.retry_after)
                     log.info("%s: rate limited; all submits pause %.1fs", key, pause)
                 else:
-                    delay = backoff_delay(retry, base=self.retry_base_s)
+                    delay = backoff_delay(failures - 1, base=self.retry_base_s)
                     log.info("%s: %s; retry in %.1fs", key, exc, delay)
                     await self.stop.sleep(delay)
                 continue

@@ -164,6 +164,22 @@ async def test_faults_are_recovered_without_paying_twice(start_sim, tmp_path):
     assert failed.task_id in sim.tasks
 
 
+async def test_429s_do_not_use_up_the_retry_budget_but_errors_do(start_sim, tmp_path):
+    sim = await start_sim(retry_after_s=0)
+    sim.script("submit", "429", "429", "429", "503", "503")
+    config = fast_engine_config(max_submit_retries=1)
+    state, _ = await run_batch(sim, simple_manifest(tmp_path, 2), tmp_path / "run", config)
+    # r0/1 goes alone and meets all five: three 429s (their own budget), one 503 (the one
+    # retry allowed), a second 503 (budget spent): left pending, nothing paid.
+    stuck = state.get("r0/1")
+    assert stuck.status == TaskStatus.PENDING and "HTTP 503" in stuck.error
+    assert stuck.attempts == 0
+    outcomes = [a["outcome"] for a in state.attempts() if a["task_key"] == "r0/1"]
+    assert outcomes == ["not_created"] * 5
+    assert state.get("r1/1").status == TaskStatus.SUCCEEDED
+    assert sim.stats.tasks_created == 1
+
+
 async def test_a_dropped_submit_is_unknown_and_never_retried(sim, tmp_path):
     sim.script("submit", "drop_after_create")
     manifest = simple_manifest(tmp_path, 3)
