@@ -387,27 +387,17 @@ class RunState:
 
     def set_video_url(self, task_key: str, video_url: str, expires_at: float | None) -> None:
         with self._transaction() as db:
-            db.execute(
-                "UPDATE tasks SET video_url = ?, video_url_expires_at = ?, updated_at = ? "
-                "WHERE task_key = ?",
-                (video_url, expires_at, time.time(), task_key),
-            )
+            self._update(db, task_key, video_url=video_url, video_url_expires_at=expires_at)
 
     def mark_downloaded(self, task_key: str, video_path: str) -> None:
         with self._transaction() as db:
-            db.execute(
-                "UPDATE tasks SET video_path = ?, error = NULL, updated_at = ? WHERE task_key = ?",
-                (video_path, time.time(), task_key),
-            )
+            self._update(db, task_key, video_path=video_path, error=None)
             self._event(db, task_key, "downloaded", video_path)
 
     def note_download_failed(self, task_key: str, error: str) -> None:
         """The video is still there to fetch; say why we have no file yet."""
         with self._transaction() as db:
-            db.execute(
-                "UPDATE tasks SET error = ?, updated_at = ? WHERE task_key = ?",
-                (error, time.time(), task_key),
-            )
+            self._update(db, task_key, error=error)
             self._event(db, task_key, "download_failed", error)
 
     def mark_expired(self, task_key: str, error: str) -> None:
@@ -428,14 +418,20 @@ class RunState:
             (outcome, now, *columns.values(), task_key, attempt),
         )
 
+    @staticmethod
+    def _update(db: sqlite3.Connection, task_key: str, now: float | None = None, **columns) -> None:
+        """Set some columns of one task (and ``updated_at``), inside the caller's transaction."""
+        columns["updated_at"] = time.time() if now is None else now
+        assignments = ", ".join(f"{name} = ?" for name in columns)
+        db.execute(
+            f"UPDATE tasks SET {assignments} WHERE task_key = ?", (*columns.values(), task_key)
+        )
+
     def _set(
         self, db: sqlite3.Connection, task_key: str, status: TaskStatus, now: float, **columns
     ) -> None:
-        assignments = ", ".join(f"{name} = ?" for name in columns)
-        sql = "UPDATE tasks SET status = ?, updated_at = ?" + (
-            f", {assignments}" if columns else ""
-        )
-        db.execute(sql + " WHERE task_key = ?", (str(status), now, *columns.values(), task_key))
+        """A status change: its columns, and the event that records it."""
+        self._update(db, task_key, now, status=str(status), **columns)
         self._event(db, task_key, str(status), columns.get("error") or columns.get("task_id"))
 
     @staticmethod
