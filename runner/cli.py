@@ -1,17 +1,18 @@
-"""The command line: ``kling-batch validate | run | report | sim``.
+"""The command line: ``kling-batch validate | run | resume | rerun | report | sim``.
 
 Exit codes (also in the README):
     0   every task succeeded
     1   the run finished, but some tasks failed, are unknown, expired or still pending
-    2   usage or manifest error: nothing was submitted
-    3   the API stopped the run (bad key, no balance): state saved, ``run`` again resumes
-    130 interrupted (Ctrl-C): state saved, ``run`` again resumes
+    2   usage or manifest error, or the user declined: nothing was submitted
+    3   the API stopped the run (bad key, no balance): state saved, ``resume`` continues
+    130 interrupted (Ctrl-C, SIGTERM): state saved, ``resume`` continues
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import secrets
 import sys
@@ -21,17 +22,29 @@ from pathlib import Path
 from runner import manifest as manifests
 from runner.client import DEFAULT_BASE_URL, NovitaClient
 from runner.engine import EngineConfig, RunOutcome, progress_line, run_engine
-from runner.errors import ManifestError
+from runner.errors import Interrupted, ManifestError
 from runner.limits import Rate
 from runner.logs import setup_logging
-from runner.plan import Plan, PlannedTask, plan
+from runner.plan import Plan, plan
 from runner.poll import PollPolicy
 from runner.report import write_reports
 from runner.simulator import SimConfig, Simulator, serve_forever
-from runner.state import STATE_FILE, PlanConflict, RunState, TaskStatus
+from runner.state import (
+    FINAL,
+    IN_FLIGHT,
+    STATE_FILE,
+    PlanConflict,
+    RunState,
+    TaskRecord,
+    TaskStatus,
+)
+from runner.stopping import StopSwitch, stop_on_signals
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, EXIT_STOPPED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 SIMULATOR_API = "embedded simulator"
+# How long the embedded simulator's tasks take: short enough for a demo, long enough
+# that polling by eta is visible.
+EMBEDDED_SIM_TIMES = {"queue_s": 1.0, "generation_s": 2.0}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -41,7 +54,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.handler(args)
     except KeyboardInterrupt:
         print(
-            "\ninterrupted: state is saved; run the same command again to resume", file=sys.stderr
+            "\ninterrupted: state is saved; `kling-batch resume DIR` continues", file=sys.stderr
         )
         return EXIT_INTERRUPTED
 
@@ -65,31 +78,35 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("manifest", type=Path)
     _add_manifest_options(run)
     run.add_argument("--out", type=Path, help="run folder (default: outputs/<manifest name>)")
-    run.add_argument("--yes", action="store_true", help="spend without asking")
-    run.add_argument("--submit-rate", type=Rate.parse, default=Rate(20, 60), help="default 20/min")
-    run.add_argument("--poll-rate", type=Rate.parse, default=Rate(5, 1), help="default 5/s")
-    run.add_argument("--no-download", action="store_true", help="keep video URLs, don't download")
-    run.add_argument(
-        "--task-timeout",
-        type=float,
-        default=1800.0,
-        metavar="SECONDS",
-        help="per-task deadline (default 1800)",
-    )
-    run.add_argument(
-        "--first-poll-s",
-        type=float,
-        default=5.0,
-        metavar="SECONDS",
-        help="first look at a new task (later polls follow its eta; default 5)",
-    )
     run.add_argument(
         "--simulate",
         action="store_true",
         help="rehearse against an embedded simulator (no key, no cost)",
     )
-    run.add_argument("-v", "--verbose", action="store_true")
+    _add_engine_options(run)
     run.set_defaults(handler=cmd_run)
+
+    resume = commands.add_parser(
+        "resume", help="finish a run folder's batch (after a crash, Ctrl-C or a stop)"
+    )
+    resume.add_argument("run_dir", type=Path)
+    _add_engine_options(resume)
+    resume.set_defaults(handler=cmd_resume)
+
+    rerun = commands.add_parser(
+        "rerun", help="submit chosen finished tasks again, as new attempts (this costs money)"
+    )
+    rerun.add_argument("run_dir", type=Path)
+    rerun.add_argument("--failed", action="store_true", help="tasks that failed or timed out")
+    rerun.add_argument(
+        "--unknown",
+        action="store_true",
+        help="tasks whose submit got no answer (they may exist and be billed already)",
+    )
+    rerun.add_argument("--expired", action="store_true", help="tasks whose video was lost")
+    rerun.add_argument("--keys", default="", metavar="A,B", help="these task keys, any status")
+    _add_engine_options(rerun)
+    rerun.set_defaults(handler=cmd_rerun)
 
     report = commands.add_parser(
         "report", help="rebuild report.csv and report.html from a run folder"
@@ -118,6 +135,42 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("--seed", type=int, default=0)
     sim.set_defaults(handler=cmd_sim)
     return parser
+
+
+def _add_engine_options(parser: argparse.ArgumentParser) -> None:
+    """Options of every command that spends. They default to None so that ``resume``
+    and ``rerun`` can tell "not given" (use what the run folder saved) from a value."""
+    parser.add_argument("--yes", action="store_true", help="spend without asking")
+    parser.add_argument(
+        "--budget",
+        type=float,
+        metavar="USD",
+        help="stop submitting before the run folder's estimated spend would pass this",
+    )
+    parser.add_argument(
+        "--submit-rate", type=Rate.parse, help=f"default {RUN_DEFAULTS['submit_rate']}"
+    )
+    parser.add_argument("--poll-rate", type=Rate.parse, help=f"default {RUN_DEFAULTS['poll_rate']}")
+    parser.add_argument(
+        "--no-download",
+        action="store_const",
+        const=True,
+        help="keep video URLs, don't download",
+    )
+    parser.add_argument(
+        "--task-timeout",
+        type=float,
+        metavar="SECONDS",
+        help=f"per-task deadline (default {RUN_DEFAULTS['task_timeout']:g})",
+    )
+    parser.add_argument(
+        "--first-poll-s",
+        type=float,
+        metavar="SECONDS",
+        help="first look at a new task; later polls follow its eta "
+        f"(default {RUN_DEFAULTS['first_poll_s']:g})",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true")
 
 
 def _add_manifest_options(parser: argparse.ArgumentParser) -> None:
@@ -184,7 +237,17 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-# --- run ---------------------------------------------------------------------------
+# --- run, resume, rerun ------------------------------------------------------------
+
+# What a run folder remembers of its options, so that `resume` runs it the same way.
+RUN_DEFAULTS: dict[str, object] = {
+    "submit_rate": "20/min",
+    "poll_rate": "5/s",
+    "task_timeout": 1800.0,
+    "first_poll_s": 5.0,
+    "no_download": False,
+    "budget": None,
+}
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -192,53 +255,147 @@ def cmd_run(args: argparse.Namespace) -> int:
     if result is None:
         return EXIT_USAGE
     run_dir = args.out or Path("outputs") / args.manifest.stem
-    api_key = secrets.token_urlsafe(16) if args.simulate else os.environ.get("NOVITA_API_KEY", "")
-    if not api_key:
-        print("error: set NOVITA_API_KEY (or use --simulate to rehearse)", file=sys.stderr)
-        return EXIT_USAGE
     api = SIMULATOR_API if args.simulate else os.environ.get("NOVITA_BASE_URL", DEFAULT_BASE_URL)
+    api_key = _api_key(api)
+    if api_key is None:
+        return EXIT_USAGE
     state = RunState.open(run_dir)
     try:
-        to_send = _sync_run_folder(state, run_dir, result, api, args.manifest)
-        if to_send is None:
+        if not _same_api(state, run_dir, api) or not _sync_plan(state, run_dir, result):
             return EXIT_USAGE
-        if to_send:
-            _print_estimate(
-                Plan(tasks=to_send),
-                "to spend now:" if not args.simulate else "would cost (simulated: free):",
-            )
-            if not _confirmed(args):
-                return EXIT_USAGE
-        setup_logging(run_dir, verbose=args.verbose, secrets=[api_key])
-        config = EngineConfig(
-            submit_rate=args.submit_rate,
-            poll_rate=args.poll_rate,
-            download=not args.no_download,
-            poll_policy=PollPolicy(
-                task_timeout_s=args.task_timeout, first_delay_s=args.first_poll_s
-            ),
-        )
-        outcome = asyncio.run(_run(state, run_dir, config, api_key, api))
-        missing = state.missing_videos() if config.download else 0
-        return _finish(state, run_dir, outcome, missing)
+        options = _options(args, saved=json.loads(state.meta().get("options", "{}")))
+        if not _confirm_spend(args, state, options, api):
+            return EXIT_USAGE
+        state.set_meta(manifest=str(args.manifest.resolve()), api=api, options=json.dumps(options))
+        return _execute(state, run_dir, api, api_key, options, args.verbose)
     finally:
         state.close()
 
 
-def _sync_run_folder(
-    state: RunState, run_dir: Path, result: Plan, api: str, manifest: Path
-) -> list[PlannedTask] | None:
-    """Record the plan in the ledger; the tasks still to send, or None if refused."""
-    bound_to = state.meta().get("api", api)
-    if bound_to != api:
-        # Task ids belong to the API that created them: polling them elsewhere would
-        # mark paid tasks as not found.
+def cmd_resume(args: argparse.Namespace) -> int:
+    state = _open_run_folder(args.run_dir)
+    if state is None:
+        return EXIT_USAGE
+    try:
+        meta = state.meta()
+        api = meta.get("api") or os.environ.get("NOVITA_BASE_URL", DEFAULT_BASE_URL)
+        api_key = _api_key(api)
+        if api_key is None or not _same_api(state, args.run_dir, _env_api(api)):
+            return EXIT_USAGE
+        options = _options(args, saved=json.loads(meta.get("options", "{}")))
+        if not _confirm_spend(args, state, options, api):
+            return EXIT_USAGE
+        state.set_meta(api=api, options=json.dumps(options))
+        return _execute(state, args.run_dir, api, api_key, options, args.verbose)
+    finally:
+        state.close()
+
+
+def cmd_rerun(args: argparse.Namespace) -> int:
+    statuses = [
+        status
+        for status, chosen in (
+            (TaskStatus.FAILED, args.failed),
+            (TaskStatus.UNKNOWN, args.unknown),
+            (TaskStatus.EXPIRED, args.expired),
+        )
+        if chosen
+    ]
+    keys = [k.strip() for k in args.keys.split(",") if k.strip()]
+    if not statuses and not keys:
+        print("error: say what to rerun: --failed, --unknown, --expired or --keys", file=sys.stderr)
+        return EXIT_USAGE
+    state = _open_run_folder(args.run_dir)
+    if state is None:
+        return EXIT_USAGE
+    try:
+        meta = state.meta()
+        api = meta.get("api") or os.environ.get("NOVITA_BASE_URL", DEFAULT_BASE_URL)
+        api_key = _api_key(api)
+        if api_key is None or not _same_api(state, args.run_dir, _env_api(api)):
+            return EXIT_USAGE
+        chosen = _rerun_choice(state, statuses, keys)
+        if chosen is None:
+            return EXIT_USAGE
+        if not chosen:
+            print(f"{args.run_dir}: no task to rerun")
+            return EXIT_OK
+        if TaskStatus.UNKNOWN in statuses or any(r.status == TaskStatus.UNKNOWN for r in chosen):
+            print(
+                "note: an 'unknown' task may already exist at the API and be billed; "
+                "rerunning it can pay twice for that row"
+            )
+        options = _options(args, saved=json.loads(meta.get("options", "{}")))
+        if not _confirm_spend(args, state, options, api, extra=chosen):
+            return EXIT_USAGE
+        state.requeue([r.task_key for r in chosen], "rerun requested")
+        print(f"{len(chosen)} task(s) queued again as new attempts")
+        state.set_meta(api=api, options=json.dumps(options))
+        return _execute(state, args.run_dir, api, api_key, options, args.verbose)
+    finally:
+        state.close()
+
+
+def _rerun_choice(
+    state: RunState, statuses: list[TaskStatus], keys: list[str]
+) -> list[TaskRecord] | None:
+    """The finished tasks chosen by status or key; None (after saying why) if a key is
+    unknown or still running: a running task must not get a second, paid twin."""
+    records = {r.task_key: r for r in state.tasks()}
+    missing = [k for k in keys if k not in records]
+    if missing:
+        print(f"error: no such task key: {', '.join(missing)}", file=sys.stderr)
+        return None
+    busy = [k for k in keys if records[k].status not in FINAL]
+    if busy:
         print(
-            f"error: {run_dir} holds tasks of {bound_to}, not {api}\n"
-            "  use --out for a separate run folder",
+            f"error: not finished, so not rerun: {', '.join(busy)} (resume finishes them first)",
             file=sys.stderr,
         )
         return None
+    return [r for r in records.values() if r.status in statuses or r.task_key in keys]
+
+
+def _open_run_folder(run_dir: Path) -> RunState | None:
+    if not (run_dir / STATE_FILE).is_file():
+        print(f"error: {run_dir} is not a run folder (no {STATE_FILE})", file=sys.stderr)
+        return None
+    return RunState.open(run_dir)
+
+
+def _env_api(saved_api: str) -> str:
+    """The API this invocation points at: NOVITA_BASE_URL if set, else the saved one."""
+    if saved_api == SIMULATOR_API:
+        return saved_api
+    return os.environ.get("NOVITA_BASE_URL", saved_api)
+
+
+def _api_key(api: str) -> str | None:
+    if api == SIMULATOR_API:
+        return secrets.token_urlsafe(16)
+    key = os.environ.get("NOVITA_API_KEY", "")
+    if not key:
+        print("error: set NOVITA_API_KEY (or use run --simulate to rehearse)", file=sys.stderr)
+        return None
+    return key
+
+
+def _same_api(state: RunState, run_dir: Path, api: str) -> bool:
+    """Task ids belong to the API that created them: polling them elsewhere would mark
+    paid tasks as not found. A folder is bound once it has sent something."""
+    bound_to = state.meta().get("api", api)
+    if bound_to == api or not state.sent_count():
+        return True
+    print(
+        f"error: {run_dir} holds tasks of {bound_to}, not {api}\n"
+        "  use --out for a separate run folder",
+        file=sys.stderr,
+    )
+    return False
+
+
+def _sync_plan(state: RunState, run_dir: Path, result: Plan) -> bool:
+    """Record the plan in the ledger; False (after saying why) if it was refused."""
     try:
         synced = state.sync_plan(result.tasks)
     except PlanConflict as conflict:
@@ -248,15 +405,57 @@ def _sync_run_folder(
             "  use --out for a new run folder, or give the changed rows new ids",
             file=sys.stderr,
         )
-        return None
-    state.set_meta(manifest=str(manifest.resolve()), api=api)
-    pending_keys = {r.task_key for r in state.tasks([TaskStatus.PENDING])}
-    to_send = [t for t in result.tasks if t.key in pending_keys]
-    print(f"{run_dir}: {len(result.tasks)} task(s): {synced.added} new, {len(to_send)} to submit")
-    return to_send
+        return False
+    pending = len(state.tasks([TaskStatus.PENDING]))
+    print(f"{run_dir}: {len(result.tasks)} task(s): {synced.added} new, {pending} to submit")
+    return True
 
 
-def _confirmed(args: argparse.Namespace) -> bool:
+def _options(args: argparse.Namespace, saved: dict[str, object]) -> dict[str, object]:
+    """Given on the command line beats saved in the run folder beats the default."""
+    options = {**RUN_DEFAULTS, **saved}
+    for name in RUN_DEFAULTS:
+        value = getattr(args, name, None)
+        if value is not None:
+            options[name] = str(value) if isinstance(value, Rate) else value
+    return options
+
+
+def _engine_config(options: dict[str, object]) -> EngineConfig:
+    return EngineConfig(
+        submit_rate=Rate.parse(str(options["submit_rate"])),
+        poll_rate=Rate.parse(str(options["poll_rate"])),
+        download=not options["no_download"],
+        budget_usd=None if options["budget"] is None else float(options["budget"]),
+        poll_policy=PollPolicy(
+            task_timeout_s=float(options["task_timeout"]),
+            first_delay_s=float(options["first_poll_s"]),
+        ),
+    )
+
+
+def _confirm_spend(
+    args: argparse.Namespace,
+    state: RunState,
+    options: dict[str, object],
+    api: str,
+    extra: Sequence[TaskRecord] = (),
+) -> bool:
+    """Show what is about to be spent (pending tasks plus ``extra``) and ask."""
+    to_send = [r.as_planned() for r in [*state.tasks([TaskStatus.PENDING]), *extra]]
+    if not to_send:
+        return True
+    simulated = api == SIMULATOR_API
+    _print_estimate(
+        Plan(tasks=to_send), "would cost (simulated: free):" if simulated else "to spend now:"
+    )
+    budget = options["budget"]
+    if budget is not None:
+        spent = state.committed_spend()
+        print(
+            f"  budget ${float(budget):,.2f}: ${spent:,.2f} already spent in this folder; "
+            "submitting stops before the estimate would pass it"
+        )
     if args.yes:
         return True
     if not sys.stdin.isatty():
@@ -266,17 +465,62 @@ def _confirmed(args: argparse.Namespace) -> bool:
     return answer in ("y", "yes")
 
 
+def _execute(
+    state: RunState,
+    run_dir: Path,
+    api: str,
+    api_key: str,
+    options: dict[str, object],
+    verbose: bool,
+) -> int:
+    setup_logging(run_dir, verbose=verbose, secrets=[api_key])
+    config = _engine_config(options)
+    try:
+        outcome = asyncio.run(_run(state, config, run_dir, api, api_key))
+    except asyncio.CancelledError:  # a second Ctrl-C: cut short, ledger still consistent
+        write_reports(state, run_dir)
+        _print_resume_hint(run_dir, "stopped at once")
+        return EXIT_INTERRUPTED
+    missing = state.missing_videos() if config.download else 0
+    return _finish(state, run_dir, outcome, missing)
+
+
 async def _run(
-    state: RunState, run_dir: Path, config: EngineConfig, api_key: str, api: str
+    state: RunState, config: EngineConfig, run_dir: Path, api: str, api_key: str
 ) -> RunOutcome:
-    if api != SIMULATOR_API:
-        async with NovitaClient(api, api_key) as client:
-            return await run_engine(state, client, run_dir, config)
-    sim_config = SimConfig(api_key=api_key, queue_s=1.0, generation_s=2.0, seed=7)
-    async with Simulator(sim_config) as sim:
-        sim.script("submit", "429", "503")  # show the recovery a real night needs
-        async with NovitaClient(sim.base_url, api_key) as client:
-            return await run_engine(state, client, run_dir, config)
+    stop = StopSwitch()
+
+    def on_first_signal(name: str) -> None:
+        print(
+            f"\n{name}: no new submits; waiting for requests in flight "
+            "(press Ctrl-C again to quit at once; nothing is lost either way)",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    with stop_on_signals(stop, on_first_signal):
+        if api != SIMULATOR_API:
+            async with NovitaClient(api, api_key) as client:
+                return await run_engine(state, client, run_dir, config, stop=stop)
+        sim_config = SimConfig(api_key=api_key, seed=7, **EMBEDDED_SIM_TIMES)
+        async with Simulator(sim_config) as sim:
+            # The embedded simulator starts empty: tasks an earlier (crashed) process
+            # created there are adopted, so a resumed rehearsal finishes them.
+            for record in state.tasks([*IN_FLIGHT, TaskStatus.SUCCEEDED]):
+                if record.task_id and not record.video_path:
+                    sim.adopt(record.task_id, record.request_json)
+            if not state.sent_count():
+                sim.script("submit", "429", "503")  # show the recovery a real night needs
+            async with NovitaClient(sim.base_url, api_key) as client:
+                return await run_engine(state, client, run_dir, config, stop=stop)
+
+
+def _print_resume_hint(run_dir: Path, what: str) -> None:
+    print(
+        f"{what}: state is saved in {run_dir}\n"
+        f"  to continue: kling-batch resume {run_dir} (or the same run command again)",
+        file=sys.stderr,
+    )
 
 
 def _finish(state: RunState, run_dir: Path, outcome: RunOutcome, missing_videos: int) -> int:
@@ -284,17 +528,25 @@ def _finish(state: RunState, run_dir: Path, outcome: RunOutcome, missing_videos:
     print(f"done in {outcome.elapsed_s:.1f}s: {progress_line(outcome.counts, 0)}")
     print(
         f"  {outcome.created} task(s) created this run, {outcome.polls} polls, "
-        f"{outcome.downloaded} video(s) downloaded"
+        f"{outcome.downloaded} video(s) downloaded; estimated spend ${outcome.spent_usd:,.2f}"
     )
     print(f"  report: {files.csv}\n          {files.html}")
+    if files.failed_yaml:
+        print(f"  failed rows as a manifest: {files.failed_yaml}")
+    if isinstance(outcome.stop_error, Interrupted):
+        _print_resume_hint(run_dir, f"interrupted ({outcome.stop_error})")
+        return EXIT_INTERRUPTED
     if outcome.stopped_by:
         hint = getattr(outcome.stop_error, "hint", "") or "fix the cause"
-        print(
-            f"stopped: {outcome.stopped_by}\n"
-            f"  state is saved: {hint}, then run the same command again",
-            file=sys.stderr,
-        )
+        print(f"stopped: {outcome.stopped_by}", file=sys.stderr)
+        _print_resume_hint(run_dir, hint)
         return EXIT_STOPPED
+    if outcome.budget_reached:
+        pending = outcome.counts.get(TaskStatus.PENDING, 0)
+        print(
+            f"  budget reached: {pending} task(s) left pending; "
+            f"raise it with: kling-batch resume {run_dir} --budget USD"
+        )
     if missing_videos:
         print(f"  {missing_videos} video(s) not downloaded yet: run again to fetch them")
         return EXIT_SOME_FAILED
@@ -310,10 +562,9 @@ def exit_code_for(counts: dict[str, int]) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    if not (args.run_dir / STATE_FILE).is_file():
-        print(f"error: {args.run_dir} is not a run folder (no {STATE_FILE})", file=sys.stderr)
+    state = _open_run_folder(args.run_dir)
+    if state is None:
         return EXIT_USAGE
-    state = RunState.open(args.run_dir)
     try:
         files = write_reports(state, args.run_dir)
         print(progress_line(state.counts(), 0))

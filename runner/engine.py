@@ -23,7 +23,7 @@ from runner.limits import EndpointLimiter, Rate
 from runner.poll import PollPolicy, PollScheduler
 from runner.state import IN_FLIGHT, RunState, TaskStatus
 from runner.stopping import StopSwitch
-from runner.submit import Submitter
+from runner.submit import Budget, Submitter
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +42,7 @@ class EngineConfig:
     retry_base_s: float = 1.0  # first backoff step after a transient error (then doubles)
     poll_policy: PollPolicy = field(default_factory=PollPolicy)
     progress_every_s: float = 30.0
+    budget_usd: float | None = None  # estimated spend of the whole run folder
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,8 @@ class RunOutcome:
     stopped_by: str | None  # why the run stopped early, if it did
     stop_error: BaseException | None
     elapsed_s: float
+    spent_usd: float = 0.0  # estimated spend of the run folder so far, all runs
+    budget_reached: bool = False  # submitting stopped at --budget; the rest is pending
 
 
 async def run_engine(
@@ -62,14 +65,18 @@ async def run_engine(
     run_dir: Path,
     config: EngineConfig,
     job: ModuleType = kling_i2v,
+    stop: StopSwitch | None = None,
 ) -> RunOutcome:
+    """Run every pending and in-flight task of the ledger to a final state, or until
+    ``stop`` trips (the caller may trip it, e.g. on Ctrl-C)."""
     started = time.monotonic()
     resumed_unknown = state.resume()
     if resumed_unknown:
         log.warning(
             "%d task(s) were cut off mid-submit by an earlier crash: now 'unknown'", resumed_unknown
         )
-    stop = StopSwitch()
+    stop = stop or StopSwitch()
+    budget = Budget(config.budget_usd, spent_usd=state.committed_spend())
     poll_limiter = EndpointLimiter(config.poll_rate, "poll")
     fetcher = Fetcher(
         state,
@@ -104,6 +111,7 @@ async def run_engine(
         workers=config.submit_workers,
         max_retries=config.max_submit_retries,
         retry_base_s=config.retry_base_s,
+        budget=budget,
     )
 
     pending: list[str] = []
@@ -161,6 +169,8 @@ async def run_engine(
         stopped_by=stop.reason,
         stop_error=stop.error,
         elapsed_s=time.monotonic() - started,
+        spent_usd=budget.spent_usd,
+        budget_reached=budget.exhausted,
     )
 
 

@@ -81,6 +81,13 @@ class SubmitOutcomeUnknown(KlingBatchError):
     504): the task may exist and be billed. Never retried without the user's say-so."""
 
 
+class Interrupted(KlingBatchError):
+    """The user asked the run to stop (Ctrl-C, SIGTERM): not an API problem."""
+
+    stops_run = True
+    hint = "nothing is lost"
+
+
 class UrlExpired(KlingBatchError):
     """A video link answered 403/404/410: expired or revoked; ask Task Result again."""
 

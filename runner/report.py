@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from runner.atomic import write_text_atomically
+from runner.failed import write_failed_manifests
 from runner.state import RunState
 
 REPORT_CSV = "report.csv"
@@ -48,6 +50,7 @@ COLUMNS = [
 class ReportFiles:
     csv: Path
     html: Path
+    failed_yaml: Path | None  # the failed rows as a manifest, when there are any
 
 
 def build_frame(state: RunState) -> pd.DataFrame:
@@ -86,9 +89,12 @@ def build_frame(state: RunState) -> pd.DataFrame:
 
 def write_reports(state: RunState, run_dir: Path) -> ReportFiles:
     frame = build_frame(state)
-    files = ReportFiles(run_dir / REPORT_CSV, run_dir / REPORT_HTML)
-    _write_atomically(files.csv, frame.to_csv(index=False))
-    _write_atomically(files.html, render_html(frame, run_dir.name))
+    failed = write_failed_manifests(state, run_dir)
+    files = ReportFiles(
+        run_dir / REPORT_CSV, run_dir / REPORT_HTML, failed.yaml if failed else None
+    )
+    write_text_atomically(files.csv, frame.to_csv(index=False))
+    write_text_atomically(files.html, render_html(frame, run_dir.name))
     return files
 
 
@@ -131,9 +137,3 @@ def _iso(timestamp: float | None) -> str | None:
     if timestamp is None:
         return None
     return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="seconds")
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    partial = path.with_name(path.name + ".part")
-    partial.write_text(text, encoding="utf-8")
-    partial.replace(path)

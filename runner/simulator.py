@@ -39,7 +39,15 @@ from aiohttp import web
 from jobs import kling_i2v
 from jobs.problems import FieldProblem
 
-SUBMIT_FAULTS = ("429", "500", "503", "502_html", "drop_after_create", "hang_after_create")
+SUBMIT_FAULTS = (
+    "429",
+    "500",
+    "503",
+    "502_html",
+    "drop_after_create",
+    "hang_after_create",  # never answers (until the simulator stops)
+    "hold_after_create",  # answers normally once release_answers() is called
+)
 POLL_FAULTS = ("429", "500", "503", "502_html", "drop")
 MEDIA_FAULTS = ("403", "500", "drop")
 FATES = ("succeed", "fail", "stall")
@@ -126,6 +134,8 @@ class Simulator:
         self._secret = uuid.uuid4().bytes
         self._video = resources.files("runner").joinpath("assets/sample.mp4").read_bytes()
         self._stopping = asyncio.Event()
+        self._answers_released = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._runners: list[web.AppRunner] = []
         self.base_url = ""
         self.media_url = ""
@@ -154,6 +164,30 @@ class Simulator:
                 raise ValueError(f"fates are {FATES}, not {fate!r}")
         self._fates.extend(fates)
 
+    def adopt(self, task_id: str, request_json: str) -> None:
+        """Know a task created by an earlier simulator (an embedded one dies with its
+        process), as if just created, so a resumed rehearsal can finish it. Not
+        counted as created: nobody paid for it here."""
+        if task_id in self.tasks:
+            return
+        request = json.loads(request_json)
+        self.tasks[task_id] = SimTask(
+            task_id=task_id,
+            prompt=request.get("prompt", ""),
+            request={k: v for k, v in request.items() if k != "image"},
+            created_at=self.now(),
+            created_wall=time.time(),
+            queue_s=self.config.queue_s,
+            generation_s=self.config.generation_s,
+            fate="succeed",
+        )
+
+    def release_answers(self) -> None:
+        """Let submits held by a ``hold_after_create`` fault answer. Safe to call from
+        another thread (the tests drive a threaded simulator from theirs)."""
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._answers_released.set)
+
     def hold(self) -> None:
         """Keep every task QUEUED (no eta) until :meth:`release`."""
         self.held = True
@@ -164,6 +198,7 @@ class Simulator:
     # --- lifecycle --------------------------------------------------------------------
 
     async def start(self, host: str = "127.0.0.1", port: int = 0, media_port: int = 0) -> Simulator:
+        self._loop = asyncio.get_running_loop()
         api = web.Application(client_max_size=32 * 1024 * 1024)
         api.router.add_post(kling_i2v.SUBMIT_PATH, self._submit)
         api.router.add_get("/v3/async/task-result", self._task_result)
@@ -226,6 +261,8 @@ class Simulator:
         if fault == "hang_after_create":
             await self._stopping.wait()
             return await self._drop(request)
+        if fault == "hold_after_create":
+            await self._answers_released.wait()
         return web.json_response({"task_id": task.task_id})
 
     async def _task_result(self, request: web.Request) -> web.StreamResponse:

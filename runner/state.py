@@ -20,7 +20,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from enum import StrEnum
 from pathlib import Path
+from types import ModuleType
 
+from jobs import kling_i2v
 from runner.plan import PlannedTask
 
 STATE_FILE = "state.sqlite"
@@ -122,6 +124,19 @@ class TaskRecord:
     generation_s: float | None
     updated_at: float
 
+    def as_planned(self, job: ModuleType = kling_i2v) -> PlannedTask:
+        """The task as planned, for estimates shown by ``resume`` and ``rerun``."""
+        return PlannedTask(
+            key=self.task_key,
+            row_id=self.row_id,
+            source=self.source,
+            image=self.image,
+            request=job.Request.from_json(self.request_json),
+            fingerprint=self.fingerprint,
+            est_cost_usd=self.est_cost_usd,
+            video_name=self.video_name,
+        )
+
 
 _COLUMNS = ", ".join(f.name for f in fields(TaskRecord))
 
@@ -212,6 +227,25 @@ class RunState:
         rows = self._db.execute("SELECT * FROM attempts ORDER BY task_key, attempt")
         return [dict(row) for row in rows]
 
+    def sent_count(self) -> int:
+        """Attempts that reached (or may have reached) the API: what binds a folder to it."""
+        row = self._db.execute(
+            "SELECT COUNT(*) FROM attempts WHERE outcome IN ('created', 'unknown', 'sending')"
+        ).fetchone()
+        return row[0]
+
+    def committed_spend(self) -> float:
+        """Estimated USD of every attempt the API created or may have created.
+
+        Counted per attempt, not per task: a rerun pays again, and an ``unknown`` may
+        have been billed. This is what ``--budget`` is checked against."""
+        row = self._db.execute(
+            "SELECT COALESCE(SUM(t.est_cost_usd), 0) FROM attempts a "
+            "JOIN tasks t ON t.task_key = a.task_key "
+            "WHERE a.outcome IN ('created', 'unknown', 'sending')"
+        ).fetchone()
+        return float(row[0])
+
     # --- planning ---------------------------------------------------------------
 
     def sync_plan(self, planned: Sequence[PlannedTask]) -> SyncResult:
@@ -284,6 +318,30 @@ class RunState:
                     (reason, key),
                 )
         return len(keys)
+
+    def requeue(self, task_keys: Sequence[str], reason: str) -> int:
+        """Make finished tasks pending again, for ``rerun``: the next submit is a new
+        attempt. Earlier attempts (and their task ids) stay in ``attempts``; the task's
+        own columns are cleared so the report shows the new attempt only."""
+        now = time.time()
+        with self._transaction() as db:
+            for key in task_keys:
+                self._set(
+                    db,
+                    key,
+                    TaskStatus.PENDING,
+                    now,
+                    error=None,
+                    task_id=None,
+                    video_url=None,
+                    video_url_expires_at=None,
+                    video_path=None,
+                    submitted_at=None,
+                    finished_at=None,
+                    generation_s=None,
+                )
+                self._event(db, key, "requeued", reason)
+        return len(task_keys)
 
     # --- transitions (each one committed before it returns) ----------------------
 

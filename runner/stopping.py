@@ -8,7 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+import logging
+import signal
+from collections.abc import Callable, Iterator
+
+from runner.errors import Interrupted
+
+log = logging.getLogger(__name__)
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 class StopSwitch:
@@ -38,3 +46,34 @@ class StopSwitch:
         """Sleep, but wake at once if the switch trips (a backoff must not delay a stop)."""
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._event.wait(), seconds)
+
+
+@contextlib.contextmanager
+def stop_on_signals(stop: StopSwitch, on_first: Callable[[str], None]) -> Iterator[None]:
+    """Ctrl-C or SIGTERM trips ``stop``: no new submit, poll or download starts, and a
+    submit already sent gets its answer, so its task id is saved rather than lost to
+    ``unknown``. A second signal cancels the current task at once; every committed
+    transition is still in the ledger, so that too is resumable.
+
+    Must be entered from the coroutine that should be cancelled on the second signal."""
+    loop = asyncio.get_running_loop()
+    current = asyncio.current_task()
+    received: list[str] = []
+
+    def handle(signum: signal.Signals) -> None:
+        received.append(signum.name)
+        if len(received) > 1:
+            log.warning("%s again: stopping at once", signum.name)
+            if current is not None:
+                current.cancel()
+            return
+        on_first(signum.name)
+        stop.trip(f"interrupted by {signum.name}", Interrupted(signum.name))
+
+    for signum in STOP_SIGNALS:
+        loop.add_signal_handler(signum, handle, signum)
+    try:
+        yield
+    finally:
+        for signum in STOP_SIGNALS:
+            loop.remove_signal_handler(signum)

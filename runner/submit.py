@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from types import ModuleType
 
 from runner.client import NovitaClient
@@ -19,6 +20,29 @@ from runner.state import RunState
 from runner.stopping import StopSwitch
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class Budget:
+    """``--budget``: the estimated spend of the run folder may not pass ``limit_usd``.
+
+    ``spent_usd`` starts from the ledger (earlier runs count too) and grows by a task's
+    estimate *before* its POST, so concurrent workers cannot overshoot together; an
+    attempt that provably created nothing gives its share back."""
+
+    limit_usd: float | None
+    spent_usd: float = 0.0
+    exhausted: bool = False
+
+    def reserve(self, cost_usd: float) -> bool:
+        if self.limit_usd is not None and self.spent_usd + cost_usd > self.limit_usd + 1e-9:
+            self.exhausted = True
+            return False
+        self.spent_usd += cost_usd
+        return True
+
+    def give_back(self, cost_usd: float) -> None:
+        self.spent_usd -= cost_usd
 
 
 class Submitter:
@@ -35,6 +59,7 @@ class Submitter:
         max_retries: int = 8,
         max_rate_limited: int = 50,
         retry_base_s: float = 1.0,
+        budget: Budget | None = None,
     ):
         self.state = state
         self.client = client
@@ -46,6 +71,7 @@ class Submitter:
         self.max_retries = max_retries
         self.max_rate_limited = max_rate_limited
         self.retry_base_s = retry_base_s
+        self.budget = budget or Budget(None)
         self.created = 0
 
     async def run(self, task_keys: list[str]) -> None:
@@ -61,7 +87,7 @@ class Submitter:
 
     async def _worker(self, queue: asyncio.Queue[str], stop_after: int | None = None) -> None:
         done = 0
-        while not self.stop.is_set and done != stop_after:
+        while not self.stop.is_set and not self.budget.exhausted and done != stop_after:
             try:
                 key = queue.get_nowait()
             except asyncio.QueueEmpty:
@@ -82,9 +108,20 @@ class Submitter:
             await self.limiter.acquire()
             if self.stop.is_set:
                 return  # still pending: the next run submits it
+            if not self.budget.reserve(record.est_cost_usd):
+                log.warning(
+                    "%s: left pending: it would take the estimate past the budget of $%.2f",
+                    key,
+                    self.budget.limit_usd,
+                )
+                return
             attempt = self.state.mark_submitting(key)
             try:
                 task_id = await self.client.submit(self.job.SUBMIT_PATH, body)
+            except asyncio.CancelledError:
+                # A second Ctrl-C: the POST was sent and its answer abandoned.
+                self.state.mark_unknown(key, attempt, "interrupted while the submit was in flight")
+                raise
             except SubmitOutcomeUnknown as exc:
                 self.state.mark_unknown(key, attempt, str(exc))
                 log.warning(
@@ -92,6 +129,7 @@ class Submitter:
                 )
                 return
             except KlingBatchError as exc:
+                self.budget.give_back(record.est_cost_usd)  # every case below created nothing
                 if exc.stops_run:
                     self.state.mark_not_created(key, attempt, str(exc))
                     self.stop.trip(f"the API refused the run: {exc}", exc)

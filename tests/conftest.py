@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+import os
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -11,9 +15,11 @@ from PIL import Image
 from runner.engine import EngineConfig
 from runner.limits import Rate
 from runner.poll import PollPolicy
-from runner.simulator import SimConfig, Simulator
+from runner.simulator import SimConfig, Simulator, simulator_in_thread
 
 SIM_KEY = "sk_test_5f1e9c2a7b3d4e6f"  # a recognisable key, so tests can grep for leaks
+# CLI options that scale a run from minutes down to a test's fraction of a second.
+FAST = ["--yes", "--submit-rate", "100/s", "--poll-rate", "100/s", "--first-poll-s", "0.05"]
 
 
 def draw_image(path: Path, width: int = 640, height: int = 360, fmt: str | None = None) -> Path:
@@ -65,3 +71,44 @@ def fast_engine_config(**overrides) -> EngineConfig:
     )
     values.update(overrides)
     return EngineConfig(**values)
+
+
+def wait_until(condition: Callable[[], object], timeout_s: float = 20.0, what: str = "") -> None:
+    """Wait for a condition another process or thread makes true (not a fixed sleep:
+    the test moves on the moment it holds, and fails loudly if it never does)."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s}s waiting for {what or condition}")
+        time.sleep(0.005)
+
+
+def runner_process(args: list[str], sim: Simulator, cwd: Path) -> subprocess.Popen[str]:
+    """``kling-batch ARGS`` as a separate process pointed at ``sim``: a process the test
+    can interrupt or kill -9, as a user's shell or the OOM killer would."""
+    env = {**os.environ, "NOVITA_BASE_URL": sim.base_url, "NOVITA_API_KEY": SIM_KEY}
+    return subprocess.Popen(
+        [sys.executable, "-m", "runner", *args],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+@pytest.fixture
+def threaded_sim(monkeypatch) -> Iterator[Simulator]:
+    """A simulator on its own thread, with the environment pointing the CLI at it."""
+    with simulator_in_thread(
+        SimConfig(api_key=SIM_KEY, queue_s=0.05, generation_s=0.1, jitter=0)
+    ) as sim:
+        monkeypatch.setenv("NOVITA_BASE_URL", sim.base_url)
+        monkeypatch.setenv("NOVITA_API_KEY", SIM_KEY)
+        yield sim
+
+
+@pytest.fixture
+def quick_rehearsal(monkeypatch) -> None:
+    """``run --simulate`` with tasks that take a tenth of a second, not three."""
+    monkeypatch.setattr("runner.cli.EMBEDDED_SIM_TIMES", {"queue_s": 0.05, "generation_s": 0.1})

@@ -9,26 +9,13 @@ import subprocess
 import sys
 import textwrap
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from runner.cli import main
-from runner.simulator import SimConfig, Simulator, simulator_in_thread
-from tests.conftest import SIM_KEY, draw_image
-
-FAST = ["--yes", "--submit-rate", "100/s", "--poll-rate", "100/s", "--first-poll-s", "0.05"]
-
-
-@pytest.fixture
-def threaded_sim(monkeypatch) -> Iterator[Simulator]:
-    with simulator_in_thread(
-        SimConfig(api_key=SIM_KEY, queue_s=0.05, generation_s=0.1, jitter=0)
-    ) as sim:
-        monkeypatch.setenv("NOVITA_BASE_URL", sim.base_url)
-        monkeypatch.setenv("NOVITA_API_KEY", SIM_KEY)
-        yield sim
+from runner.simulator import SimConfig
+from tests.conftest import FAST, SIM_KEY, draw_image
 
 
 @pytest.fixture
@@ -141,10 +128,8 @@ def test_a_wrong_key_exits_3_and_the_same_command_resumes(
     assert main(["run", str(good_manifest), "--out", str(run_dir), *FAST]) == 3
     err = capsys.readouterr().err
     assert "INVALID_API_KEY" in err
-    assert (
-        "check NOVITA_API_KEY, and that the key may use this model, then run the same command"
-        in err
-    )
+    assert "check NOVITA_API_KEY, and that the key may use this model" in err
+    assert f"to continue: kling-batch resume {run_dir}" in err
     assert "sk_wrong_1234" not in (run_dir / "run.log").read_text()
     monkeypatch.setenv("NOVITA_API_KEY", SIM_KEY)
     assert main(["run", str(good_manifest), "--out", str(run_dir), *FAST]) == 0
@@ -185,7 +170,7 @@ def test_report_needs_a_run_folder(tmp_path, capsys):
     assert "is not a run folder" in capsys.readouterr().err
 
 
-def test_simulate_rehearses_without_a_key(good_manifest, tmp_path, monkeypatch):
+def test_simulate_rehearses_without_a_key(good_manifest, quick_rehearsal, tmp_path, monkeypatch):
     monkeypatch.delenv("NOVITA_API_KEY", raising=False)
     run_dir = tmp_path / "run"
     assert main(["run", str(good_manifest), "--simulate", "--out", str(run_dir), *FAST]) == 0
@@ -196,7 +181,7 @@ def test_python_dash_m_runner_is_the_same_cli():
     done = subprocess.run(
         [sys.executable, "-m", "runner", "--help"], capture_output=True, text=True, check=True
     )
-    assert "validate" in done.stdout and "rerun" not in done.stdout.split("positional")[0]
+    assert "{validate,run,resume,rerun,report,sim}" in done.stdout
 
 
 def test_the_sim_command_serves_the_api_until_stopped():

@@ -1,0 +1,106 @@
+"""The failed tasks of a run, written back as manifests: ``failed.yaml`` and ``failed.csv``.
+
+They are ordinary manifests (``validate`` accepts them unchanged): one row per failed
+or expired task with every setting spelled out and the image as an absolute path or
+URL, so a user can edit prompts and run them as a new batch in a new folder. Rerunning
+them *in place* is ``kling-batch rerun DIR --failed`` instead, which keeps the old
+attempts beside the new ones.
+
+``unknown`` tasks are left out on purpose: they may already exist at the API and be
+billed, so running them again is a decision (``rerun --unknown``), not a default.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from jobs import kling_i2v
+from runner.atomic import write_text_atomically
+from runner.state import RunState, TaskRecord, TaskStatus
+
+FAILED_YAML = "failed.yaml"
+FAILED_CSV = "failed.csv"
+RETRYABLE_STATUSES = (TaskStatus.FAILED, TaskStatus.EXPIRED)
+CSV_FIELDS = ("id", *kling_i2v.FIELDS)
+MAX_ID_LENGTH = 100  # the manifest's own limit on row ids
+
+
+@dataclass(frozen=True)
+class FailedManifests:
+    yaml: Path
+    csv: Path
+    rows: int
+
+
+def write_failed_manifests(state: RunState, run_dir: Path) -> FailedManifests | None:
+    """Write both files, or remove stale ones when nothing failed (after a good rerun)."""
+    records = state.tasks(list(RETRYABLE_STATUSES))
+    paths = (run_dir / FAILED_YAML, run_dir / FAILED_CSV)
+    if not records:
+        for path in paths:
+            path.unlink(missing_ok=True)
+        return None
+    rows = [_row(record) for record in records]
+    unknown = len(state.tasks([TaskStatus.UNKNOWN]))
+    write_text_atomically(paths[0], _yaml_text(run_dir, records, rows, unknown))
+    write_text_atomically(paths[1], _csv_text(rows))
+    return FailedManifests(*paths, rows=len(rows))
+
+
+def _row(record: TaskRecord) -> dict[str, object]:
+    """Every setting of the task, explicit: the new batch must not depend on defaults."""
+    request = kling_i2v.Request.from_json(record.request_json)
+    row_id = record.task_key.replace("/", "-")
+    if len(row_id) > MAX_ID_LENGTH:
+        row_id = f"task-{record.position}"
+    row: dict[str, object] = {"id": row_id, "image": request.image, "prompt": request.prompt}
+    if request.negative_prompt:
+        row["negative_prompt"] = request.negative_prompt
+    row.update(
+        duration=request.duration,
+        aspect_ratio=request.aspect_ratio,
+        cfg_scale=request.cfg_scale,
+        sound=request.sound,
+    )
+    if request.voice_list:
+        row["voice_list"] = list(request.voice_list)
+    return row
+
+
+def _yaml_text(
+    run_dir: Path, records: Sequence[TaskRecord], rows: Sequence[dict[str, object]], unknown: int
+) -> str:
+    lines = [
+        f"# The failed tasks of {run_dir}, as a manifest: edit and run it as a new batch,",
+        f"# or resubmit them in place with: kling-batch rerun {run_dir} --failed --expired",
+    ]
+    if unknown:
+        lines.append(
+            f"# {unknown} 'unknown' task(s) are not listed: they may exist and be billed "
+            "already (see rerun --unknown)."
+        )
+    lines.append("rows:")
+    for record, row in zip(records, rows, strict=True):
+        reason = " ".join((record.error or "no reason given").split())
+        lines.append(f"  # {record.task_key} ({record.status}): {reason}")
+        dumped = yaml.safe_dump([row], sort_keys=False, allow_unicode=True, width=10_000)
+        lines.extend(f"  {line}" for line in dumped.splitlines())
+    return "\n".join(lines) + "\n"
+
+
+def _csv_text(rows: Sequence[dict[str, object]]) -> str:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=CSV_FIELDS, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        cells = dict(row)
+        cells["voice_list"] = ";".join(row.get("voice_list", []))  # type: ignore[arg-type]
+        cells["sound"] = "true" if row["sound"] else "false"
+        writer.writerow(cells)
+    return out.getvalue()
