@@ -53,9 +53,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.handler(args)
     except KeyboardInterrupt:
-        print(
-            "\ninterrupted: state is saved; `kling-batch resume DIR` continues", file=sys.stderr
-        )
+        print("\ninterrupted: state is saved; `kling-batch resume DIR` continues", file=sys.stderr)
         return EXIT_INTERRUPTED
 
 
