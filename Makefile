@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test lint format sim clean
+.PHONY: install demo test lint format sim browser bench clean
 
 install: $(STAMP)
 
@@ -19,8 +19,20 @@ demo: install
 	rm -rf outputs/demo
 	$(BIN)/kling-batch run manifests/example.yaml --simulate --yes --submit-rate 2/s --first-poll-s 1 --out outputs/demo
 
+# Four workers: the tests mostly wait on sockets and subprocesses, not on the CPU.
 test: install
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 4
+
+# Debian's Chromium and its driver, for the report's browser test (skipped without them).
+browser:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then \
+	  echo "chromium and chromedriver are here"; \
+	else \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq \
+	    chromium chromium-driver >/dev/null && echo "installed chromium and chromedriver"; \
+	fi
 
 lint: install
 	$(BIN)/ruff check .

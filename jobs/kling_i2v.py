@@ -407,6 +407,22 @@ def price_tier(request: Request) -> str:
     return "sound_voices" if request.voice_list else "sound"
 
 
+def check_prices(values: Mapping[str, Any]) -> tuple[dict[str, float], list[FieldProblem]]:
+    """A price table with some tiers overridden (``prices:`` in a manifest, or
+    ``--price-per-second``): known tiers, non-negative numbers."""
+    table, problems = dict(PRICE_PER_SECOND), []
+    for tier, value in values.items():
+        name = f"prices.{tier}"
+        if tier not in PRICE_PER_SECOND:
+            known = ", ".join(PRICE_PER_SECOND)
+            problems.append(FieldProblem(name, value, f"is not a price tier ({known})"))
+        elif isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+            problems.append(FieldProblem(name, value, "must be USD per second, e.g. 0.07"))
+        else:
+            table[tier] = float(value)
+    return table, problems
+
+
 def estimate_cost(request: Request, prices: Mapping[str, float] | None = None) -> float:
     """Estimated USD for one task: seconds times the per-second price of its tier."""
     table = {**PRICE_PER_SECOND, **(prices or {})}

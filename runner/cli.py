@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import os
 import secrets
 import sys
@@ -27,6 +28,7 @@ from runner.limits import Rate
 from runner.logs import setup_logging
 from runner.plan import Plan, plan
 from runner.poll import PollPolicy
+from runner.progress import LineProgress, LiveProgress, ProgressSink
 from runner.report import write_reports
 from runner.simulator import SimConfig, Simulator, serve_forever
 from runner.state import (
@@ -38,6 +40,7 @@ from runner.state import (
     TaskRecord,
     TaskStatus,
 )
+from runner.status import human_duration, summarize
 from runner.stopping import StopSwitch, stop_on_signals
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, EXIT_STOPPED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
@@ -106,10 +109,24 @@ def _parser() -> argparse.ArgumentParser:
     _add_engine_options(rerun)
     rerun.set_defaults(handler=cmd_rerun)
 
+    status = commands.add_parser(
+        "status", help="counts, spend, what is in flight and what comes next (no network)"
+    )
+    status.add_argument("run_dir", type=Path)
+    status.add_argument("--json", action="store_true", help="the same, as JSON for scripts")
+    status.set_defaults(handler=cmd_status)
+
     report = commands.add_parser(
         "report", help="rebuild report.csv and report.html from a run folder"
     )
     report.add_argument("run_dir", type=Path)
+    report.add_argument(
+        "--format",
+        action="append",
+        choices=["jsonl"],
+        default=[],
+        help="also write report.<format> (JSON Lines: one task per line)",
+    )
     report.set_defaults(handler=cmd_report)
 
     sim = commands.add_parser("sim", help="start the local API simulator")
@@ -168,6 +185,13 @@ def _add_engine_options(parser: argparse.ArgumentParser) -> None:
         help="first look at a new task; later polls follow its eta "
         f"(default {RUN_DEFAULTS['first_poll_s']:g})",
     )
+    parser.add_argument(
+        "--progress-every",
+        type=float,
+        metavar="SECONDS",
+        help="without a terminal, a progress line this often "
+        f"(default {RUN_DEFAULTS['progress_every']:g}; a terminal gets a live panel)",
+    )
     parser.add_argument("-v", "--verbose", action="store_true")
 
 
@@ -179,6 +203,13 @@ def _add_manifest_options(parser: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="a default for every row (beats the manifest's own defaults; rows still win)",
     )
+    parser.add_argument(
+        "--price-per-second",
+        action="append",
+        default=[],
+        metavar="TIER=USD",
+        help="override the estimate's price (tiers: silent, sound, sound_voices)",
+    )
 
 
 # --- validate ----------------------------------------------------------------------
@@ -187,6 +218,7 @@ def _add_manifest_options(parser: argparse.ArgumentParser) -> None:
 def _load_plan(args: argparse.Namespace) -> Plan | None:
     try:
         overrides = manifests.parse_overrides(args.set)
+        prices = manifests.parse_overrides(args.price_per_second, "--price-per-second")
         loaded = manifests.load(args.manifest, overrides)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -194,7 +226,7 @@ def _load_plan(args: argparse.Namespace) -> Plan | None:
     except ManifestError as exc:
         _print_problems(exc.problems)
         return None
-    result = plan(loaded)
+    result = plan(loaded, prices)
     for warning in result.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     if not result.ok:
@@ -217,6 +249,9 @@ def _print_estimate(result: Plan, title: str) -> None:
         ]
         print(f"  {count:>6} x {duration:>2}s {label:<15} ~ ${cost:,.2f}")
     print(f"  total (estimate) ~ ${result.total_cost:,.2f}")
+    if result.prices:
+        shown = ", ".join(f"{tier} ${usd:g}/s" for tier, usd in result.prices.items())
+        print(f"  prices: {shown}")
     if result.sound_by_default:
         print(
             f"  note: {result.sound_by_default} task(s) say nothing about sound, so they get it "
@@ -245,6 +280,7 @@ RUN_DEFAULTS: dict[str, object] = {
     "first_poll_s": 5.0,
     "no_download": False,
     "budget": None,
+    "progress_every": 30.0,
 }
 
 
@@ -425,6 +461,7 @@ def _engine_config(options: dict[str, object]) -> EngineConfig:
         poll_rate=Rate.parse(str(options["poll_rate"])),
         download=not options["no_download"],
         budget_usd=None if options["budget"] is None else float(options["budget"]),
+        progress_every_s=float(options["progress_every"]),
         poll_policy=PollPolicy(
             task_timeout_s=float(options["task_timeout"]),
             first_delay_s=float(options["first_poll_s"]),
@@ -473,8 +510,13 @@ def _execute(
 ) -> int:
     setup_logging(run_dir, verbose=verbose, secrets=[api_key])
     config = _engine_config(options)
+    progress = (
+        LiveProgress(console_level=logging.DEBUG if verbose else logging.WARNING)
+        if sys.stderr.isatty()
+        else LineProgress(config.progress_every_s)
+    )
     try:
-        outcome = asyncio.run(_run(state, config, run_dir, api, api_key))
+        outcome = asyncio.run(_run(state, config, run_dir, api, api_key, progress))
     except asyncio.CancelledError:  # a second Ctrl-C: cut short, ledger still consistent
         write_reports(state, run_dir)
         _print_resume_hint(run_dir, "stopped at once")
@@ -484,7 +526,12 @@ def _execute(
 
 
 async def _run(
-    state: RunState, config: EngineConfig, run_dir: Path, api: str, api_key: str
+    state: RunState,
+    config: EngineConfig,
+    run_dir: Path,
+    api: str,
+    api_key: str,
+    progress: ProgressSink,
 ) -> RunOutcome:
     stop = StopSwitch()
 
@@ -499,7 +546,9 @@ async def _run(
     with stop_on_signals(stop, on_first_signal):
         if api != SIMULATOR_API:
             async with NovitaClient(api, api_key) as client:
-                return await run_engine(state, client, run_dir, config, stop=stop)
+                return await run_engine(
+                    state, client, run_dir, config, stop=stop, progress=progress
+                )
         sim_config = SimConfig(api_key=api_key, seed=7, **EMBEDDED_SIM_TIMES)
         async with Simulator(sim_config) as sim:
             # The embedded simulator starts empty: tasks an earlier (crashed) process
@@ -510,7 +559,9 @@ async def _run(
             if not state.sent_count():
                 sim.script("submit", "429", "503")  # show the recovery a real night needs
             async with NovitaClient(sim.base_url, api_key) as client:
-                return await run_engine(state, client, run_dir, config, stop=stop)
+                return await run_engine(
+                    state, client, run_dir, config, stop=stop, progress=progress
+                )
 
 
 def _print_resume_hint(run_dir: Path, what: str) -> None:
@@ -564,11 +615,52 @@ def cmd_report(args: argparse.Namespace) -> int:
     if state is None:
         return EXIT_USAGE
     try:
-        files = write_reports(state, args.run_dir)
+        files = write_reports(state, args.run_dir, args.format)
         print(progress_line(state.counts(), 0))
         print(f"report: {files.csv}\n        {files.html}")
     finally:
         state.close()
+    return EXIT_OK
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    state = _open_run_folder(args.run_dir)
+    if state is None:
+        return EXIT_USAGE
+    try:
+        summary = summarize(state, str(args.run_dir))
+    finally:
+        state.close()
+    if args.json:
+        print(json.dumps(summary.as_json(), indent=2))
+        return EXIT_OK
+    counts = ", ".join(f"{n} {s}" for s, n in summary.counts.items()) or "no tasks"
+    print(f"{args.run_dir}: {summary.done}/{summary.total} done ({counts})")
+    print(
+        f"  spent ~ ${summary.spent_usd:,.2f} of an estimated ${summary.est_total_usd:,.2f} "
+        "for every task once"
+    )
+    if summary.generation_p50_s is not None:
+        print(
+            f"  generation time p50 {summary.generation_p50_s:.1f}s, "
+            f"p95 {summary.generation_p95_s:.1f}s"
+        )
+    if summary.in_flight:
+        oldest = summary.oldest
+        print(
+            f"  {len(summary.in_flight)} in flight; oldest {oldest.task_key} "
+            f"({oldest.status}, {human_duration(oldest.age_s)} since submit)"
+        )
+        for task in summary.in_flight[:10]:
+            age = human_duration(task.age_s)
+            print(f"    {task.task_key:<30} {task.status:<11} {age:>8}  {task.task_id}")
+        if len(summary.in_flight) > 10:
+            print(f"    ... and {len(summary.in_flight) - 10} more")
+    if summary.videos_missing:
+        print(f"  {summary.videos_missing} video(s) not downloaded yet")
+    print("next:")
+    for step in summary.next_steps:
+        print(f"  {step}")
     return EXIT_OK
 
 

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -21,7 +22,8 @@ from runner.client import NovitaClient
 from runner.fetch import Fetcher
 from runner.limits import EndpointLimiter, Rate
 from runner.poll import PollPolicy, PollScheduler
-from runner.state import IN_FLIGHT, RunState, TaskStatus
+from runner.progress import LineProgress, ProgressSink, Snapshot
+from runner.state import FINAL, IN_FLIGHT, RunState, TaskStatus
 from runner.stopping import StopSwitch
 from runner.submit import Budget, Submitter
 
@@ -66,9 +68,11 @@ async def run_engine(
     config: EngineConfig,
     job: ModuleType = kling_i2v,
     stop: StopSwitch | None = None,
+    progress: ProgressSink | None = None,
 ) -> RunOutcome:
     """Run every pending and in-flight task of the ledger to a final state, or until
-    ``stop`` trips (the caller may trip it, e.g. on Ctrl-C)."""
+    ``stop`` trips (the caller may trip it, e.g. on Ctrl-C). ``progress`` is shown
+    every few seconds (default: a log line every ``config.progress_every_s``)."""
     started = time.monotonic()
     resumed_unknown = state.resume()
     if resumed_unknown:
@@ -148,16 +152,31 @@ async def run_engine(
         finally:
             fetcher.close()
 
-    progress = asyncio.create_task(_report_progress(state, scheduler, config.progress_every_s))
+    def snapshot() -> Snapshot:
+        return Snapshot(
+            counts=state.counts(),
+            in_flight=scheduler.in_flight,
+            created=submitter.created,
+            polls=scheduler.polls,
+            spent_usd=budget.spent_usd,
+            elapsed_s=time.monotonic() - started,
+            submit_rate_per_s=config.submit_rate.per_second,
+            recent_task_s=tuple(scheduler.finished_after_s),
+        )
+
+    sink = progress or LineProgress(config.progress_every_s)
+    sink.start()
+    showing = asyncio.create_task(_show_progress(sink, snapshot))
     try:
         async with asyncio.TaskGroup() as group:
             group.create_task(submit_then_close())
             group.create_task(poll_then_close())
             group.create_task(fetcher.run())
     finally:
-        progress.cancel()
+        showing.cancel()
         with contextlib.suppress(asyncio.CancelledError):
-            await progress
+            await showing
+        sink.stop(snapshot())
     if stop.reason:
         log.error("stopped: %s", stop.reason)
     return RunOutcome(
@@ -176,13 +195,12 @@ async def run_engine(
 
 def progress_line(counts: dict[str, int], in_flight: int) -> str:
     total = sum(counts.values())
-    final = sum(counts.get(s, 0) for s in ("succeeded", "failed", "invalid", "unknown", "expired"))
+    final = sum(counts.get(s, 0) for s in FINAL)
     parts = ", ".join(f"{counts[s]} {s}" for s in TaskStatus if counts.get(s))
     return f"{final}/{total} done ({parts}); {in_flight} being polled"
 
 
-async def _report_progress(state: RunState, scheduler: PollScheduler, every_s: float) -> None:
-    """A plain line every few seconds: what an overnight log under nohup needs."""
+async def _show_progress(sink: ProgressSink, snapshot: Callable[[], Snapshot]) -> None:
     while True:
-        await asyncio.sleep(every_s)
-        log.info("progress: %s", progress_line(state.counts(), scheduler.in_flight))
+        await asyncio.sleep(sink.interval_s)
+        sink.update(snapshot())

@@ -8,8 +8,9 @@ server echo puts in a record, the secret is replaced before any handler writes i
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import IO
 
 RUN_LOG = "run.log"
 _FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
@@ -62,3 +63,23 @@ def setup_logging(
     root.setLevel(logging.DEBUG)
     for noisy in ("aiohttp.access", "asyncio"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def console_to(stream: IO[str], level: int = logging.WARNING) -> Callable[[], None]:
+    """Point our console handler at ``stream`` (a live display's, so records print above
+    it) and quiet it to ``level`` (the panel shows progress; run.log keeps everything).
+    Returns the function that undoes it."""
+    changed = []
+    for handler in logging.getLogger().handlers:
+        if getattr(handler, _OURS, False) and isinstance(handler, logging.StreamHandler):
+            if isinstance(handler, logging.FileHandler):
+                continue
+            changed.append((handler, handler.setStream(stream), handler.level))
+            handler.setLevel(max(handler.level, level))
+
+    def restore() -> None:
+        for handler, previous, previous_level in changed:
+            handler.setStream(previous)
+            handler.setLevel(previous_level)
+
+    return restore

@@ -76,6 +76,8 @@ class Manifest:
     rows: list[Row]
     # Problems found while reading that still let the other rows be checked.
     problems: list[Problem] = field(default_factory=list)
+    # `prices:` at the top of a YAML manifest: USD per second by tier, checked by the job.
+    prices: dict[str, Any] = field(default_factory=dict)
 
     @property
     def base_dir(self) -> Path:
@@ -97,13 +99,13 @@ class TaskSpec:
         return f"{self.file}:{self.line}" if self.line else self.file
 
 
-def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
+def parse_overrides(items: Iterable[str], option: str = "--set") -> dict[str, Any]:
     """``--set key=value`` pairs; values are read as YAML scalars (10, false, 0.7)."""
     overrides: dict[str, Any] = {}
     for item in items:
         name, sep, raw = item.partition("=")
         if not sep or not name.strip():
-            raise ValueError(f"--set expects key=value, got {item!r}")
+            raise ValueError(f"{option} expects key=value, got {item!r}")
         try:
             overrides[name.strip()] = yaml.safe_load(raw) if raw.strip() else None
         except yaml.YAMLError:
@@ -145,11 +147,12 @@ def _load_yaml(path: Path, text: str, overrides: dict[str, Any]) -> Manifest:
         ) from exc
 
     defaults: dict[str, Any] = {}
+    prices: dict[str, Any] = {}
     rows_node = root
     if isinstance(data, dict):
-        unknown = sorted(set(data) - {"defaults", "rows"})
+        unknown = sorted(set(data) - {"defaults", "rows", "prices"})
         if unknown or "rows" not in data:
-            rule = "top level takes 'defaults' and 'rows'" + (
+            rule = "top level takes 'defaults', 'prices' and 'rows'" + (
                 f"; unknown: {', '.join(map(str, unknown))}" if unknown else "; 'rows' is missing"
             )
             raise ManifestError([Problem(name, None, 1, None, None, rule)])
@@ -157,6 +160,11 @@ def _load_yaml(path: Path, text: str, overrides: dict[str, Any]) -> Manifest:
         if not isinstance(defaults, dict):
             raise ManifestError(
                 [Problem(name, None, None, "defaults", None, "must be a mapping of field: value")]
+            )
+        prices = data.get("prices") or {}
+        if not isinstance(prices, dict):
+            raise ManifestError(
+                [Problem(name, None, None, "prices", None, "must be a mapping of tier: USD")]
             )
         data = data["rows"]
         rows_node = next(v for k, v in root.value if k.value == "rows")
@@ -177,7 +185,7 @@ def _load_yaml(path: Path, text: str, overrides: dict[str, Any]) -> Manifest:
             )
             continue
         rows.append(Row(number, line, {**merged_defaults, **item}))
-    return Manifest(path, rows, problems)
+    return Manifest(path, rows, problems, prices)
 
 
 def _load_csv(path: Path, text: str, overrides: dict[str, Any]) -> Manifest:

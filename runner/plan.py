@@ -42,6 +42,7 @@ class Plan:
     warnings: list[Problem] = field(default_factory=list)
     url_images: int = 0
     sound_by_default: int = 0  # tasks that get sound (and its price) only from the API default
+    prices: dict[str, float] = field(default_factory=dict)  # USD per second by tier, as used
 
     @property
     def ok(self) -> bool:
@@ -73,8 +74,20 @@ def plan(
     prices: Mapping[str, float] | None = None,
     job: ModuleType = kling_i2v,
 ) -> Plan:
+    """Validate and price every task. ``prices`` (``--price-per-second``) beat the
+    manifest's ``prices:``, which beat the job's own table."""
     specs, problems = expand(manifest)
-    result = Plan(problems=problems)
+    table, from_file = job.check_prices(manifest.prices)
+    given, from_option = job.check_prices(prices or {})
+    table.update({tier: given[tier] for tier in prices or {} if tier in given})
+    problems += [
+        Problem(str(manifest.path), None, None, p.field, p.value, p.rule) for p in from_file
+    ]
+    problems += [
+        Problem("--price-per-second", None, None, p.field, p.value, p.rule) for p in from_option
+    ]
+    result = Plan(problems=problems, prices=table)
+    prices = table
     image_cache: dict[Path, tuple[kling_i2v.ImageFacts | None, list[FieldProblem]]] = {}
     names: dict[str, str] = {}
     for spec in specs:

@@ -15,6 +15,7 @@ import heapq
 import itertools
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -82,6 +83,8 @@ class PollScheduler:
         self._heap: list[tuple[float, int, str]] = []
         self._seq = itertools.count()
         self._tracked: dict[str, _Tracked] = {}
+        # Submit-to-final seconds of the latest tasks: what the progress ETA uses.
+        self.finished_after_s: deque[float] = deque(maxlen=200)
         self._wakeup = asyncio.Event()
         self._closed = False
         self._active = 0
@@ -210,4 +213,6 @@ class PollScheduler:
         return True
 
     def _finish(self, key: str) -> None:
-        self._tracked.pop(key, None)
+        tracked = self._tracked.pop(key, None)
+        if tracked is not None:
+            self.finished_after_s.append(time.time() - tracked.submitted_at)

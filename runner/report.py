@@ -1,4 +1,5 @@
-"""Build the run's report from the ledger alone: ``report.csv`` and ``report.html``.
+"""Build the run's report from the ledger alone: ``report.csv`` and ``report.html``
+(and ``report.jsonl`` on request).
 
 The ledger is the truth and the report a view of it, so ``kling-batch report DIR``
 rebuilds exactly the same files at any time, mid-run or after a crash.
@@ -6,20 +7,29 @@ rebuilds exactly the same files at any time, mid-run or after a crash.
 
 from __future__ import annotations
 
+import base64
 import html
+import io
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from urllib.parse import quote
 
 import pandas as pd
+from PIL import Image
 
+from jobs.kling_i2v import is_url
 from runner.atomic import write_text_atomically
 from runner.failed import write_failed_manifests
 from runner.state import RunState
+from runner.status import RunSummary, summarize
 
 REPORT_CSV = "report.csv"
 REPORT_HTML = "report.html"
+REPORT_JSONL = "report.jsonl"
+THUMB_PX = 160
 
 COLUMNS = [
     "task_key",
@@ -87,48 +97,233 @@ def build_frame(state: RunState) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
-def write_reports(state: RunState, run_dir: Path) -> ReportFiles:
+def write_reports(state: RunState, run_dir: Path, formats: Sequence[str] = ()) -> ReportFiles:
+    """Rewrite every report of the folder from the ledger; ``formats`` adds extra
+    machine-readable copies (``jsonl``) beside ``report.csv``."""
     frame = build_frame(state)
     failed = write_failed_manifests(state, run_dir)
     files = ReportFiles(
         run_dir / REPORT_CSV, run_dir / REPORT_HTML, failed.yaml if failed else None
     )
     write_text_atomically(files.csv, frame.to_csv(index=False))
-    write_text_atomically(files.html, render_html(frame, run_dir.name))
+    if "jsonl" in formats:
+        write_text_atomically(
+            run_dir / REPORT_JSONL, frame.to_json(orient="records", lines=True, force_ascii=False)
+        )
+    summary = summarize(state, str(run_dir))
+    page = render_html(frame, summary, run_dir.name, _thumbnails(state))
+    write_text_atomically(files.html, page)
     return files
 
 
-def render_html(frame: pd.DataFrame, title: str) -> str:
-    """A plain page a person can read: counts, then one line per task with its video."""
-    counts = frame["status"].value_counts().to_dict() if len(frame) else {}
-    summary = " · ".join(f"{n} {html.escape(s)}" for s, n in sorted(counts.items()))
-    shown = frame[
-        ["task_key", "status", "prompt", "duration", "aspect_ratio", "sound", "task_id", "error"]
-    ].copy()
-    shown.insert(
-        1,
-        "video",
-        [
-            f'<video src="{html.escape(p)}" controls preload="metadata" width="240"></video>'
-            if p
-            else ""
-            for p in frame["video_path"].fillna("")
-        ],
+def _thumbnails(state: RunState) -> dict[str, str]:
+    """task key -> a small inline JPEG of its source image (local images only: the page
+    must open without a network). Each image file is read once however many tasks use it."""
+    by_image: dict[str, str | None] = {}
+    thumbs = {}
+    for record in state.tasks():
+        image = json.loads(record.request_json)["image"]
+        if image not in by_image:
+            by_image[image] = None if is_url(image) else _thumbnail(Path(image))
+        if by_image[image]:
+            thumbs[record.task_key] = by_image[image]
+    return thumbs
+
+
+def _thumbnail(path: Path, size: int = THUMB_PX) -> str | None:
+    try:
+        with Image.open(path) as image:
+            image.thumbnail((size, size))
+            out = io.BytesIO()
+            image.convert("RGB").save(out, "JPEG", quality=70)
+    except (OSError, ValueError):
+        return None  # moved or unreadable since the run: the card says so
+    return "data:image/jpeg;base64," + base64.b64encode(out.getvalue()).decode()
+
+
+def render_html(
+    frame: pd.DataFrame, summary: RunSummary, title: str, thumbs: dict[str, str]
+) -> str:
+    """A page a person looks at in the morning: the summary, then one card per task with
+    its source image, settings, status, the video playing from its local file, and the
+    reason for a failure; filter by status and search by text. No network needed."""
+    cards = "\n".join(_card(row, thumbs.get(row["task_key"])) for row in _rows(frame))
+    buttons = "\n".join(
+        f'<button type="button" data-filter="{html.escape(s)}">{html.escape(s)} '
+        f"<span>{n}</span></button>"
+        for s, n in summary.counts.items()
     )
-    for column in ("task_key", "status", "prompt", "task_id", "error", "aspect_ratio"):
-        shown[column] = shown[column].fillna("").astype(str).map(html.escape)
-    table = shown.to_html(index=False, escape=False, border=0, classes="tasks", na_rep="")
-    return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>kling-batch: {html.escape(title)}</title>
+    facts = [
+        ("tasks", str(summary.total)),
+        ("estimated cost", f"${summary.est_total_usd:,.2f}"),
+        ("spent (estimate)", f"${summary.spent_usd:,.2f}"),
+        (
+            "generation p50 / p95",
+            f"{_seconds(summary.generation_p50_s)} / {_seconds(summary.generation_p95_s)}",
+        ),
+        ("started", _iso(summary.started_at) or "not yet"),
+        ("finished", _iso(summary.finished_at) or "not yet"),
+    ]
+    header = "\n".join(
+        f"<div><dt>{html.escape(k)}</dt><dd>{html.escape(v)}</dd></div>" for k, v in facts
+    )
+    counts = " · ".join(f"{n} {html.escape(s)}" for s, n in summary.counts.items())
+    return _PAGE.format(
+        title=html.escape(title),
+        header=header,
+        counts=counts or "no tasks",
+        buttons=buttons,
+        total=summary.total,
+        cards=cards,
+    )
+
+
+def _rows(frame: pd.DataFrame) -> list[dict]:
+    return frame.astype(object).where(frame.notna(), None).to_dict("records")
+
+
+def _card(row: dict, thumb: str | None) -> str:
+    e = html.escape
+    status = row["status"]
+    settings = [
+        f"{row['duration']} s",
+        str(row["aspect_ratio"]),
+        "sound" if row["sound"] else "no sound",
+        f"cfg {row['cfg_scale']}",
+    ]
+    if row["voice_list"]:
+        settings.append(f"voices {row['voice_list']}")
+    if row["negative_prompt"]:
+        settings.append(f"not: {row['negative_prompt']}")
+    if row["video_path"]:
+        media = f'<video controls preload="metadata" src="{e(quote(row["video_path"]))}"></video>'
+    else:
+        media = f'<div class="novideo">{e(_no_video_reason(status))}</div>'
+    source = (
+        f'<img class="thumb" alt="source image" src="{thumb}">'
+        if thumb
+        else f'<div class="thumb missing" title="{e(row["image"])}">image not shown</div>'
+    )
+    error = f'<p class="error">{e(row["error"])}</p>' if row["error"] else ""
+    timing = f" · {row['generation_s']} s" if row["generation_s"] is not None else ""
+    searchable = " ".join(
+        str(row[c] or "") for c in ("task_key", "prompt", "error", "task_id", "row_id", "image")
+    ).lower()
+    return f"""<article class="card" data-status="{e(status)}" data-text="{e(searchable)}">
+  <div class="media">{media}</div>
+  <div class="body">
+    <header><span class="badge s-{e(status)}">{e(status)}</span>
+      <code class="key">{e(row["task_key"])}</code></header>
+    <div class="source">{source}<p class="prompt">{e(row["prompt"])}</p></div>
+    <p class="settings">{e(" · ".join(settings))}</p>
+    {error}
+    <p class="meta">task id <code>{e(row["task_id"] or "none")}</code> · attempts
+      {row["attempts"]} · ${row["est_cost_usd"]:.2f}{timing}</p>
+  </div>
+</article>"""
+
+
+def _no_video_reason(status: str) -> str:
+    return {
+        "succeeded": "not downloaded yet",
+        "failed": "no video: failed",
+        "unknown": "no video: submit outcome unknown",
+        "expired": "no video: link expired",
+    }.get(status, "not finished yet")
+
+
+def _seconds(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1f} s"
+
+
+_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>kling-batch: {title}</title>
 <style>
-body {{ font: 14px/1.4 system-ui, sans-serif; margin: 2em; }}
-table.tasks {{ border-collapse: collapse; width: 100%; }}
-table.tasks th, table.tasks td {{ border-bottom: 1px solid #ddd; padding: 6px;
-  text-align: left; vertical-align: top; }}
+body {{ font: 14px/1.45 system-ui, sans-serif; margin: 0; background: #f4f4f6; color: #222; }}
+main {{ padding: 1.5em 2em; }}
+h1 {{ margin: 0 0 .3em; font-size: 1.4em; }}
+dl.summary {{ display: flex; flex-wrap: wrap; gap: .5em 2em; margin: .5em 0 1em; }}
+dl.summary dt {{ font-size: .8em; color: #666; }}
+dl.summary dd {{ margin: 0; font-weight: 600; }}
+.controls {{ position: sticky; top: 0; background: #f4f4f6; padding: .6em 0; z-index: 1;
+  display: flex; flex-wrap: wrap; gap: .4em; align-items: center; }}
+.controls button {{ border: 1px solid #bbb; background: #fff; border-radius: 1em;
+  padding: .2em .8em; cursor: pointer; }}
+.controls button.active {{ background: #222; color: #fff; border-color: #222; }}
+.controls input {{ flex: 1; min-width: 12em; padding: .35em .6em; border: 1px solid #bbb;
+  border-radius: .4em; }}
+#shown {{ color: #666; }}
+.grid {{ display: grid; grid-template-columns: repeat(auto-fill, minmax(320px, 1fr));
+  gap: 1em; }}
+.card {{ background: #fff; border-radius: .6em; box-shadow: 0 1px 3px #0002;
+  overflow: hidden; display: flex; flex-direction: column; }}
+.card[hidden] {{ display: none; }}
+.media video, .novideo {{ width: 100%; aspect-ratio: 16 / 9; background: #111;
+  display: block; }}
+.novideo {{ color: #bbb; display: flex; align-items: center; justify-content: center; }}
+.body {{ padding: .7em .9em; }}
+.source {{ display: flex; gap: .7em; align-items: flex-start; margin: .5em 0; }}
+.thumb {{ width: 72px; height: 72px; object-fit: cover; border-radius: .3em; flex: none; }}
+.thumb.missing {{ background: #ddd; font-size: .7em; color: #666; display: flex;
+  align-items: center; justify-content: center; text-align: center; }}
+.prompt {{ margin: 0; }}
+.settings, .meta {{ color: #555; font-size: .85em; margin: .3em 0; }}
+.error {{ color: #a11; background: #fdecec; padding: .4em .6em; border-radius: .3em;
+  margin: .4em 0; word-break: break-word; }}
+.badge {{ display: inline-block; padding: .05em .6em; border-radius: 1em; font-size: .8em;
+  font-weight: 600; color: #fff; background: #888; }}
+.s-succeeded {{ background: #2a7d3f; }} .s-failed {{ background: #b3261e; }}
+.s-unknown {{ background: #8a5a00; }} .s-expired {{ background: #6b3fa0; }}
+.s-queued, .s-processing, .s-submitting {{ background: #1f5fa8; }}
+.key {{ margin-left: .4em; }}
 </style></head>
-<body><h1>kling-batch: {html.escape(title)}</h1>
-<p>{len(frame)} tasks: {summary or "none"} · estimated cost ${frame["est_cost_usd"].sum():.2f}</p>
-{table}
+<body><main>
+<h1>kling-batch: {title}</h1>
+<p class="counts">{counts}</p>
+<dl class="summary">
+{header}
+</dl>
+<div class="controls">
+<button type="button" data-filter="" class="active">all <span>{total}</span></button>
+{buttons}
+<input id="search" type="search" placeholder="search prompt, key, error, task id">
+<span id="shown"></span>
+</div>
+<section class="grid">
+{cards}
+</section>
+</main>
+<script>
+(function () {{
+  const cards = Array.from(document.querySelectorAll(".card"));
+  const buttons = Array.from(document.querySelectorAll("[data-filter]"));
+  const search = document.getElementById("search");
+  const shown = document.getElementById("shown");
+  let status = "";
+  function apply() {{
+    const words = search.value.toLowerCase().split(/\\s+/).filter(Boolean);
+    let n = 0;
+    for (const card of cards) {{
+      const ok = (!status || card.dataset.status === status) &&
+        words.every(w => card.dataset.text.includes(w));
+      card.hidden = !ok;
+      if (ok) n++;
+    }}
+    shown.textContent = n + " of " + cards.length + " shown";
+  }}
+  for (const button of buttons) {{
+    button.addEventListener("click", () => {{
+      status = button.dataset.filter;
+      buttons.forEach(b => b.classList.toggle("active", b === button));
+      apply();
+    }});
+  }}
+  search.addEventListener("input", apply);
+  apply();
+}})();
+</script>
 </body></html>
 """
 

@@ -64,6 +64,26 @@ def test_validate_prints_tasks_and_estimate(good_manifest, capsys):
     assert "3 x  5s no sound" in out and "$1.05" in out
 
 
+def test_prices_come_from_the_job_then_the_manifest_then_the_option(tmp_path, capsys):
+    draw_image(tmp_path / "a.png")
+    path = tmp_path / "priced.yaml"
+    path.write_text(
+        "prices: {silent: 0.05}\n"
+        "rows:\n"
+        "  - {image: a.png, prompt: p, sound: false}\n"
+        "  - {image: a.png, prompt: q, sound: true, duration: 10}\n",
+        encoding="utf-8",
+    )
+    assert main(["validate", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "1 x  5s no sound        ~ $0.25" in out  # the manifest's price
+    assert "1 x 10s with sound      ~ $1.40" in out  # the job's own
+    assert main(["validate", str(path), "--price-per-second", "sound=0.1"]) == 0
+    assert "total (estimate) ~ $1.25" in capsys.readouterr().out
+    assert main(["validate", str(path), "--price-per-second", "loud=1"]) == 2
+    assert "--price-per-second: prices.loud = 1: is not a price tier" in capsys.readouterr().err
+
+
 def test_validate_lists_every_problem_with_file_line_row_and_field(bad_manifest, capsys):
     assert main(["validate", str(bad_manifest)]) == 2
     err = capsys.readouterr().err
@@ -111,8 +131,10 @@ def test_run_then_run_again_then_report(good_manifest, threaded_sim, tmp_path, c
     assert threaded_sim.stats.tasks_created == 3
 
     (run_dir / "report.csv").unlink()
-    assert main(["report", str(run_dir)]) == 0
+    assert main(["report", str(run_dir), "--format", "jsonl"]) == 0
     assert (run_dir / "report.csv").read_bytes() == report
+    lines = (run_dir / "report.jsonl").read_text().splitlines()
+    assert [json.loads(line)["status"] for line in lines] == ["succeeded"] * 3
     assert (run_dir / "report.html").read_text().count("<video") == 3
     # The key is in no file of the run folder: ledger, log, reports.
     for path in run_dir.rglob("*"):
@@ -181,7 +203,7 @@ def test_python_dash_m_runner_is_the_same_cli():
     done = subprocess.run(
         [sys.executable, "-m", "runner", "--help"], capture_output=True, text=True, check=True
     )
-    assert "{validate,run,resume,rerun,report,sim}" in done.stdout
+    assert "{validate,run,resume,rerun,status,report,sim}" in done.stdout
 
 
 def test_the_sim_command_serves_the_api_until_stopped():

@@ -1,0 +1,123 @@
+"""What a run folder says about itself: counts, spend, what is in flight, what comes next.
+
+One summary feeds ``kling-batch status``, the header of ``report.html`` and the
+progress display, all read from the ledger, so the three can never disagree.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+
+from runner.state import FINAL, IN_FLIGHT, RunState, TaskStatus
+
+
+@dataclass(frozen=True)
+class InFlight:
+    task_key: str
+    status: str
+    task_id: str
+    age_s: float  # since the API accepted it
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    total: int
+    counts: dict[str, int]
+    est_total_usd: float  # every task of the folder once
+    spent_usd: float  # attempts the API created or may have created, all runs
+    in_flight: list[InFlight]
+    videos_missing: int  # succeeded, not downloaded yet
+    generation_p50_s: float | None
+    generation_p95_s: float | None
+    started_at: float | None  # first submit
+    finished_at: float | None  # last task to finish, once every task is final
+    next_steps: list[str] = field(default_factory=list)
+
+    @property
+    def done(self) -> int:
+        return sum(self.counts.get(s, 0) for s in FINAL)
+
+    @property
+    def oldest(self) -> InFlight | None:
+        return max(self.in_flight, key=lambda t: t.age_s, default=None)
+
+    def as_json(self) -> dict:
+        data = asdict(self)
+        data["done"] = self.done
+        data["oldest"] = asdict(self.oldest) if self.oldest else None
+        return data
+
+
+def summarize(state: RunState, run_dir_label: str = "DIR", now: float | None = None) -> RunSummary:
+    now = time.time() if now is None else now
+    records = state.tasks()
+    counts = {str(s): 0 for s in TaskStatus}
+    for record in records:
+        counts[record.status] += 1
+    in_flight = [
+        InFlight(r.task_key, str(r.status), r.task_id or "", now - (r.submitted_at or now))
+        for r in records
+        if r.status in IN_FLIGHT
+    ]
+    times = sorted(r.generation_s for r in records if r.generation_s is not None)
+    submitted = [r.submitted_at for r in records if r.submitted_at]
+    finished = [r.finished_at for r in records if r.finished_at]
+    all_final = bool(records) and all(r.status in FINAL for r in records)
+    missing = state.missing_videos()
+    return RunSummary(
+        total=len(records),
+        counts={k: v for k, v in counts.items() if v},
+        est_total_usd=round(sum(r.est_cost_usd for r in records), 2),
+        spent_usd=round(state.committed_spend(), 2),
+        in_flight=sorted(in_flight, key=lambda t: -t.age_s),
+        videos_missing=missing,
+        generation_p50_s=_percentile(times, 50),
+        generation_p95_s=_percentile(times, 95),
+        started_at=min(submitted, default=None),
+        finished_at=max(finished, default=None) if all_final else None,
+        next_steps=_next_steps(counts, len(in_flight), missing, run_dir_label),
+    )
+
+
+def _percentile(sorted_values: list[float], percent: int) -> float | None:
+    if not sorted_values:
+        return None
+    if len(sorted_values) == 1:
+        return round(sorted_values[0], 1)
+    cuts = statistics.quantiles(sorted_values, n=100, method="inclusive")
+    return round(cuts[percent - 1], 1)
+
+
+def _next_steps(counts: dict[str, int], in_flight: int, missing: int, run_dir: str) -> list[str]:
+    """What ``resume`` would do, then what only a ``rerun`` would (and would cost)."""
+    resume = []
+    if counts[TaskStatus.PENDING]:
+        resume.append(f"submit {counts[TaskStatus.PENDING]} pending")
+    if in_flight:
+        resume.append(f"poll {in_flight} in flight")
+    if missing:
+        resume.append(f"download {missing} video(s)")
+    steps = [f"kling-batch resume {run_dir} would {', '.join(resume)}"] if resume else []
+    for status, flag in (
+        (TaskStatus.FAILED, "--failed"),
+        (TaskStatus.EXPIRED, "--expired"),
+        (TaskStatus.UNKNOWN, "--unknown"),
+    ):
+        if counts[status]:
+            note = " (they may exist and be billed already)" if status == TaskStatus.UNKNOWN else ""
+            steps.append(
+                f"kling-batch rerun {run_dir} {flag} would resubmit {counts[status]} "
+                f"{status} task(s){note}"
+            )
+    return steps or ["nothing: every task succeeded and every video is here"]
+
+
+def human_duration(seconds: float | None) -> str:
+    """``4m05s``, ``2h10m``; ``estimating`` when there is no figure yet."""
+    if seconds is None:
+        return "estimating"
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"

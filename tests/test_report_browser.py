@@ -1,0 +1,136 @@
+"""``report.html`` in a real headless Chromium (Debian's ``chromium`` + ``chromium-driver``).
+
+A finished run with successes, a failure and an unknown is opened from disk, as a user
+opens it in the morning: every task has a card, every video element points at a file
+that exists (and Chromium can read its metadata), failures show their reason, and the
+status filter and the search box hide what they should. A screenshot is saved under
+``test-artifacts/``. Without a browser on the machine the test is skipped, not failed
+(``make browser`` installs one; ``.ci/run`` does too).
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+import pytest
+
+from runner.cli import main
+from tests.conftest import FAST, draw_image
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMEDRIVER = shutil.which("chromedriver")
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+
+pytestmark = pytest.mark.skipif(
+    not (CHROMIUM and CHROMEDRIVER), reason="no chromium + chromedriver (make browser)"
+)
+
+
+@pytest.fixture
+def browser():
+    webdriver = pytest.importorskip("selenium.webdriver")
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--window-size=1280,1600",
+    ):
+        options.add_argument(flag)
+    service = webdriver.ChromeService(executable_path=CHROMEDRIVER)
+    driver = webdriver.Chrome(options=options, service=service)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+@pytest.fixture
+def finished_run(tmp_path, threaded_sim) -> Path:
+    draw_image(tmp_path / "a.png", 640, 360)
+    draw_image(tmp_path / "b.jpg", 360, 640)
+    manifest = tmp_path / "morning.yaml"
+    manifest.write_text(
+        "defaults: {sound: false}\n"
+        "rows:\n"
+        "  - {id: cat, image: a.png, prompt: 'a cat turns its head'}\n"
+        "  - {id: tower, image: b.jpg, prompt: 'a lighthouse at dusk', aspect_ratio: '9:16'}\n"
+        "  - {id: city, image: a.png, prompt: ['sunrise over the city', 'night traffic']}\n"
+        "  - {id: lost, image: a.png, prompt: 'a boat drifts'}\n",
+        encoding="utf-8",
+    )
+    # cat/1 goes first and alone: created, then its answer is lost (unknown). Of the
+    # rest, sent concurrently, whichever is created next fails.
+    threaded_sim.script("submit", "drop_after_create")
+    threaded_sim.script_fates("succeed", "fail")
+    run_dir = tmp_path / "run"
+    assert main(["run", str(manifest), "--out", str(run_dir), *FAST]) == 1
+    return run_dir
+
+
+def test_the_report_shows_every_task_and_filters_in_a_real_browser(browser, finished_run):
+    from selenium.webdriver.common.by import By
+
+    page = finished_run / "report.html"
+    browser.get(page.as_uri())
+    cards = browser.find_elements(By.CSS_SELECTOR, "article.card")
+    assert len(cards) == 5
+    statuses = sorted(c.get_attribute("data-status") for c in cards)
+    assert statuses == ["failed", "succeeded", "succeeded", "succeeded", "unknown"]
+
+    videos = browser.find_elements(By.CSS_SELECTOR, "article.card video")
+    assert len(videos) == 3
+    for video in videos:
+        src = Path(unquote(urlparse(video.get_attribute("src")).path))
+        assert src.is_file() and src.parent == finished_run / "videos"
+    # Chromium itself reads each file's metadata: the links work, not just exist.
+    browser.set_script_timeout(20)
+    ready = browser.execute_async_script(
+        """
+        const done = arguments[arguments.length - 1];
+        const videos = Array.from(document.querySelectorAll("video"));
+        Promise.all(videos.map(v => v.readyState >= 1 ? v.duration : new Promise(ok => {
+            v.addEventListener("loadedmetadata", () => ok(v.duration));
+            v.addEventListener("error", () => ok(-1));
+            v.load();
+        }))).then(done);
+        """
+    )
+    assert all(d > 0 for d in ready), ready
+
+    failed = browser.find_element(By.CSS_SELECTOR, 'article[data-status="failed"]')
+    failed_key = failed.find_element(By.CSS_SELECTOR, "code.key").text
+    assert "TASK_FAILED" in failed.find_element(By.CSS_SELECTOR, ".error").text
+    assert failed.find_element(By.CSS_SELECTOR, ".novideo").text == "no video: failed"
+    unknown = browser.find_element(By.CSS_SELECTOR, 'article[data-status="unknown"]')
+    assert "no answer came back" in unknown.find_element(By.CSS_SELECTOR, ".error").text
+    assert browser.find_elements(By.CSS_SELECTOR, "img.thumb")  # inline source thumbnails
+
+    def visible() -> list[str]:
+        return [
+            c.find_element(By.CSS_SELECTOR, "code.key").text
+            for c in browser.find_elements(By.CSS_SELECTOR, "article.card")
+            if c.is_displayed()
+        ]
+
+    browser.find_element(By.CSS_SELECTOR, 'button[data-filter="failed"]').click()
+    assert visible() == [failed_key]
+    assert browser.find_element(By.ID, "shown").text == "1 of 5 shown"
+    browser.find_element(By.CSS_SELECTOR, 'button[data-filter=""]').click()
+    browser.find_element(By.ID, "search").send_keys("night")
+    assert visible() == ["city/2"]
+    browser.find_element(By.ID, "search").clear()
+    browser.find_element(By.ID, "search").send_keys(" ")  # clear() fires no input event
+    assert len(visible()) == 5
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    shot = ARTIFACTS / "report.png"
+    assert browser.save_screenshot(str(shot)) and shot.stat().st_size > 10_000
