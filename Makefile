@@ -42,6 +42,10 @@ format: install
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
+# Speed against the simulator, beside the official SDK script (a few minutes; see README).
+bench: install
+	$(BIN)/python -m bench.bench
+
 # A simulator to rehearse against from another shell (see README).
 sim: install
 	$(BIN)/kling-batch sim --port 8765 --media-port 8766

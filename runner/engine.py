@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ from runner.fetch import Fetcher
 from runner.limits import EndpointLimiter, Rate
 from runner.poll import PollPolicy, PollScheduler
 from runner.progress import LineProgress, ProgressSink, Snapshot
-from runner.state import FINAL, IN_FLIGHT, RunState, TaskStatus
+from runner.state import DEFERRED_MAX_AGE_S, FINAL, IN_FLIGHT, RunState, TaskStatus
 from runner.stopping import StopSwitch
 from runner.submit import Budget, Submitter
 
@@ -36,7 +37,7 @@ VIDEOS_DIR = "videos"
 class EngineConfig:
     submit_rate: Rate = field(default_factory=lambda: Rate(20, 60))
     poll_rate: Rate = field(default_factory=lambda: Rate(5, 1))
-    submit_workers: int = 4
+    submit_workers: int | None = None  # None: enough to keep the submit rate busy
     poll_concurrency: int = 16
     download: bool = True
     download_workers: int = 4
@@ -112,7 +113,7 @@ async def run_engine(
         EndpointLimiter(config.submit_rate, "submit"),
         stop,
         on_submitted,
-        workers=config.submit_workers,
+        workers=config.submit_workers or submit_workers_for(config.submit_rate),
         max_retries=config.max_submit_retries,
         retry_base_s=config.retry_base_s,
         budget=budget,
@@ -166,16 +167,21 @@ async def run_engine(
 
     sink = progress or LineProgress(config.progress_every_s)
     sink.start()
-    showing = asyncio.create_task(_show_progress(sink, snapshot))
+    background = [
+        asyncio.create_task(_show_progress(sink, snapshot)),
+        asyncio.create_task(_flush_periodically(state)),
+    ]
     try:
         async with asyncio.TaskGroup() as group:
             group.create_task(submit_then_close())
             group.create_task(poll_then_close())
             group.create_task(fetcher.run())
     finally:
-        showing.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await showing
+        for task in background:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        state.flush()
         sink.stop(snapshot())
     if stop.reason:
         log.error("stopped: %s", stop.reason)
@@ -193,11 +199,25 @@ async def run_engine(
     )
 
 
+def submit_workers_for(rate: Rate, latency_s: float = 0.25) -> int:
+    """Workers needed so that the limiter, not the round trip, sets the pace: a submit
+    carries megabytes of base64 and takes a while, and at 100/s four workers would
+    each need an answer every 40 ms. Between 4 and 64."""
+    return max(4, min(64, math.ceil(rate.per_second * latency_s)))
+
+
 def progress_line(counts: dict[str, int], in_flight: int) -> str:
     total = sum(counts.values())
     final = sum(counts.get(s, 0) for s in FINAL)
     parts = ", ".join(f"{counts[s]} {s}" for s in TaskStatus if counts.get(s))
     return f"{final}/{total} done ({parts}); {in_flight} being polled"
+
+
+async def _flush_periodically(state: RunState) -> None:
+    """Group-committed (poll-side) writes reach the disk even when nothing else is written."""
+    while True:
+        await asyncio.sleep(DEFERRED_MAX_AGE_S)
+        state.flush()
 
 
 async def _show_progress(sink: ProgressSink, snapshot: Callable[[], Snapshot]) -> None:

@@ -66,15 +66,32 @@ def backoff_delay(attempt: int, base: float = 1.0, cap: float = 60.0, floor: flo
 
 
 class EndpointLimiter:
-    """The one limiter of an endpoint class (submit, or poll), shared by all its workers."""
+    """The one limiter of an endpoint class (submit, or poll), shared by all its workers.
+
+    It adapts: a 429 that arrives outside a pause (a fresh sign that the server's limit
+    is below ours) lowers the effective rate by ``SLOW_DOWN``, down to ``MIN_FACTOR`` of
+    the configured rate; 429s answering requests sent before the pause don't count
+    again. After ``RAMP_AFTER_S`` seconds' worth of requests go through without a 429,
+    the rate steps back up towards the configured one.
+    """
+
+    SLOW_DOWN = 0.8
+    MIN_FACTOR = 0.25
+    RAMP_AFTER_S = 10.0
 
     def __init__(self, rate: Rate, name: str):
         self.rate = rate
         self.name = name
+        self.factor = 1.0
         self._limiter = AsyncLimiter(1, 1 / rate.per_second)
         self._paused_until = 0.0
         self._consecutive_429 = 0
+        self._clean_since_change = 0
         self.cool_downs = 0
+
+    @property
+    def effective_per_second(self) -> float:
+        return self.rate.per_second * self.factor
 
     async def acquire(self) -> None:
         loop = asyncio.get_running_loop()
@@ -83,7 +100,10 @@ class EndpointLimiter:
             if pause > 0:
                 await asyncio.sleep(pause)
                 continue
-            await self._limiter.acquire()
+            limiter = self._limiter
+            await limiter.acquire()
+            if limiter is not self._limiter:
+                continue  # the rate changed while waiting: take a slot at the new pace
             if self._paused_until <= loop.time():
                 return
             # A 429 arrived while this worker waited for its slot: honour the pause too.
@@ -92,15 +112,28 @@ class EndpointLimiter:
         """Pause all workers after a 429; returns the pause in seconds."""
         self.cool_downs += 1
         self._consecutive_429 += 1
+        loop = asyncio.get_running_loop()
+        if loop.time() >= self._paused_until:
+            self._set_factor(max(self.MIN_FACTOR, self.factor * self.SLOW_DOWN))
         jitter = random.uniform(0, min(1.0, 0.1 * (retry_after or 1.0)))
         if retry_after is not None:
             pause = retry_after + jitter
         else:
             pause = backoff_delay(self._consecutive_429 - 1)
-        loop = asyncio.get_running_loop()
         self._paused_until = max(self._paused_until, loop.time() + pause)
         return pause
 
     def succeeded(self) -> None:
-        """A request went through: the next 429 starts the backoff from the bottom again."""
+        """A request went through: the next 429 starts the backoff from the bottom again,
+        and enough of them in a row earn back some of the rate."""
         self._consecutive_429 = 0
+        if self.factor >= 1.0:
+            return
+        self._clean_since_change += 1
+        if self._clean_since_change >= self.effective_per_second * self.RAMP_AFTER_S:
+            self._set_factor(min(1.0, self.factor / self.SLOW_DOWN))
+
+    def _set_factor(self, factor: float) -> None:
+        self.factor = factor
+        self._clean_since_change = 0
+        self._limiter = AsyncLimiter(1, 1 / self.effective_per_second)

@@ -156,16 +156,22 @@ def _plan_one(
 def _check_image(
     raw: str, base_dir: Path, cache: dict, job: ModuleType
 ) -> tuple[str | None, str | None, list[FieldProblem]]:
-    if job.is_url(raw):
-        return raw, None, job.check_image_url(raw)
-    path = Path(raw).expanduser()
-    if not path.is_absolute():
-        path = base_dir / path
-    path = path.resolve()
-    if path not in cache:
-        cache[path] = job.check_image_file(path)
-    facts, problems = cache[path]
-    return str(path), (facts.sha256 if facts else None), list(problems)
+    """Check an image once per distinct reference: a big batch names a few images many
+    times, and resolving a path costs more than checking a cached answer."""
+    if raw not in cache:
+        if job.is_url(raw):
+            cache[raw] = (raw, None, job.check_image_url(raw))
+        else:
+            path = Path(raw).expanduser()
+            if not path.is_absolute():
+                path = base_dir / path
+            path = path.resolve()
+            if path not in cache:  # two spellings of one file share its check
+                facts, problems = job.check_image_file(path)
+                cache[path] = (str(path), facts.sha256 if facts else None, problems)
+            cache[raw] = cache[path]
+    reference, sha256, problems = cache[raw]
+    return reference, sha256, list(problems)
 
 
 def _locate(spec: TaskSpec, problem: FieldProblem) -> Problem:

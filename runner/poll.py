@@ -10,7 +10,6 @@ backoff that grows while the task reports nothing new.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import heapq
 import itertools
 import logging
@@ -31,6 +30,7 @@ SUCCEED = "TASK_STATUS_SUCCEED"
 FAILED = "TASK_STATUS_FAILED"
 PROCESSING = "TASK_STATUS_PROCESSING"
 KNOWN_RUNNING = frozenset({"TASK_STATUS_QUEUED", PROCESSING})
+LEARN_AFTER = 20  # finished tasks before the first poll follows what this batch takes
 
 
 @dataclass(frozen=True)
@@ -85,6 +85,8 @@ class PollScheduler:
         self._tracked: dict[str, _Tracked] = {}
         # Submit-to-final seconds of the latest tasks: what the progress ETA uses.
         self.finished_after_s: deque[float] = deque(maxlen=200)
+        self._learned: tuple[int, float] | None = None
+        self._finishes = 0
         self._wakeup = asyncio.Event()
         self._closed = False
         self._active = 0
@@ -103,7 +105,25 @@ class PollScheduler:
         delay: float | None = None,
     ) -> None:
         self._tracked[task_key] = _Tracked(task_id, submitted_at, status=status)
-        self._schedule(task_key, self.policy.first_delay_s if delay is None else delay)
+        self._schedule(task_key, self.first_delay() if delay is None else delay)
+
+    def first_delay(self) -> float:
+        """When to look at a new task for the first time.
+
+        At first ``first_delay_s``; once enough tasks have finished, the time by which
+        the quickest tenth of them were done (never less than ``first_delay_s``). A
+        first poll that comes too early costs a poll just to learn the eta; one that
+        comes at the fast end of what this batch takes often finds the task done or
+        nearly, which saves that poll on most tasks and delays only the fastest few."""
+        epoch = self._finishes // LEARN_AFTER  # re-learn every LEARN_AFTER finishes
+        if epoch == 0:
+            return self.policy.first_delay_s
+        if self._learned is None or self._learned[0] != epoch:
+            durations = sorted(self.finished_after_s)
+            quick = durations[len(durations) // 10]
+            limited = min(self.policy.max_interval_s, max(self.policy.first_delay_s, quick))
+            self._learned = (epoch, limited)
+        return self._learned[1]
 
     def close(self) -> None:
         """No more tasks will be added: :meth:`run` returns once the heap drains."""
@@ -137,9 +157,19 @@ class PollScheduler:
                 group.create_task(self._poll(key, slots))
 
     async def _sleep(self, seconds: float | None) -> None:
+        """Until the next poll is due or something changes (a timer, not ``wait_for``:
+        this runs thousands of times and ``wait_for`` costs a task each time)."""
         self._wakeup.clear()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wakeup.wait(), seconds)
+        timer = (
+            None
+            if seconds is None
+            else asyncio.get_running_loop().call_later(seconds, self._wakeup.set)
+        )
+        try:
+            await self._wakeup.wait()
+        finally:
+            if timer is not None:
+                timer.cancel()
 
     async def _poll(self, key: str, slots: asyncio.Semaphore) -> None:
         tracked = self._tracked[key]
@@ -216,3 +246,4 @@ class PollScheduler:
         tracked = self._tracked.pop(key, None)
         if tracked is not None:
             self.finished_after_s.append(time.time() - tracked.submitted_at)
+            self._finishes += 1

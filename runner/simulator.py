@@ -24,6 +24,7 @@ import contextlib
 import hashlib
 import hmac
 import json
+import math
 import random
 import threading
 import time
@@ -61,6 +62,7 @@ class SimConfig:
     queue_s: float = 0.3
     generation_s: float = 1.5
     jitter: float = 0.25  # each time varies by up to this fraction either way
+    time_sigma: float | None = None  # instead of jitter: log-normal times (median as given)
     url_ttl_s: float = 3600.0
     report_eta: bool = True
     fail_rate: float = 0.0
@@ -203,6 +205,7 @@ class Simulator:
         api.router.add_post(kling_i2v.SUBMIT_PATH, self._submit)
         api.router.add_get("/v3/async/task-result", self._task_result)
         api.router.add_get("/_sim/stats", self._stats)
+        api.router.add_get("/_sim/tasks", self._task_timings)
         media = web.Application()
         media.router.add_get("/videos/{name}", self._media)
         self.base_url = await self._serve(api, host, port)
@@ -312,6 +315,23 @@ class Simulator:
     async def _stats(self, request: web.Request) -> web.Response:
         return web.json_response(self.stats.as_dict())
 
+    async def _task_timings(self, request: web.Request) -> web.Response:
+        """Per task, in creation order (simulator clock, seconds): when it was created,
+        when it was done, and when a poll first saw it done. What a benchmark needs to
+        compute the ideal makespan and the runner's detection delay."""
+        return web.json_response(
+            [
+                {
+                    "task_id": t.task_id,
+                    "created_at": t.created_at,
+                    "done_at": t.done_at,
+                    "seen_done_at": t.finished_seen_at,
+                    "fate": t.fate,
+                }
+                for t in self.tasks.values()
+            ]
+        )
+
     # --- behaviour ----------------------------------------------------------------------
 
     def _check_auth(self, request: web.Request) -> web.Response | None:
@@ -378,6 +398,8 @@ class Simulator:
         config, rng = self.config, self._rng
 
         def vary(seconds: float) -> float:
+            if config.time_sigma is not None and seconds > 0:
+                return rng.lognormvariate(math.log(seconds), config.time_sigma)
             return max(0.0, seconds * (1 + rng.uniform(-config.jitter, config.jitter)))
 
         if self._fates:

@@ -6,9 +6,12 @@ Rules it exists to keep (design.md, "Money and state"):
 3. on resume, ``submitting`` becomes ``unknown`` (we cannot know whether the API got
    it), tasks with a ``task_id`` go back to polling, ``pending`` ones are submitted.
 
-Every transition is one short transaction. WAL with ``synchronous=FULL`` makes each
-commit durable across power loss, not just a process crash: a lost ``submitting`` row
-is exactly how a tool pays twice.
+Every submit-side transition is one short transaction of its own, committed before
+the call returns. WAL with ``synchronous=FULL`` makes each commit durable across power
+loss, not just a process crash: a lost ``submitting`` row is exactly how a tool pays
+twice. What polls and downloads learn is group-committed instead (at most
+``DEFERRED_MAX_AGE_S`` later): losing it to a crash costs a poll or a download again,
+never money, and it saves most of the fsyncs of a big batch.
 """
 
 from __future__ import annotations
@@ -26,6 +29,10 @@ from jobs import kling_i2v
 from runner.plan import PlannedTask
 
 STATE_FILE = "state.sqlite"
+# Deferred (poll-side) writes are committed at least this often: at most this much
+# can be lost to a crash, and all of it is learned again by polling.
+DEFERRED_MAX_WRITES = 200
+DEFERRED_MAX_AGE_S = 0.5
 
 
 class TaskStatus(StrEnum):
@@ -161,16 +168,22 @@ class RunState:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
+        self._deferred_writes = 0
+        self._deferred_since = 0.0
 
     @classmethod
     def open(cls, run_dir: Path) -> RunState:
         return cls(run_dir / STATE_FILE)
 
     def close(self) -> None:
+        self.flush()
         self._db.close()
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """A durable transaction: committed (and fsynced) before it returns. Deferred
+        writes made before it are committed first, so the file keeps their order."""
+        self.flush()
         self._db.execute("BEGIN IMMEDIATE")
         try:
             yield self._db
@@ -178,6 +191,31 @@ class RunState:
             self._db.execute("ROLLBACK")
             raise
         self._db.execute("COMMIT")
+
+    @contextmanager
+    def _deferred(self) -> Iterator[sqlite3.Connection]:
+        """A write that may wait for the next commit (group commit).
+
+        Only for what a crash may lose safely: what polls and downloads learn. A lost
+        ``processing``/``succeeded``/``failed`` is learned again by polling the task id
+        (which is always durable); a lost ``downloaded`` means fetching the video again.
+        Never for the submit path: rule 1 and 2 need each of those on disk at once."""
+        if not self._db.in_transaction:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._deferred_since = time.monotonic()
+        yield self._db
+        self._deferred_writes += 1
+        if (
+            self._deferred_writes >= DEFERRED_MAX_WRITES
+            or time.monotonic() - self._deferred_since >= DEFERRED_MAX_AGE_S
+        ):
+            self.flush()
+
+    def flush(self) -> None:
+        """Commit deferred writes now (the engine also calls this on a timer)."""
+        if self._db.in_transaction:
+            self._db.execute("COMMIT")
+        self._deferred_writes = 0
 
     # --- meta ----------------------------------------------------------------
 
@@ -406,12 +444,12 @@ class RunState:
             self._set(db, task_key, status, now, error=error, finished_at=now)
 
     def mark_processing(self, task_key: str) -> None:
-        with self._transaction() as db:
+        with self._deferred() as db:
             self._set(db, task_key, TaskStatus.PROCESSING, time.time())
 
     def mark_failed(self, task_key: str, error: str, generation_s: float | None = None) -> None:
         now = time.time()
-        with self._transaction() as db:
+        with self._deferred() as db:
             self._set(
                 db,
                 task_key,
@@ -430,7 +468,7 @@ class RunState:
         generation_s: float | None,
     ) -> None:
         now = time.time()
-        with self._transaction() as db:
+        with self._deferred() as db:
             self._set(
                 db,
                 task_key,
@@ -444,22 +482,22 @@ class RunState:
             )
 
     def set_video_url(self, task_key: str, video_url: str, expires_at: float | None) -> None:
-        with self._transaction() as db:
+        with self._deferred() as db:
             self._update(db, task_key, video_url=video_url, video_url_expires_at=expires_at)
 
     def mark_downloaded(self, task_key: str, video_path: str) -> None:
-        with self._transaction() as db:
+        with self._deferred() as db:
             self._update(db, task_key, video_path=video_path, error=None)
             self._event(db, task_key, "downloaded", video_path)
 
     def note_download_failed(self, task_key: str, error: str) -> None:
         """The video is still there to fetch; say why we have no file yet."""
-        with self._transaction() as db:
+        with self._deferred() as db:
             self._update(db, task_key, error=error)
             self._event(db, task_key, "download_failed", error)
 
     def mark_expired(self, task_key: str, error: str) -> None:
-        with self._transaction() as db:
+        with self._deferred() as db:
             self._set(db, task_key, TaskStatus.EXPIRED, time.time(), error=error)
 
     # --- helpers -------------------------------------------------------------------

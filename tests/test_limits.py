@@ -69,3 +69,26 @@ def test_backoff_grows_is_capped_and_respects_the_floor():
     assert 4.0 <= backoff_delay(3) <= 8.0
     assert 30.0 <= backoff_delay(20) <= 60.0
     assert backoff_delay(0, floor=5.0) >= 5.5
+
+
+async def test_fresh_429s_slow_the_rate_and_clean_traffic_earns_it_back():
+    limiter = EndpointLimiter(Rate(10, 1), "submit")
+    limiter.cool_down(retry_after=0)  # a fresh 429: 10/s -> 8/s
+    assert limiter.effective_per_second == pytest.approx(8.0)
+    limiter._paused_until = asyncio.get_running_loop().time() + 60
+    limiter.cool_down(retry_after=0)  # answers a request sent before the pause: no change
+    assert limiter.effective_per_second == pytest.approx(8.0)
+    limiter._paused_until = 0.0
+    for _ in range(20):
+        limiter.cool_down(retry_after=0)
+        limiter._paused_until = 0.0
+    assert limiter.effective_per_second == pytest.approx(2.5)  # never below a quarter
+    for _ in range(int(2.5 * EndpointLimiter.RAMP_AFTER_S)):  # ten seconds' worth, clean
+        limiter.succeeded()
+    assert limiter.effective_per_second == pytest.approx(2.5 / 0.8)
+    # The new pace is what acquire() hands out: evenly spaced at the effective rate.
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    for _ in range(4):
+        await limiter.acquire()
+    assert loop.time() - started == pytest.approx(3 / (2.5 / 0.8), rel=0.15)

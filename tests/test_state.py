@@ -104,6 +104,32 @@ def test_every_transition_is_an_event(tmp_path):
     state.mark_submitted("a/1", attempt, "task-a")
     state.mark_processing("a/1")
     state.mark_succeeded("a/1", "http://v", None, 3.0)
+    state.flush()
     with sqlite3.connect(state.path) as other:
         statuses = [row[0] for row in other.execute("SELECT status FROM events ORDER BY id")]
     assert statuses == ["submitting", "queued", "processing", "succeeded"]
+
+
+def test_poll_side_writes_are_group_committed_and_a_crash_only_loses_those(tmp_path):
+    state = RunState.open(tmp_path)
+    state.sync_plan([planned("a/1"), planned("b/1")])
+    attempt = state.mark_submitting("a/1")
+    state.mark_submitted("a/1", attempt, "task-a")
+    state.mark_succeeded("a/1", "http://v", None, 3.0)  # deferred
+    assert state.get("a/1").status == "succeeded"  # its own connection sees it at once
+
+    def seen_by_another_process() -> dict:
+        with sqlite3.connect(state.path) as other:
+            return dict(other.execute("SELECT task_key, status FROM tasks"))
+
+    assert seen_by_another_process()["a/1"] == "queued"  # not committed yet
+    # The next submit-side write commits what was deferred first, then itself.
+    state.mark_submitting("b/1")
+    assert seen_by_another_process() == {"a/1": "succeeded", "b/1": "submitting"}
+
+    state.mark_processing("a/1")  # deferred again, and then the process dies
+    state._db.close()  # no flush: what a kill -9 does to an open transaction
+    reopened = RunState.open(tmp_path)
+    record = reopened.get("a/1")
+    assert record.status == "succeeded" and record.task_id == "task-a"  # polled again
+    assert reopened.resume() == 1  # b/1 was cut off mid-submit: unknown, never resent
