@@ -297,7 +297,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         if not _same_api(state, run_dir, api) or not _sync_plan(state, run_dir, result):
             return EXIT_USAGE
-        options = _options(args, saved=json.loads(state.meta().get("options", "{}")))
+        options = _options(args, saved=_saved_options(state))
         if not _confirm_spend(args, state, options, api):
             return EXIT_USAGE
         state.set_meta(manifest=str(args.manifest.resolve()), api=api, options=json.dumps(options))
@@ -311,12 +311,11 @@ def cmd_resume(args: argparse.Namespace) -> int:
     if state is None:
         return EXIT_USAGE
     try:
-        meta = state.meta()
-        api = meta.get("api") or os.environ.get("NOVITA_BASE_URL", DEFAULT_BASE_URL)
-        api_key = _api_key(api)
-        if api_key is None or not _same_api(state, args.run_dir, _env_api(api)):
+        connection = _folder_api(state, args.run_dir)
+        if connection is None:
             return EXIT_USAGE
-        options = _options(args, saved=json.loads(meta.get("options", "{}")))
+        api, api_key = connection
+        options = _options(args, saved=_saved_options(state))
         if not _confirm_spend(args, state, options, api):
             return EXIT_USAGE
         state.set_meta(api=api, options=json.dumps(options))
@@ -343,11 +342,10 @@ def cmd_rerun(args: argparse.Namespace) -> int:
     if state is None:
         return EXIT_USAGE
     try:
-        meta = state.meta()
-        api = meta.get("api") or os.environ.get("NOVITA_BASE_URL", DEFAULT_BASE_URL)
-        api_key = _api_key(api)
-        if api_key is None or not _same_api(state, args.run_dir, _env_api(api)):
+        connection = _folder_api(state, args.run_dir)
+        if connection is None:
             return EXIT_USAGE
+        api, api_key = connection
         chosen = _rerun_choice(state, statuses, keys)
         if chosen is None:
             return EXIT_USAGE
@@ -359,7 +357,7 @@ def cmd_rerun(args: argparse.Namespace) -> int:
                 "note: an 'unknown' task may already exist at the API and be billed; "
                 "rerunning it can pay twice for that row"
             )
-        options = _options(args, saved=json.loads(meta.get("options", "{}")))
+        options = _options(args, saved=_saved_options(state))
         if not _confirm_spend(args, state, options, api, extra=chosen):
             return EXIT_USAGE
         state.requeue([r.task_key for r in chosen], "rerun requested")
@@ -397,11 +395,19 @@ def _open_run_folder(run_dir: Path) -> RunState | None:
     return RunState.open(run_dir)
 
 
-def _env_api(saved_api: str) -> str:
-    """The API this invocation points at: NOVITA_BASE_URL if set, else the saved one."""
-    if saved_api == SIMULATOR_API:
-        return saved_api
-    return os.environ.get("NOVITA_BASE_URL", saved_api)
+def _folder_api(state: RunState, run_dir: Path) -> tuple[str, str] | None:
+    """The API a run folder's tasks belong to, and a key for it; None (after saying why)
+    if there is no key, or NOVITA_BASE_URL points elsewhere than the folder's API."""
+    api = state.meta().get("api") or os.environ.get("NOVITA_BASE_URL", DEFAULT_BASE_URL)
+    pointed_at = api if api == SIMULATOR_API else os.environ.get("NOVITA_BASE_URL", api)
+    api_key = _api_key(api)
+    if api_key is None or not _same_api(state, run_dir, pointed_at):
+        return None
+    return api, api_key
+
+
+def _saved_options(state: RunState) -> dict[str, object]:
+    return json.loads(state.meta().get("options", "{}"))
 
 
 def _api_key(api: str) -> str | None:
