@@ -22,13 +22,13 @@ from pathlib import Path
 
 from runner import manifest as manifests
 from runner.client import DEFAULT_BASE_URL, NovitaClient
-from runner.engine import EngineConfig, RunOutcome, progress_line, run_engine
+from runner.engine import EngineConfig, RunOutcome, run_engine
 from runner.errors import Interrupted, ManifestError
 from runner.limits import Rate
 from runner.logs import setup_logging
 from runner.plan import Plan, plan
 from runner.poll import PollPolicy
-from runner.progress import LineProgress, LiveProgress, ProgressSink
+from runner.progress import LineProgress, LiveProgress, ProgressSink, progress_line
 from runner.report import write_reports
 from runner.simulator import SimConfig, Simulator, serve_forever
 from runner.state import (

@@ -24,7 +24,7 @@ from runner.fetch import Fetcher
 from runner.limits import EndpointLimiter, Rate
 from runner.poll import PollPolicy, PollScheduler
 from runner.progress import LineProgress, ProgressSink, Snapshot
-from runner.state import DEFERRED_MAX_AGE_S, FINAL, IN_FLIGHT, RunState, TaskStatus
+from runner.state import DEFERRED_MAX_AGE_S, IN_FLIGHT, RunState, TaskStatus
 from runner.stopping import StopSwitch
 from runner.submit import Budget, Submitter
 
@@ -204,13 +204,6 @@ def submit_workers_for(rate: Rate, latency_s: float = 0.25) -> int:
     carries megabytes of base64 and takes a while, and at 100/s four workers would
     each need an answer every 40 ms. Between 4 and 64."""
     return max(4, min(64, math.ceil(rate.per_second * latency_s)))
-
-
-def progress_line(counts: dict[str, int], in_flight: int) -> str:
-    total = sum(counts.values())
-    final = sum(counts.get(s, 0) for s in FINAL)
-    parts = ", ".join(f"{counts[s]} {s}" for s in TaskStatus if counts.get(s))
-    return f"{final}/{total} done ({parts}); {in_flight} being polled"
 
 
 async def _flush_periodically(state: RunState) -> None:

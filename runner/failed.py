@@ -22,7 +22,7 @@ import yaml
 
 from jobs import kling_i2v
 from runner.atomic import write_text_atomically
-from runner.state import RunState, TaskRecord, TaskStatus
+from runner.state import TaskRecord, TaskStatus
 
 FAILED_YAML = "failed.yaml"
 FAILED_CSV = "failed.csv"
@@ -38,16 +38,18 @@ class FailedManifests:
     rows: int
 
 
-def write_failed_manifests(state: RunState, run_dir: Path) -> FailedManifests | None:
+def write_failed_manifests(
+    all_records: Sequence[TaskRecord], run_dir: Path
+) -> FailedManifests | None:
     """Write both files, or remove stale ones when nothing failed (after a good rerun)."""
-    records = state.tasks(list(RETRYABLE_STATUSES))
+    records = [r for r in all_records if r.status in RETRYABLE_STATUSES]
     paths = (run_dir / FAILED_YAML, run_dir / FAILED_CSV)
     if not records:
         for path in paths:
             path.unlink(missing_ok=True)
         return None
     rows = [_row(record) for record in records]
-    unknown = len(state.tasks([TaskStatus.UNKNOWN]))
+    unknown = sum(r.status == TaskStatus.UNKNOWN for r in all_records)
     write_text_atomically(paths[0], _yaml_text(run_dir, records, rows, unknown))
     write_text_atomically(paths[1], _csv_text(rows))
     return FailedManifests(*paths, rows=len(rows))

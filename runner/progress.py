@@ -59,13 +59,19 @@ class Snapshot:
         return pending / self.submit_rate_per_s + statistics.median(self.recent_task_s)
 
 
+def progress_line(counts: dict[str, int], in_flight: int) -> str:
+    """``5/8 done (3 queued, 5 succeeded); 3 being polled``: the line every summary starts with."""
+    total = sum(counts.values())
+    final = sum(counts.get(s, 0) for s in FINAL)
+    parts = ", ".join(f"{counts[s]} {s}" for s in TaskStatus if counts.get(s))
+    return f"{final}/{total} done ({parts}); {in_flight} being polled"
+
+
 def status_line(snapshot: Snapshot) -> str:
-    parts = ", ".join(f"{snapshot.counts[s]} {s}" for s in TaskStatus if snapshot.counts.get(s))
-    eta = snapshot.eta_s
     return (
-        f"{snapshot.done}/{snapshot.total} done ({parts}); {snapshot.in_flight} being polled; "
+        f"{progress_line(snapshot.counts, snapshot.in_flight)}; "
         f"{snapshot.created} created, {snapshot.polls} polls this run; "
-        f"spent ~ ${snapshot.spent_usd:,.2f}; eta {human_duration(eta)}"
+        f"spent ~ ${snapshot.spent_usd:,.2f}; eta {human_duration(snapshot.eta_s)}"
     )
 
 

@@ -23,7 +23,7 @@ from PIL import Image
 from jobs.kling_i2v import is_url
 from runner.atomic import write_text_atomically
 from runner.failed import write_failed_manifests
-from runner.state import RunState
+from runner.state import RunState, TaskRecord
 from runner.status import RunSummary, summarize
 
 REPORT_CSV = "report.csv"
@@ -63,9 +63,9 @@ class ReportFiles:
     failed_yaml: Path | None  # the failed rows as a manifest, when there are any
 
 
-def build_frame(state: RunState) -> pd.DataFrame:
+def build_frame(records: Sequence[TaskRecord]) -> pd.DataFrame:
     rows = []
-    for record in state.tasks():
+    for record in records:
         request = json.loads(record.request_json)
         rows.append(
             {
@@ -100,8 +100,9 @@ def build_frame(state: RunState) -> pd.DataFrame:
 def write_reports(state: RunState, run_dir: Path, formats: Sequence[str] = ()) -> ReportFiles:
     """Rewrite every report of the folder from the ledger; ``formats`` adds extra
     machine-readable copies (``jsonl``) beside ``report.csv``."""
-    frame = build_frame(state)
-    failed = write_failed_manifests(state, run_dir)
+    records = state.tasks()  # read once: a big batch's ledger is the slow part
+    frame = build_frame(records)
+    failed = write_failed_manifests(records, run_dir)
     files = ReportFiles(
         run_dir / REPORT_CSV, run_dir / REPORT_HTML, failed.yaml if failed else None
     )
@@ -110,18 +111,18 @@ def write_reports(state: RunState, run_dir: Path, formats: Sequence[str] = ()) -
         write_text_atomically(
             run_dir / REPORT_JSONL, frame.to_json(orient="records", lines=True, force_ascii=False)
         )
-    summary = summarize(state, str(run_dir))
-    page = render_html(frame, summary, run_dir.name, _thumbnails(state))
+    summary = summarize(state, str(run_dir), records=records)
+    page = render_html(frame, summary, run_dir.name, _thumbnails(records))
     write_text_atomically(files.html, page)
     return files
 
 
-def _thumbnails(state: RunState) -> dict[str, str]:
+def _thumbnails(records: Sequence[TaskRecord]) -> dict[str, str]:
     """task key -> a small inline JPEG of its source image (local images only: the page
     must open without a network). Each image file is read once however many tasks use it."""
     by_image: dict[str, str | None] = {}
     thumbs = {}
-    for record in state.tasks():
+    for record in records:
         image = json.loads(record.request_json)["image"]
         if image not in by_image:
             by_image[image] = None if is_url(image) else _thumbnail(Path(image))

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
-from runner.state import FINAL, IN_FLIGHT, RunState, TaskStatus
+from runner.state import FINAL, IN_FLIGHT, RunState, TaskRecord, TaskStatus
 
 
 @dataclass(frozen=True)
@@ -50,9 +51,15 @@ class RunSummary:
         return data
 
 
-def summarize(state: RunState, run_dir_label: str = "DIR", now: float | None = None) -> RunSummary:
+def summarize(
+    state: RunState,
+    run_dir_label: str = "DIR",
+    now: float | None = None,
+    records: Sequence[TaskRecord] | None = None,
+) -> RunSummary:
+    """``records``: the ledger's tasks, when the caller has read them already."""
     now = time.time() if now is None else now
-    records = state.tasks()
+    records = state.tasks() if records is None else records
     counts = {str(s): 0 for s in TaskStatus}
     for record in records:
         counts[record.status] += 1
