@@ -6,12 +6,15 @@ they cannot pass or fail by luck."""
 from __future__ import annotations
 
 import asyncio
+import bisect
 import itertools
+import math
+import random
 import time
 
 import pytest
 
-from runner.limits import EndpointLimiter, Rate, backoff_delay
+from runner.limits import EndpointLimiter, Rate, backoff_delay, take_amount
 
 
 @pytest.mark.parametrize(
@@ -36,14 +39,98 @@ def test_bad_rates_are_refused(text):
 
 async def test_no_burst_requests_are_spaced_evenly_from_the_first():
     limiter = EndpointLimiter(Rate(50, 1), "test")
+    slot = 1 / (50 * (1 - EndpointLimiter.PACE_MARGIN))
     start = time.monotonic()
     stamps = []
     for _ in range(6):
         await limiter.acquire()
         stamps.append(time.monotonic() - start)
     # AsyncLimiter(R, period) would let the first R through at once; ours spaces them.
-    assert stamps[-1] >= 5 * 0.02 * 0.95
-    assert all(later - earlier >= 0.02 * 0.9 for earlier, later in itertools.pairwise(stamps))
+    assert stamps[-1] >= 5 * slot * 0.99
+    gaps = [later - earlier for earlier, later in itertools.pairwise(stamps)]
+    assert min(gaps) >= slot * (1 - EndpointLimiter.LATE_SLACK) * 0.99
+
+
+class FakeClock:
+    """Stands in for the event loop's clock inside the limiter's bucket, so the grid's
+    arithmetic is checked at exact instants instead of by sleeping."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def time(self) -> float:
+        return self.now
+
+    def is_closed(self) -> bool:
+        return False
+
+
+def _bucket_on(clock: FakeClock, per_second: float):
+    bucket = EndpointLimiter(Rate(per_second, 1), "test")._limiter
+    bucket._event_loop = clock
+    return bucket
+
+
+def _take_now(bucket) -> bool:
+    """Take a slot if one is free at this instant (what acquire() does without waiting)."""
+    amount = take_amount(bucket)
+    if not bucket.has_capacity(amount):
+        return False
+    with pytest.raises(StopIteration):
+        bucket.acquire(amount).send(None)  # completes without suspending
+    return True
+
+
+def test_a_late_wake_up_does_not_push_the_grid_back():
+    clock, per_second = FakeClock(), 10.0
+    bucket = _bucket_on(clock, per_second)
+    slot = 1 / (per_second * (1 - EndpointLimiter.PACE_MARGIN))
+    assert _take_now(bucket)
+    clock.now = 0.99 * slot
+    assert not _take_now(bucket)  # never early
+    clock.now = 1.2 * slot  # the worker woke a fifth of a slot late
+    assert _take_now(bucket)
+    clock.now = 1.99 * slot
+    assert not _take_now(bucket)
+    clock.now = 2.0 * slot + 1e-9  # still on the grid: the lateness was not lost
+    assert _take_now(bucket)
+
+
+def test_after_a_quiet_spell_the_next_two_are_a_whole_slot_apart():
+    clock, per_second = FakeClock(), 10.0
+    bucket = _bucket_on(clock, per_second)
+    slot = 1 / (per_second * (1 - EndpointLimiter.PACE_MARGIN))
+    assert _take_now(bucket)
+    clock.now = 5 * slot  # idle: the bucket is empty, and is taken whole
+    assert _take_now(bucket)
+    clock.now = 5.9 * slot
+    assert not _take_now(bucket)  # no catching up in a burst
+    clock.now = 6 * slot + 1e-9
+    assert _take_now(bucket)
+
+
+@pytest.mark.parametrize(("limit", "window_s"), [(1000, 10.0), (20, 60.0), (100, 1.0)])
+def test_a_busy_pace_never_puts_one_too_many_in_the_servers_window(limit, window_s):
+    """Workers that wake up to a quarter slot late, at the configured rate = the
+    server's limit: no sliding window ever holds more than the limit."""
+    clock, per_second = FakeClock(), limit / window_s
+    bucket = _bucket_on(clock, per_second)
+    slot = 1 / per_second
+    lateness = random.Random(7)
+    sends: list[float] = []
+    while len(sends) < 3 * limit:
+        step = slot / 100
+        clock.now = math.ceil(clock.now / step) * step  # the first instant a slot is free
+        while not _take_now(bucket):
+            clock.now += step
+        sends.append(clock.now)
+        clock.now += lateness.uniform(0, 0.25 * slot)
+    assert len(sends) / (sends[-1] - sends[0]) <= per_second
+    most = max(
+        bisect.bisect_right(sends, start + window_s) - index
+        for index, start in enumerate(sends)
+    )
+    assert most <= limit
 
 
 async def test_workers_share_one_limiter():
