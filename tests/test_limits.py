@@ -127,8 +127,7 @@ def test_a_busy_pace_never_puts_one_too_many_in_the_servers_window(limit, window
         clock.now += lateness.uniform(0, 0.25 * slot)
     assert len(sends) / (sends[-1] - sends[0]) <= per_second
     most = max(
-        bisect.bisect_right(sends, start + window_s) - index
-        for index, start in enumerate(sends)
+        bisect.bisect_right(sends, start + window_s) - index for index, start in enumerate(sends)
     )
     assert most <= limit
 
