@@ -24,7 +24,7 @@ from runner.fetch import Fetcher
 from runner.limits import EndpointLimiter, Rate
 from runner.poll import PollPolicy, PollScheduler
 from runner.progress import LineProgress, ProgressSink, Snapshot
-from runner.state import DEFERRED_MAX_AGE_S, IN_FLIGHT, RunState, TaskStatus
+from runner.state import DEFERRED_MAX_AGE_S, IN_FLIGHT, RunState, TaskRecord, TaskStatus
 from runner.stopping import StopSwitch
 from runner.submit import Budget, Submitter
 
@@ -119,10 +119,10 @@ async def run_engine(
         budget=budget,
     )
 
-    pending: list[str] = []
+    pending: list[TaskRecord] = []
     for record in state.tasks():
         if record.status == TaskStatus.PENDING:
-            pending.append(record.task_key)
+            pending.append(record)
         elif record.status in IN_FLIGHT and record.task_id:
             scheduler.add(
                 record.task_key,

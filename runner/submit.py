@@ -16,7 +16,7 @@ from types import ModuleType
 from runner.client import NovitaClient
 from runner.errors import KlingBatchError, RateLimited, SubmitOutcomeUnknown
 from runner.limits import EndpointLimiter, backoff_delay
-from runner.state import RunState
+from runner.state import RunState, TaskRecord
 from runner.stopping import StopSwitch
 
 log = logging.getLogger(__name__)
@@ -74,29 +74,32 @@ class Submitter:
         self.budget = budget or Budget(None)
         self.created = 0
 
-    async def run(self, task_keys: list[str]) -> None:
-        """Submit every key. The first goes alone: a wrong key, base URL or an empty
-        balance then costs one refused request, not one per worker."""
-        queue: asyncio.Queue[str] = asyncio.Queue()
-        for key in task_keys:
-            queue.put_nowait(key)
+    async def run(self, tasks: list[TaskRecord]) -> None:
+        """Submit every task (as the ledger had it at the start of the run). The first
+        goes alone: a wrong key, base URL or an empty balance then costs one refused
+        request, not one per worker."""
+        queue: asyncio.Queue[TaskRecord] = asyncio.Queue()
+        for task in tasks:
+            queue.put_nowait(task)
         await self._worker(queue, stop_after=1)
         async with asyncio.TaskGroup() as group:
             for _ in range(min(self.workers, queue.qsize())):
                 group.create_task(self._worker(queue))
 
-    async def _worker(self, queue: asyncio.Queue[str], stop_after: int | None = None) -> None:
+    async def _worker(
+        self, queue: asyncio.Queue[TaskRecord], stop_after: int | None = None
+    ) -> None:
         done = 0
         while not self.stop.is_set and not self.budget.exhausted and done != stop_after:
             try:
-                key = queue.get_nowait()
+                record = queue.get_nowait()
             except asyncio.QueueEmpty:
                 return
-            await self.submit_one(key)
+            await self.submit_one(record)
             done += 1
 
-    async def submit_one(self, key: str) -> None:
-        record = self.state.get(key)
+    async def submit_one(self, record: TaskRecord) -> None:
+        key = record.task_key
         request = self.job.Request.from_json(record.request_json)
         try:  # read the image now, not at planning: memory stays flat on big batches
             body = self.job.build_body(request, self.job.image_payload(request))

@@ -152,6 +152,17 @@ async def test_poll_errors_are_all_retryable_and_unknown_ids_are_not_found(sim):
             await client.task_result("no-such-task")
 
 
+async def test_a_task_id_is_sent_whole_in_the_poll_url(sim, body):
+    """The poll URL is built by hand: a ``#`` or ``&`` in an id must be encoded, not cut
+    the id short (which would poll another task)."""
+    async with NovitaClient(sim.base_url, SIM_KEY) as client:
+        task_id = await client.submit(kling_i2v.SUBMIT_PATH, body)
+        assert (await client.task_result(task_id)).task_id == task_id
+        for suffix in ("#x", "&task_id=other", " x", "/x"):
+            with pytest.raises(TaskNotFound):
+                await client.task_result(task_id + suffix)
+
+
 async def test_a_dropped_poll_is_resent_once_by_aiohttp_then_surfaces(sim):
     """aiohttp re-sends an idempotent GET once on a dropped keep-alive connection (never a
     POST). Harmless for polls; this pins the behaviour the submit path must not rely on."""

@@ -123,7 +123,7 @@ def test_poll_side_writes_are_group_committed_and_a_crash_only_loses_those(tmp_p
             return dict(other.execute("SELECT task_key, status FROM tasks"))
 
     assert seen_by_another_process()["a/1"] == "queued"  # not committed yet
-    # The next submit-side write commits what was deferred first, then itself.
+    # The next submit-side write commits what was deferred with itself, in one commit.
     state.mark_submitting("b/1")
     assert seen_by_another_process() == {"a/1": "succeeded", "b/1": "submitting"}
 
@@ -133,3 +133,18 @@ def test_poll_side_writes_are_group_committed_and_a_crash_only_loses_those(tmp_p
     record = reopened.get("a/1")
     assert record.status == "succeeded" and record.task_id == "task-a"  # polled again
     assert reopened.resume() == 1  # b/1 was cut off mid-submit: unknown, never resent
+
+
+def test_a_failed_durable_write_keeps_the_deferred_writes_before_it(tmp_path):
+    """A durable transaction rides on the deferred one (one fsync); if it fails, only
+    its own writes are undone (a savepoint), not what polling had learned."""
+    state = RunState.open(tmp_path)
+    state.sync_plan([planned("a/1"), planned("b/1")])
+    state.mark_submitted("a/1", state.mark_submitting("a/1"), "task-a")
+    state.mark_succeeded("a/1", "http://v", None, 3.0)  # deferred
+    with pytest.raises(PlanConflict):  # a durable transaction that fails half-way
+        state.sync_plan([planned("a/1", prompt="changed"), planned("c/1")])
+    state.flush()
+    with sqlite3.connect(state.path) as other:
+        rows = dict(other.execute("SELECT task_key, status FROM tasks"))
+    assert rows == {"a/1": "succeeded", "b/1": "pending"}  # c/1 was never added
