@@ -31,18 +31,18 @@ log = logging.getLogger(__name__)
 
 EXPIRED_STATUSES = frozenset({401, 403, 404, 410})
 CHUNK = 1 << 16
+DOWNLOAD_TIMEOUT = aiohttp.ClientTimeout(total=900, sock_connect=15, sock_read=60)
 
 
 async def download(session: aiohttp.ClientSession, url: str, dest: Path) -> int:
     """Stream ``url`` into ``dest`` atomically; returns the number of bytes written."""
-    partial = dest.with_name(dest.name + ".part")
-    timeout = aiohttp.ClientTimeout(total=900, sock_connect=15, sock_read=60)
+    partial = f"{dest}.part"
     written = 0
-    async with session.get(url, timeout=timeout) as resp:
+    async with session.get(url, timeout=DOWNLOAD_TIMEOUT) as resp:
         if resp.status in EXPIRED_STATUSES:
             raise UrlExpired(f"video link answered HTTP {resp.status}")
         resp.raise_for_status()
-        with partial.open("wb") as out:
+        with open(partial, "wb") as out:
             async for chunk in resp.content.iter_chunked(CHUNK):
                 out.write(chunk)
                 written += len(chunk)

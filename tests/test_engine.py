@@ -3,12 +3,16 @@ report, and running again. Faults are scripted or seeded, so no test depends on 
 
 from __future__ import annotations
 
+import base64
 import textwrap
+import types
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from PIL import Image
 
+from jobs import kling_i2v
 from runner.client import NovitaClient
 from runner.engine import EngineConfig, RunOutcome, run_engine
 from runner.limits import Rate
@@ -18,6 +22,8 @@ from runner.poll import PollPolicy
 from runner.report import REPORT_CSV, write_reports
 from runner.simulator import Simulator
 from runner.state import RunState, TaskStatus
+from runner.stopping import StopSwitch
+from runner.submit import Submitter
 from tests.conftest import SIM_KEY, draw_image, fast_engine_config
 
 
@@ -320,3 +326,28 @@ async def test_a_task_the_api_does_not_know_is_failed_with_that_reason(start_sim
     state, _ = await run_batch(first, manifest, run_dir)
     record = state.get("r0/1")
     assert record.status == TaskStatus.FAILED and record.error.startswith("TASK_NOT_FOUND")
+
+
+def test_the_image_is_read_once_per_run_of_tasks_and_again_when_it_changes(tmp_path):
+    """Rows expanded by lists and ``repeat`` send one image many times: it is encoded
+    once, and read again as soon as the file changes (size or mtime)."""
+    reads: list[str] = []
+
+    def image_payload(request):
+        reads.append(request.image)
+        return kling_i2v.image_payload(request)
+
+    job = types.SimpleNamespace(image_payload=image_payload)
+    submitter = Submitter(None, None, job, None, StopSwitch(), lambda key, task_id: None)
+    frame = tmp_path / "frame.png"
+    Image.new("RGB", (400, 400), (10, 20, 30)).save(frame)
+    request = kling_i2v.Request(image=str(frame), prompt="p")
+    first = submitter._image_payload(request)
+    assert submitter._image_payload(request) == first
+    assert len(reads) == 1
+    Image.new("RGB", (500, 400), (90, 20, 30)).save(frame)
+    second = submitter._image_payload(request)
+    assert second != first and base64.b64decode(second) == frame.read_bytes()
+    assert len(reads) == 2
+    url = kling_i2v.Request(image="https://example.com/a.png", prompt="p")
+    assert submitter._image_payload(url) == "https://example.com/a.png"
