@@ -14,6 +14,8 @@ Scenarios (all figures printed with their targets):
    suggests: ``_post`` then ``wait_for_task_v3`` (a poll every 0.5 s) in a thread pool.
 4. kling-batch on 20,000 tasks (faster, so it fits in a bench run): CPU per task and
    peak RSS, the figures that decide whether a laptop can hold a big batch.
+5. The parts of one task alone, one at a time (a submit, a poll, a download with its
+   fsync, the ledger's two durable commits): the floor under CPU per task.
 
 The ideal bound: task *i* (in the order the API created them) cannot be done before
 ``i / rate + d_i``, where ``d_i`` is its own queue + generation time on the simulator;
@@ -37,11 +39,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 from PIL import Image
 
 from jobs import kling_i2v
 from runner.client import NovitaClient
 from runner.engine import EngineConfig, run_engine
+from runner.fetch import download
 from runner.limits import Rate
 from runner.manifest import load
 from runner.plan import plan
@@ -185,6 +189,43 @@ def sdk_side(base_url: str, tasks: int, threads: int) -> dict:
     }
 
 
+def parts_side(base_url: str, count: int) -> dict:
+    """What each part of a task costs alone, one at a time, in CPU ms: the floor under
+    CPU per task. A run cannot cost less than a submit, its polls, a download and the
+    ledger's two durable commits (the money rules); the rest is scheduling."""
+    folder = _workdir(count)
+    planned = plan(load(folder / "batch.csv"))
+    state = RunState.open(folder / "run")
+    state.sync_plan(planned.tasks)
+    keys = [task.key for task in planned.tasks]
+    request = planned.tasks[0].request
+    body = kling_i2v.build_body(request, kling_i2v.image_payload(request))
+    videos = folder / "videos"
+    videos.mkdir()
+
+    async def go() -> dict:
+        cost: dict[str, float] = {}
+        async with NovitaClient(base_url, KEY) as client, aiohttp.ClientSession() as plain:
+            started = time.process_time()
+            ids = [await client.submit(kling_i2v.SUBMIT_PATH, body) for _ in keys]
+            cost["submit"] = time.process_time() - started
+            await asyncio.sleep(0.5)  # the parts simulator finishes tasks at once
+            started = time.process_time()
+            results = [await client.task_result(task_id) for task_id in ids]
+            cost["poll"] = time.process_time() - started
+            started = time.process_time()
+            for index, result in enumerate(results):
+                await download(plain, result.video_url, videos / f"{index}.mp4")
+            cost["download"] = time.process_time() - started
+        started = time.process_time()
+        for key, task_id in zip(keys, ids, strict=True):
+            state.mark_submitted(key, state.mark_submitting(key), task_id)
+        cost["ledger"] = time.process_time() - started
+        return {name: 1000 * seconds / count for name, seconds in cost.items()}
+
+    return asyncio.run(go())
+
+
 def validate_side(rows: int) -> dict:
     from runner.cli import main
 
@@ -207,6 +248,10 @@ def sim_config(rate: float, seed: int) -> SimConfig:
         limit_window_s=WINDOW_S,
         seed=seed,
     )
+
+
+def parts_config() -> SimConfig:
+    return SimConfig(api_key=KEY, queue_s=0.0, generation_s=0.0, jitter=0.0, seed=1)
 
 
 def measure(side: Callable[..., dict], config: SimConfig, tasks: int, rate: float, *args) -> dict:
@@ -269,10 +314,15 @@ def main() -> None:
             args.scale_rate,
             args.scale_rate * 2,
         )
-    report(args, checked, ours, theirs, scale)
+    print("the parts of a task alone ...", flush=True)
+    with SimulatorProcess(parts_config()) as sim:
+        parts = _in_process(parts_side, sim.base_url, 300)
+    report(args, checked, ours, theirs, scale, parts)
 
 
-def report(args, checked: dict, ours: dict, theirs: dict | None, scale: dict | None) -> None:
+def report(
+    args, checked: dict, ours: dict, theirs: dict | None, scale: dict | None, parts: dict
+) -> None:
     sdk = f"SDK, {args.sdk_threads} threads"
     print()
     print(
@@ -313,6 +363,15 @@ def report(args, checked: dict, ours: dict, theirs: dict | None, scale: dict | N
             f"{scale['peak_rss_mb']:.0f} MB (target <= 300), 429s {scale['rate_limited']}, "
             f"polls/task {scale['polls_per_task']:.2f}"
         )
+    floor = parts["submit"] + ours["polls_per_task"] * parts["poll"]
+    floor += parts["download"] + parts["ledger"]
+    print(
+        f"\nCPU floor, each part alone (ms): submit {parts['submit']:.2f}, poll "
+        f"{parts['poll']:.2f} x {ours['polls_per_task']:.2f}, download + fsync "
+        f"{parts['download']:.2f}, ledger's two durable commits {parts['ledger']:.2f} "
+        f"= {floor:.2f} ms per task; measured in the run {ours['cpu_ms_per_task']:.2f} "
+        f"({ours['cpu_ms_per_task'] / floor:.2f}x the floor; the rest is scheduling)"
+    )
     print(
         f"\nvalidate {args.validate_rows:,} CSV rows: {checked['seconds']:.1f} s "
         f"(target <= 10), exit {checked['exit']}, peak RSS {checked['peak_rss_mb']:.0f} MB"
