@@ -9,9 +9,9 @@ Rules it exists to keep (design.md, "Money and state"):
 Every submit-side transition is one short transaction of its own, committed before
 the call returns. WAL with ``synchronous=FULL`` makes each commit durable across power
 loss, not just a process crash: a lost ``submitting`` row is exactly how a tool pays
-twice. What polls and downloads learn is group-committed instead (at most
-``DEFERRED_MAX_AGE_S`` later): losing it to a crash costs a poll or a download again,
-never money, and it saves most of the fsyncs of a big batch.
+twice. What polls and downloads learn is group-committed instead: it waits for the next
+durable commit (which carries it in the same fsync) or at most ``DEFERRED_MAX_AGE_S``.
+Losing it to a crash costs a poll or a download again, never money.
 """
 
 from __future__ import annotations
