@@ -185,14 +185,18 @@ class RunState:
         Deferred writes made before it ride in the same commit: one fsync instead of
         two, and the file keeps their order. A savepoint keeps a failure here from
         taking them down with it."""
-        if not self._db.in_transaction:
+        riding = self._db.in_transaction
+        if not riding:
             self._db.execute("BEGIN IMMEDIATE")
         self._db.execute("SAVEPOINT durable")
         try:
             yield self._db
         except BaseException:
-            self._db.execute("ROLLBACK TO durable")
-            self._db.execute("RELEASE durable")
+            if riding:
+                self._db.execute("ROLLBACK TO durable")
+                self._db.execute("RELEASE durable")
+            else:
+                self._db.execute("ROLLBACK")  # and the write lock goes with it
             raise
         self._db.execute("RELEASE durable")
         self.flush()

@@ -148,3 +148,17 @@ def test_a_failed_durable_write_keeps_the_deferred_writes_before_it(tmp_path):
     with sqlite3.connect(state.path) as other:
         rows = dict(other.execute("SELECT task_key, status FROM tasks"))
     assert rows == {"a/1": "succeeded", "b/1": "pending"}  # c/1 was never added
+
+
+def test_a_failed_durable_write_on_its_own_releases_the_ledger(tmp_path):
+    """With nothing deferred, a failed durable transaction is rolled back whole: no
+    write lock is left behind for another process to wait on."""
+    state = RunState.open(tmp_path)
+    state.sync_plan([planned("a/1")])
+    state.mark_submitted("a/1", state.mark_submitting("a/1"), "task-a")
+    with pytest.raises(PlanConflict):
+        state.sync_plan([planned("a/1", prompt="changed"), planned("c/1")])
+    assert not state._db.in_transaction
+    with sqlite3.connect(state.path, timeout=0.1) as other:
+        other.execute("UPDATE meta SET value = value")  # would fail if still locked
+        assert [row[0] for row in other.execute("SELECT task_key FROM tasks")] == ["a/1"]
