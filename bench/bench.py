@@ -48,7 +48,7 @@ from runner.engine import EngineConfig, run_engine
 from runner.fetch import download
 from runner.limits import Rate
 from runner.manifest import load
-from runner.plan import plan
+from runner.plan import Plan, plan
 from runner.poll import PollPolicy
 from runner.simulator import SimConfig, Simulator
 from runner.state import RunState
@@ -119,15 +119,21 @@ def _workdir(tasks: int) -> Path:
     return folder
 
 
+def _planned_run(tasks: int) -> tuple[Path, Plan, RunState]:
+    """A fresh manifest of ``tasks`` rows, planned into a fresh ledger."""
+    folder = _workdir(tasks)
+    planned = plan(load(folder / "batch.csv"))
+    state = RunState.open(folder / "run")
+    state.sync_plan(planned.tasks)
+    return folder, planned, state
+
+
 # --- the two runners -------------------------------------------------------------------
 
 
 def kling_batch_side(base_url: str, tasks: int, rate: float, poll_rate: float) -> dict:
     """kling-batch's engine on a fresh run folder; CPU counted from after start-up."""
-    folder = _workdir(tasks)
-    planned = plan(load(folder / "batch.csv"))
-    state = RunState.open(folder / "run")
-    state.sync_plan(planned.tasks)
+    folder, _, state = _planned_run(tasks)
     config = EngineConfig(
         submit_rate=Rate(rate, 1),
         poll_rate=Rate(poll_rate, 1),
@@ -193,10 +199,7 @@ def parts_side(base_url: str, count: int) -> dict:
     """What each part of a task costs alone, one at a time, in CPU ms: the floor under
     CPU per task. A run cannot cost less than a submit, its polls, a download and the
     ledger's two durable commits (the money rules); the rest is scheduling."""
-    folder = _workdir(count)
-    planned = plan(load(folder / "batch.csv"))
-    state = RunState.open(folder / "run")
-    state.sync_plan(planned.tasks)
+    folder, planned, state = _planned_run(count)
     keys = [task.key for task in planned.tasks]
     request = planned.tasks[0].request
     body = kling_i2v.build_body(request, kling_i2v.image_payload(request))
