@@ -4,7 +4,10 @@ Exit codes (also in the README):
     0   every task succeeded
     1   the run finished, but some tasks failed, are unknown, expired or still pending
     2   usage or manifest error, or the user declined: nothing was submitted
-    3   the API stopped the run (bad key, no balance): state saved, ``resume`` continues
+    3   the API stopped the run (bad key, no balance, nothing answers): state saved,
+        ``resume`` continues
+    4   nothing failed, but some tasks are stalled (still running at the API at their
+        deadline): ``resume`` polls them again; nothing to rerun
     130 interrupted (Ctrl-C, SIGTERM): state saved, ``resume`` continues
 """
 
@@ -12,42 +15,38 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import os
 import secrets
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from runner import manifest as manifests
+from runner.account import AccountCheck, Balance, check_account, record_balance, tasks_covered
 from runner.client import DEFAULT_BASE_URL, NovitaClient
 from runner.engine import EngineConfig, RunOutcome, run_engine
-from runner.errors import Interrupted, ManifestError
-from runner.limits import Rate
+from runner.errors import Interrupted, KlingBatchError, LedgerLost, ManifestError, RunFolderError
+from runner.folder import RunFolder, require_ledger
+from runner.limits import EndpointLimiter, Rate
+from runner.lock import lock_holder
 from runner.logs import setup_logging
 from runner.plan import Plan, plan
 from runner.poll import PollPolicy
 from runner.progress import LineProgress, LiveProgress, ProgressSink, progress_line
+from runner.recheck import Recheck, recheck
+from runner.rehearsal import SIMULATOR_API, embedded_api
 from runner.report import write_reports
-from runner.simulator import SimConfig, Simulator, serve_forever
-from runner.state import (
-    FINAL,
-    IN_FLIGHT,
-    STATE_FILE,
-    PlanConflict,
-    RunState,
-    TaskRecord,
-    TaskStatus,
-)
-from runner.status import human_duration, summarize
+from runner.simulator import SimConfig, serve_forever
+from runner.state import STATE_FILE, RunState, TaskRecord, TaskStatus
+from runner.status import RunSummary, human_duration, summarize
 from runner.stopping import StopSwitch, stop_on_signals
 
-EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, EXIT_STOPPED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
-SIMULATOR_API = "embedded simulator"
-# How long the embedded simulator's tasks take: short enough for a demo, long enough
-# that polling by eta is visible.
-EMBEDDED_SIM_TIMES = {"queue_s": 1.0, "generation_s": 2.0}
+EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, EXIT_STOPPED, EXIT_STALLED = 0, 1, 2, 3, 4
+EXIT_INTERRUPTED = 130
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -55,6 +54,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.handler(args)
+    except RunFolderError as exc:  # raised before anything was sent
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except KeyboardInterrupt:
         print("\ninterrupted: state is saved; `kling-batch resume DIR` continues", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -98,7 +100,17 @@ def _parser() -> argparse.ArgumentParser:
         "rerun", help="submit chosen finished tasks again, as new attempts (this costs money)"
     )
     rerun.add_argument("run_dir", type=Path)
-    rerun.add_argument("--failed", action="store_true", help="tasks that failed or timed out")
+    rerun.add_argument(
+        "--failed",
+        action="store_true",
+        help="tasks that failed (each one with a task id is asked about first)",
+    )
+    rerun.add_argument(
+        "--stalled",
+        action="store_true",
+        help="tasks past their deadline: they exist, are billed and may still finish "
+        "(asked about first; one still running is left alone)",
+    )
     rerun.add_argument(
         "--unknown",
         action="store_true",
@@ -147,9 +159,34 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument(
         "--submit-limit", type=Rate.parse, help="server-side limit, e.g. 20/min (429 beyond)"
     )
+    sim.add_argument(
+        "--balance-usd", type=float, help="the account's balance; each task's price is deducted"
+    )
+    sim.add_argument(
+        "--poll-outage",
+        type=_seconds_window,
+        metavar="START:END",
+        help="Task Result answers 503 from START to END seconds after the start",
+    )
+    sim.add_argument(
+        "--result-lag-polls",
+        type=int,
+        default=0,
+        help="each task's first N polls answer 404 TASK_NOT_FOUND (a lagging Task Result)",
+    )
     sim.add_argument("--seed", type=int, default=0)
     sim.set_defaults(handler=cmd_sim)
     return parser
+
+
+def _seconds_window(text: str) -> tuple[float, float]:
+    start, _, end = text.partition(":")
+    try:
+        return float(start), float(end)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"a window looks like 2:30 (seconds), not {text!r}"
+        ) from None
 
 
 def _add_engine_options(parser: argparse.ArgumentParser) -> None:
@@ -293,35 +330,25 @@ def cmd_run(args: argparse.Namespace) -> int:
     api_key = _api_key(api)
     if api_key is None:
         return EXIT_USAGE
-    state = RunState.open(run_dir)
-    try:
-        if not _same_api(state, run_dir, api) or not _sync_plan(state, run_dir, result):
-            return EXIT_USAGE
-        options = _options(args, saved=_saved_options(state))
-        if not _confirm_spend(args, state, options, api):
-            return EXIT_USAGE
-        state.set_meta(manifest=str(args.manifest.resolve()), api=api, options=json.dumps(options))
-        return _execute(state, run_dir, api, api_key, options, args.verbose)
-    finally:
-        state.close()
+    with RunFolder.for_run(run_dir) as folder:
+        folder.check_api(api)
+        synced = folder.sync(result.tasks)
+        pending = len(folder.state.tasks([TaskStatus.PENDING]))
+        print(f"{run_dir}: {len(result.tasks)} task(s): {synced.added} new, {pending} to submit")
+        if synced.retired:
+            print(
+                f"  {synced.retired} pending task(s) retired: their rows (or repeats) are no "
+                "longer in the manifest, so they are not sent"
+            )
+        return _spend(args, folder, api, api_key, manifest=str(args.manifest.resolve()))
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    state = _open_run_folder(args.run_dir)
-    if state is None:
-        return EXIT_USAGE
-    try:
-        connection = _folder_api(state, args.run_dir)
+    with RunFolder.existing(args.run_dir) as folder:
+        connection = _folder_api(folder)
         if connection is None:
             return EXIT_USAGE
-        api, api_key = connection
-        options = _options(args, saved=_saved_options(state))
-        if not _confirm_spend(args, state, options, api):
-            return EXIT_USAGE
-        state.set_meta(api=api, options=json.dumps(options))
-        return _execute(state, args.run_dir, api, api_key, options, args.verbose)
-    finally:
-        state.close()
+        return _spend(args, folder, *connection)
 
 
 def cmd_rerun(args: argparse.Namespace) -> int:
@@ -329,6 +356,7 @@ def cmd_rerun(args: argparse.Namespace) -> int:
         status
         for status, chosen in (
             (TaskStatus.FAILED, args.failed),
+            (TaskStatus.STALLED, args.stalled),
             (TaskStatus.UNKNOWN, args.unknown),
             (TaskStatus.EXPIRED, args.expired),
         )
@@ -336,74 +364,38 @@ def cmd_rerun(args: argparse.Namespace) -> int:
     ]
     keys = [k.strip() for k in args.keys.split(",") if k.strip()]
     if not statuses and not keys:
-        print("error: say what to rerun: --failed, --unknown, --expired or --keys", file=sys.stderr)
+        print(
+            "error: say what to rerun: --failed, --stalled, --unknown, --expired or --keys",
+            file=sys.stderr,
+        )
         return EXIT_USAGE
-    state = _open_run_folder(args.run_dir)
-    if state is None:
-        return EXIT_USAGE
-    try:
-        connection = _folder_api(state, args.run_dir)
+    with RunFolder.existing(args.run_dir) as folder:
+        connection = _folder_api(folder)
         if connection is None:
             return EXIT_USAGE
-        api, api_key = connection
-        chosen = _rerun_choice(state, statuses, keys)
-        if chosen is None:
-            return EXIT_USAGE
+        chosen = folder.choose_reruns(statuses, keys)
         if not chosen:
             print(f"{args.run_dir}: no task to rerun")
             return EXIT_OK
-        if TaskStatus.UNKNOWN in statuses or any(r.status == TaskStatus.UNKNOWN for r in chosen):
-            print(
-                "note: an 'unknown' task may already exist at the API and be billed; "
-                "rerunning it can pay twice for that row"
-            )
-        options = _options(args, saved=_saved_options(state))
-        if not _confirm_spend(args, state, options, api, extra=chosen):
-            return EXIT_USAGE
-        state.requeue([r.task_key for r in chosen], "rerun requested")
-        print(f"{len(chosen)} task(s) queued again as new attempts")
-        state.set_meta(api=api, options=json.dumps(options))
-        return _execute(state, args.run_dir, api, api_key, options, args.verbose)
-    finally:
-        state.close()
+        for status in (TaskStatus.UNKNOWN, TaskStatus.STALLED):
+            if any(r.status == status for r in chosen):
+                print(f"note: {MAY_PAY_TWICE[status]}; rerunning it can pay twice for that row")
+        return _spend(args, folder, *connection, rerun=chosen)
 
 
-def _rerun_choice(
-    state: RunState, statuses: list[TaskStatus], keys: list[str]
-) -> list[TaskRecord] | None:
-    """The finished tasks chosen by status or key; None (after saying why) if a key is
-    unknown or still running: a running task must not get a second, paid twin."""
-    records = {r.task_key: r for r in state.tasks()}
-    missing = [k for k in keys if k not in records]
-    if missing:
-        print(f"error: no such task key: {', '.join(missing)}", file=sys.stderr)
-        return None
-    busy = [k for k in keys if records[k].status not in FINAL]
-    if busy:
-        print(
-            f"error: not finished, so not rerun: {', '.join(busy)} (resume finishes them first)",
-            file=sys.stderr,
-        )
-        return None
-    return [r for r in records.values() if r.status in statuses or r.task_key in keys]
+MAY_PAY_TWICE = {
+    TaskStatus.UNKNOWN: "an 'unknown' task may already exist at the API and be billed",
+    TaskStatus.STALLED: "a 'stalled' task exists at the API, is billed, and may still finish",
+}
 
 
-def _open_run_folder(run_dir: Path) -> RunState | None:
-    if not (run_dir / STATE_FILE).is_file():
-        print(f"error: {run_dir} is not a run folder (no {STATE_FILE})", file=sys.stderr)
-        return None
-    return RunState.open(run_dir)
-
-
-def _folder_api(state: RunState, run_dir: Path) -> tuple[str, str] | None:
+def _folder_api(folder: RunFolder) -> tuple[str, str] | None:
     """The API a run folder's tasks belong to, and a key for it; None (after saying why)
-    if there is no key, or NOVITA_BASE_URL points elsewhere than the folder's API."""
-    api = state.meta().get("api") or os.environ.get("NOVITA_BASE_URL", DEFAULT_BASE_URL)
-    pointed_at = api if api == SIMULATOR_API else os.environ.get("NOVITA_BASE_URL", api)
+    if there is no key. NOVITA_BASE_URL pointing elsewhere is refused by the folder."""
+    api = folder.state.meta().get("api") or os.environ.get("NOVITA_BASE_URL", DEFAULT_BASE_URL)
+    folder.check_api(api if api == SIMULATOR_API else os.environ.get("NOVITA_BASE_URL", api))
     api_key = _api_key(api)
-    if api_key is None or not _same_api(state, run_dir, pointed_at):
-        return None
-    return api, api_key
+    return None if api_key is None else (api, api_key)
 
 
 def _saved_options(state: RunState) -> dict[str, object]:
@@ -418,37 +410,6 @@ def _api_key(api: str) -> str | None:
         print("error: set NOVITA_API_KEY (or use run --simulate to rehearse)", file=sys.stderr)
         return None
     return key
-
-
-def _same_api(state: RunState, run_dir: Path, api: str) -> bool:
-    """Task ids belong to the API that created them: polling them elsewhere would mark
-    paid tasks as not found. A folder is bound once it has sent something."""
-    bound_to = state.meta().get("api", api)
-    if bound_to == api or not state.sent_count():
-        return True
-    print(
-        f"error: {run_dir} holds tasks of {bound_to}, not {api}\n"
-        "  use --out for a separate run folder",
-        file=sys.stderr,
-    )
-    return False
-
-
-def _sync_plan(state: RunState, run_dir: Path, result: Plan) -> bool:
-    """Record the plan in the ledger; False (after saying why) if it was refused."""
-    try:
-        synced = state.sync_plan(result.tasks)
-    except PlanConflict as conflict:
-        print(
-            f"error: {len(conflict.keys)} task(s) in {run_dir} were already sent with a "
-            f"different request: {', '.join(conflict.keys[:10])}\n"
-            "  use --out for a new run folder, or give the changed rows new ids",
-            file=sys.stderr,
-        )
-        return False
-    pending = len(state.tasks([TaskStatus.PENDING]))
-    print(f"{run_dir}: {len(result.tasks)} task(s): {synced.added} new, {pending} to submit")
-    return True
 
 
 def _options(args: argparse.Namespace, saved: dict[str, object]) -> dict[str, object]:
@@ -475,21 +436,107 @@ def _engine_config(options: dict[str, object]) -> EngineConfig:
     )
 
 
+@contextlib.contextmanager
+def _api_base_url(state: RunState, api: str, api_key: str) -> Iterator[str]:
+    """The base URL to talk to: the folder's API, or an embedded simulator's."""
+    if api != SIMULATOR_API:
+        yield api
+        return
+    with embedded_api(state, api_key) as base_url:
+        yield base_url
+
+
+def _spend(
+    args: argparse.Namespace,
+    folder: RunFolder,
+    api: str,
+    api_key: str,
+    *,
+    manifest: str | None = None,
+    rerun: Sequence[TaskRecord] | None = None,
+) -> int:
+    """The one flow of ``run``, ``resume`` and ``rerun``: check the account, ask the API
+    about the tasks a rerun would pay for again, show the estimate and ask, then run."""
+    state = folder.state
+    options = _options(args, saved=_saved_options(state))
+    setup_logging(folder.run_dir, verbose=args.verbose, secrets=[api_key])
+    with _api_base_url(state, api, api_key) as base_url:
+        try:
+            account, rechecked = asyncio.run(
+                _before_spending(state, base_url, api_key, options, rerun)
+            )
+        except KlingBatchError as exc:
+            print(f"stopped before any submit: {exc}", file=sys.stderr)
+            _print_resume_hint(folder.run_dir, exc.hint or "nothing was sent")
+            return EXIT_STOPPED
+        if account.warning:
+            print(f"warning: {account.warning}; going on without it", file=sys.stderr)
+        if account.balance is not None:
+            record_balance(state.meta(), state.set_meta, account.balance)
+        to_resubmit = _say_recheck(rechecked) if rechecked is not None else []
+        if not _confirm_spend(args, state, options, api, to_resubmit, account.balance):
+            return EXIT_USAGE
+        meta = {"api": api, "options": json.dumps(options)}
+        state.set_meta(**meta, **({"manifest": manifest} if manifest else {}))
+        if to_resubmit:
+            state.requeue([r.task_key for r in to_resubmit], "rerun requested")
+            print(f"{len(to_resubmit)} task(s) queued again as new attempts")
+        return _execute(folder, base_url, api_key, options, args.verbose)
+
+
+async def _before_spending(
+    state: RunState,
+    base_url: str,
+    api_key: str,
+    options: dict[str, object],
+    rerun: Sequence[TaskRecord] | None,
+) -> tuple[AccountCheck, Recheck | None]:
+    async with NovitaClient(base_url, api_key) as client:
+        account = await check_account(client)
+        if rerun is None:
+            return account, None
+        limiter = EndpointLimiter(Rate.parse(str(options["poll_rate"])), "poll")
+        return account, await recheck(state, client, rerun, limiter)
+
+
+def _say_recheck(rechecked: Recheck) -> list[TaskRecord]:
+    """Print what the API said of the tasks a rerun would pay for again; return the ones
+    to resubmit."""
+    if rechecked.finished:
+        print(
+            f"{len(rechecked.finished)} task(s) succeeded at the API after all: their videos "
+            "are fetched, nothing is paid again"
+        )
+    if rechecked.running:
+        keys = ", ".join(r.task_key for r in rechecked.running[:10])
+        print(
+            f"{len(rechecked.running)} task(s) are still running at the API, so not "
+            f"resubmitted: {keys} (this run polls them)"
+        )
+    for record, error in rechecked.unanswered:
+        print(
+            f"{record.task_key}: not resubmitted: the API could not be asked about task "
+            f"{record.task_id} ({error}); try again later",
+            file=sys.stderr,
+        )
+    return rechecked.resubmit
+
+
 def _confirm_spend(
     args: argparse.Namespace,
     state: RunState,
     options: dict[str, object],
     api: str,
     extra: Sequence[TaskRecord] = (),
+    balance: Balance | None = None,
 ) -> bool:
     """Show what is about to be spent (pending tasks plus ``extra``) and ask."""
     to_send = [r.as_planned() for r in [*state.tasks([TaskStatus.PENDING]), *extra]]
     if not to_send:
         return True
     simulated = api == SIMULATOR_API
-    _print_estimate(
-        Plan(tasks=to_send), "would cost (simulated: free):" if simulated else "to spend now:"
-    )
+    estimate = Plan(tasks=to_send)
+    _print_estimate(estimate, "would cost (simulated: free):" if simulated else "to spend now:")
     budget = options["budget"]
     if budget is not None:
         spent = state.committed_spend()
@@ -497,24 +544,28 @@ def _confirm_spend(
             f"  budget ${float(budget):,.2f}: ${spent:,.2f} already spent in this folder; "
             "submitting stops before the estimate would pass it"
         )
+    short = balance is not None and estimate.total_cost > balance.usd
+    if balance is not None:
+        print(f"  balance ${balance.usd:,.2f} (the account, now)")
+    if short:
+        covered = tasks_covered([t.est_cost_usd for t in to_send], balance.usd)
+        print(
+            f"  the balance covers about {covered} of these {len(to_send)} task(s); the API "
+            "stops the run when it runs out (resume continues after a top-up)"
+        )
     if args.yes:
         return True
     if not sys.stdin.isatty():
         print("refusing to spend without --yes when there is no terminal to ask", file=sys.stderr)
         return False
-    answer = input("submit these tasks? [y/N] ").strip().lower()
-    return answer in ("y", "yes")
+    question = "submit anyway? [y/N] " if short else "submit these tasks? [y/N] "
+    return input(question).strip().lower() in ("y", "yes")
 
 
 def _execute(
-    state: RunState,
-    run_dir: Path,
-    api: str,
-    api_key: str,
-    options: dict[str, object],
-    verbose: bool,
+    folder: RunFolder, base_url: str, api_key: str, options: dict[str, object], verbose: bool
 ) -> int:
-    setup_logging(run_dir, verbose=verbose, secrets=[api_key])
+    state, run_dir = folder.state, folder.run_dir
     config = _engine_config(options)
     progress = (
         LiveProgress(console_level=logging.DEBUG if verbose else logging.WARNING)
@@ -522,11 +573,17 @@ def _execute(
         else LineProgress(config.progress_every_s)
     )
     try:
-        outcome = asyncio.run(_run(state, config, run_dir, api, api_key, progress))
+        outcome, balance = asyncio.run(
+            _run(state, config, run_dir, base_url, api_key, progress, folder.guard)
+        )
     except asyncio.CancelledError:  # a second Ctrl-C: cut short, ledger still consistent
         write_reports(state, run_dir)
         _print_resume_hint(run_dir, "stopped at once")
         return EXIT_INTERRUPTED
+    if isinstance(outcome.stop_error, LedgerLost):
+        return _ledger_lost(state, run_dir, outcome)
+    if balance is not None:
+        record_balance(state.meta(), state.set_meta, balance)
     missing = state.missing_videos() if config.download else 0
     return _finish(state, run_dir, outcome, missing)
 
@@ -535,10 +592,12 @@ async def _run(
     state: RunState,
     config: EngineConfig,
     run_dir: Path,
-    api: str,
+    base_url: str,
     api_key: str,
     progress: ProgressSink,
-) -> RunOutcome:
+    guard: Callable[[], str | None],
+) -> tuple[RunOutcome, Balance | None]:
+    """The engine under the signal handlers; then the balance, for the measured spend."""
     stop = StopSwitch()
 
     def on_first_signal(name: str) -> None:
@@ -550,24 +609,37 @@ async def _run(
         )
 
     with stop_on_signals(stop, on_first_signal):
-        if api != SIMULATOR_API:
-            async with NovitaClient(api, api_key) as client:
-                return await run_engine(
-                    state, client, run_dir, config, stop=stop, progress=progress
-                )
-        sim_config = SimConfig(api_key=api_key, seed=7, **EMBEDDED_SIM_TIMES)
-        async with Simulator(sim_config) as sim:
-            # The embedded simulator starts empty: tasks an earlier (crashed) process
-            # created there are adopted, so a resumed rehearsal finishes them.
-            for record in state.tasks([*IN_FLIGHT, TaskStatus.SUCCEEDED]):
-                if record.task_id and not record.video_path:
-                    sim.adopt(record.task_id, record.request_json)
-            if not state.sent_count():
-                sim.script("submit", "429", "503")  # show the recovery a real night needs
-            async with NovitaClient(sim.base_url, api_key) as client:
-                return await run_engine(
-                    state, client, run_dir, config, stop=stop, progress=progress
-                )
+        async with NovitaClient(base_url, api_key) as client:
+            outcome = await run_engine(
+                state, client, run_dir, config, stop=stop, progress=progress, guard=guard
+            )
+            try:
+                balance = (await check_account(client, retry_delays_s=())).balance
+            except KlingBatchError:
+                balance = None
+            return outcome, balance
+
+
+def _ledger_lost(state: RunState, run_dir: Path, outcome: RunOutcome) -> int:
+    """The ledger was deleted or replaced under the run: save this process's copy (all
+    it knows of what was paid for), put it back if the place is free, and say so."""
+    print(f"stopped: {outcome.stopped_by}", file=sys.stderr)
+    if state.file_problem() is None:  # the lock file went, the ledger is fine
+        _print_resume_hint(run_dir, "stopped so that no second run can start beside it")
+        return EXIT_STOPPED
+    copy = state.rescue()
+    state.close()
+    if not state.path.exists():
+        os.replace(copy, state.path)
+        print(f"  the ledger was restored from this process to {state.path}", file=sys.stderr)
+        _print_resume_hint(run_dir, "nothing is lost")
+    else:
+        print(
+            f"  this process's ledger is saved as {copy}; {state.path} is another file now.\n"
+            f"  move that one aside and {copy.name} to {STATE_FILE}, then resume",
+            file=sys.stderr,
+        )
+    return EXIT_STOPPED
 
 
 def _print_resume_hint(run_dir: Path, what: str) -> None:
@@ -602,6 +674,13 @@ def _finish(state: RunState, run_dir: Path, outcome: RunOutcome, missing_videos:
             f"  budget reached: {pending} task(s) left pending; "
             f"raise it with: kling-batch resume {run_dir} --budget USD"
         )
+    stalled = outcome.counts.get(TaskStatus.STALLED, 0)
+    if stalled:
+        print(
+            f"  {stalled} task(s) stalled: still running at the API (or unanswered) at their "
+            f"deadline; they are billed either way and may still finish.\n"
+            f"  kling-batch resume {run_dir} polls them again and fetches their videos"
+        )
     if missing_videos:
         print(f"  {missing_videos} video(s) not downloaded yet: run again to fetch them")
         return EXIT_SOME_FAILED
@@ -609,17 +688,27 @@ def _finish(state: RunState, run_dir: Path, outcome: RunOutcome, missing_videos:
 
 
 def exit_code_for(counts: dict[str, int]) -> int:
-    total = sum(counts.values())
-    return EXIT_OK if total and counts.get(TaskStatus.SUCCEEDED, 0) == total else EXIT_SOME_FAILED
+    """0 when every task the manifest asks for succeeded; 4 when the only thing left is
+    stalled tasks (``resume`` later, nothing to rerun); 1 for anything else."""
+    settled = {TaskStatus.SUCCEEDED, TaskStatus.RETIRED, TaskStatus.STALLED}
+    if any(n for status, n in counts.items() if status not in settled):
+        return EXIT_SOME_FAILED
+    if counts.get(TaskStatus.STALLED):
+        return EXIT_STALLED
+    return EXIT_OK if counts.get(TaskStatus.SUCCEEDED) else EXIT_SOME_FAILED
 
 
 # --- report, sim --------------------------------------------------------------------
 
 
+def _read_folder(run_dir: Path) -> RunState:
+    """A run folder for reading: no lock is taken, so this works while a run holds it."""
+    require_ledger(run_dir)
+    return RunState.open(run_dir)
+
+
 def cmd_report(args: argparse.Namespace) -> int:
-    state = _open_run_folder(args.run_dir)
-    if state is None:
-        return EXIT_USAGE
+    state = _read_folder(args.run_dir)
     try:
         files = write_reports(state, args.run_dir, args.format)
         print(progress_line(state.counts(), 0))
@@ -630,11 +719,12 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    state = _open_run_folder(args.run_dir)
-    if state is None:
-        return EXIT_USAGE
+    holder = lock_holder(args.run_dir)
+    state = _read_folder(args.run_dir)
     try:
-        summary = summarize(state, str(args.run_dir))
+        summary = summarize(
+            state, str(args.run_dir), live_run=holder.describe() if holder else None
+        )
     finally:
         state.close()
     if args.json:
@@ -642,10 +732,13 @@ def cmd_status(args: argparse.Namespace) -> int:
         return EXIT_OK
     counts = ", ".join(f"{n} {s}" for s, n in summary.counts.items()) or "no tasks"
     print(f"{args.run_dir}: {summary.done}/{summary.total} done ({counts})")
+    if summary.live_run:
+        print(f"  live: a run holds this folder: {summary.live_run}")
     print(
         f"  spent ~ ${summary.spent_usd:,.2f} of an estimated ${summary.est_total_usd:,.2f} "
         "for every task once"
     )
+    _print_balance(summary)
     if summary.generation_p50_s is not None:
         print(
             f"  generation time p50 {summary.generation_p50_s:.1f}s, "
@@ -662,12 +755,33 @@ def cmd_status(args: argparse.Namespace) -> int:
             print(f"    {task.task_key:<30} {task.status:<11} {age:>8}  {task.task_id}")
         if len(summary.in_flight) > 10:
             print(f"    ... and {len(summary.in_flight) - 10} more")
+    for task in summary.stalled[:10]:
+        answered = summary.last_answers.get(task.task_key)
+        last = _clock(answered) if answered else "none since the submit"
+        print(f"  stalled {task.task_key:<30} {task.task_id}  last answer: {last}")
     if summary.videos_missing:
         print(f"  {summary.videos_missing} video(s) not downloaded yet")
     print("next:")
     for step in summary.next_steps:
         print(f"  {step}")
     return EXIT_OK
+
+
+def _print_balance(summary: RunSummary) -> None:
+    if summary.balance_latest_usd is None or summary.balance_latest_at is None:
+        return
+    line = f"  balance ${summary.balance_latest_usd:,.2f} at {_clock(summary.balance_latest_at)}"
+    measured = summary.measured_spend_usd
+    if measured is not None and summary.balance_first_usd is not None:
+        line += (
+            f" (${summary.balance_first_usd:,.2f} at the first run): the account went down "
+            f"${measured:,.2f}; an upper bound if anything else used the account meanwhile"
+        )
+    print(line)
+
+
+def _clock(at: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(at))
 
 
 def cmd_sim(args: argparse.Namespace) -> int:
@@ -683,6 +797,9 @@ def cmd_sim(args: argparse.Namespace) -> int:
         drop_after_create_rate=args.drop_after_create_rate,
         submit_limit=int(args.submit_limit.count) if args.submit_limit else None,
         limit_window_s=args.submit_limit.period_s if args.submit_limit else 60.0,
+        balance_usd=args.balance_usd,
+        poll_outage_s=args.poll_outage,
+        result_lag_polls=args.result_lag_polls,
         seed=args.seed,
     )
     try:

@@ -28,6 +28,7 @@ import aiohttp
 from yarl import URL
 
 from runner.errors import (
+    ApiError,
     AuthError,
     BalanceExhausted,
     EndpointNotFound,
@@ -169,6 +170,26 @@ class NovitaClient:
             raise TransportError(f"no answer from {self.base_url}: {_describe(exc)}") from None
         if status == 200:
             return parse_task_result(task_id, _json(text))
+        raise _error_for(status, text, headers, submitting=False)
+
+    async def account(self, path: str) -> dict[str, Any]:
+        """GET an account endpoint (the balance, the user): free, answers JSON. Raises
+        :class:`TransportError` when nothing answers, a typed API error otherwise, and
+        ``ApiError(200, "UNEXPECTED_ANSWER")`` for a 200 that is not a JSON object."""
+        session = self._require_session()
+        try:
+            async with session.get(
+                self.base_url + path, headers=self._headers, timeout=self._poll_timeout
+            ) as resp:
+                text = (await resp.read()).decode("utf-8", "replace")
+                status, headers = resp.status, resp.headers
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise TransportError(f"no answer from {self.base_url}: {_describe(exc)}") from None
+        if status == 200:
+            data = _json(text)
+            if not data:
+                raise ApiError(200, "UNEXPECTED_ANSWER", _snippet(text) or "an empty answer")
+            return data
         raise _error_for(status, text, headers, submitting=False)
 
     def _require_session(self) -> aiohttp.ClientSession:

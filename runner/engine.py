@@ -20,6 +20,7 @@ from types import ModuleType
 
 from jobs import kling_i2v
 from runner.client import NovitaClient
+from runner.errors import LedgerLost
 from runner.fetch import Fetcher
 from runner.limits import EndpointLimiter, Rate
 from runner.poll import PollPolicy, PollScheduler
@@ -46,6 +47,8 @@ class EngineConfig:
     poll_policy: PollPolicy = field(default_factory=PollPolicy)
     progress_every_s: float = 30.0
     budget_usd: float | None = None  # estimated spend of the whole run folder
+    # Connection failures (nothing answers at the base URL) for this long stop the run.
+    unreachable_after_s: float = 45.0
 
 
 @dataclass(frozen=True)
@@ -70,10 +73,14 @@ async def run_engine(
     job: ModuleType = kling_i2v,
     stop: StopSwitch | None = None,
     progress: ProgressSink | None = None,
+    guard: Callable[[], str | None] | None = None,
 ) -> RunOutcome:
-    """Run every pending and in-flight task of the ledger to a final state, or until
-    ``stop`` trips (the caller may trip it, e.g. on Ctrl-C). ``progress`` is shown
-    every few seconds (default: a log line every ``config.progress_every_s``)."""
+    """Run every pending, in-flight and stalled task of the ledger to a final state (or
+    stalled again), or until ``stop`` trips (the caller may trip it, e.g. on Ctrl-C).
+    ``progress`` is shown every few seconds (default: a log line every
+    ``config.progress_every_s``). ``guard`` is asked twice a second whether the run
+    folder is still this run's (e.g. its lock file); a problem it names stops the run,
+    as does the ledger file being deleted or replaced."""
     started = time.monotonic()
     resumed_unknown = state.resume()
     if resumed_unknown:
@@ -117,22 +124,10 @@ async def run_engine(
         max_retries=config.max_submit_retries,
         retry_base_s=config.retry_base_s,
         budget=budget,
+        unreachable_after_s=config.unreachable_after_s,
     )
 
-    pending: list[TaskRecord] = []
-    for record in state.tasks():
-        if record.status == TaskStatus.PENDING:
-            pending.append(record)
-        elif record.status in IN_FLIGHT and record.task_id:
-            scheduler.add(
-                record.task_key,
-                record.task_id,
-                record.submitted_at or time.time(),
-                status=record.status,
-                delay=0,
-            )
-        elif record.status == TaskStatus.SUCCEEDED and config.download and not record.video_path:
-            fetcher.add(record.task_key)
+    pending = _load(state.tasks(), scheduler, fetcher if config.download else None)
     log.info(
         "run: %d to submit, %d in flight, submit rate %s, poll rate %s",
         len(pending),
@@ -169,7 +164,7 @@ async def run_engine(
     sink.start()
     background = [
         asyncio.create_task(_show_progress(sink, snapshot)),
-        asyncio.create_task(_flush_periodically(state)),
+        asyncio.create_task(_watch_folder(state, stop, guard)),
     ]
     try:
         async with asyncio.TaskGroup() as group:
@@ -206,11 +201,42 @@ def submit_workers_for(rate: Rate, latency_s: float = 0.25) -> int:
     return max(4, min(64, math.ceil(rate.per_second * latency_s)))
 
 
-async def _flush_periodically(state: RunState) -> None:
-    """Group-committed (poll-side) writes reach the disk even when nothing else is written."""
+def _load(
+    records: list[TaskRecord], scheduler: PollScheduler, fetcher: Fetcher | None
+) -> list[TaskRecord]:
+    """Hand each task to its stage; returns the pending ones. Stalled tasks are polled
+    first, each with a fresh deadline: they may have finished since the last run."""
+    now = time.time()
+    for record in sorted(records, key=lambda r: r.status != TaskStatus.STALLED):
+        resumable = record.status in IN_FLIGHT or record.status == TaskStatus.STALLED
+        if resumable and record.task_id:
+            scheduler.add(
+                record.task_key,
+                record.task_id,
+                record.submitted_at or now,
+                status=record.status,
+                delay=0,
+                deadline_from=now if record.status == TaskStatus.STALLED else None,
+                last_answer_at=record.last_answer_at,
+            )
+        elif record.status == TaskStatus.SUCCEEDED and fetcher and not record.video_path:
+            fetcher.add(record.task_key)
+    return [r for r in records if r.status == TaskStatus.PENDING]
+
+
+async def _watch_folder(
+    state: RunState, stop: StopSwitch, guard: Callable[[], str | None] | None
+) -> None:
+    """Twice a second: commit group-committed (poll-side) writes even when nothing else
+    is written, and stop the run if its ledger file (or, through ``guard``, its lock)
+    is no longer the one it holds."""
     while True:
         await asyncio.sleep(DEFERRED_MAX_AGE_S)
         state.flush()
+        problem = state.file_problem() or (guard() if guard else None)
+        if problem:
+            stop.trip(problem, LedgerLost(problem))
+            return
 
 
 async def _show_progress(sink: ProgressSink, snapshot: Callable[[], Snapshot]) -> None:

@@ -98,3 +98,29 @@ class ManifestError(KlingBatchError):
     def __init__(self, problems: list) -> None:
         self.problems = problems
         super().__init__("\n".join(str(p) for p in problems))
+
+
+class RunFolderError(KlingBatchError):
+    """A run folder cannot be used as asked (held by another run, not a run folder,
+    bound to another API, results without a ledger). Raised before anything is sent."""
+
+
+class FolderLocked(RunFolderError):
+    """Another process holds the run folder: two runners on one ledger pay twice."""
+
+
+class LedgerLost(KlingBatchError):
+    """The ledger file was deleted or replaced while this run held it. Stop: a run that
+    goes on without its ledger cannot keep the money rules, and a later run would not
+    know what was paid for."""
+
+    stops_run = True
+    hint = "the ledger was saved from this process (see above)"
+
+
+class ApiUnreachable(KlingBatchError):
+    """Nothing answers at the base URL (connection refused, no route, DNS) for long
+    enough that waiting longer would only hold a night's batch: stop, resumable."""
+
+    stops_run = True
+    hint = "check NOVITA_BASE_URL and the network"

@@ -6,14 +6,17 @@ URL, so a user can edit prompts and run them as a new batch in a new folder. Rer
 them *in place* is ``kling-batch rerun DIR --failed`` instead, which keeps the old
 attempts beside the new ones.
 
-``unknown`` tasks are left out on purpose: they may already exist at the API and be
-billed, so running them again is a decision (``rerun --unknown``), not a default.
+``unknown`` and ``stalled`` tasks are left out on purpose: they may already exist at
+the API and be billed (a stalled one may still finish), so running them again is a
+decision (``rerun --unknown``, ``rerun --stalled``), not a default. ``failed.yaml`` names
+them in comments, with the time of a stalled task's last answer.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,8 +52,8 @@ def write_failed_manifests(
             path.unlink(missing_ok=True)
         return None
     rows = [_row(record) for record in records]
-    unknown = sum(r.status == TaskStatus.UNKNOWN for r in all_records)
-    write_text_atomically(paths[0], _yaml_text(run_dir, records, rows, unknown))
+    left_out = [r for r in all_records if r.status in (TaskStatus.UNKNOWN, TaskStatus.STALLED)]
+    write_text_atomically(paths[0], _yaml_text(run_dir, records, rows, left_out))
     write_text_atomically(paths[1], _csv_text(rows))
     return FailedManifests(*paths, rows=len(rows))
 
@@ -76,17 +79,28 @@ def _row(record: TaskRecord) -> dict[str, object]:
 
 
 def _yaml_text(
-    run_dir: Path, records: Sequence[TaskRecord], rows: Sequence[dict[str, object]], unknown: int
+    run_dir: Path,
+    records: Sequence[TaskRecord],
+    rows: Sequence[dict[str, object]],
+    left_out: Sequence[TaskRecord],
 ) -> str:
     lines = [
         f"# The failed tasks of {run_dir}, as a manifest: edit and run it as a new batch,",
         f"# or resubmit them in place with: kling-batch rerun {run_dir} --failed --expired",
     ]
+    unknown = [r for r in left_out if r.status == TaskStatus.UNKNOWN]
+    stalled = [r for r in left_out if r.status == TaskStatus.STALLED]
     if unknown:
         lines.append(
-            f"# {unknown} 'unknown' task(s) are not listed: they may exist and be billed "
+            f"# {len(unknown)} 'unknown' task(s) are not listed: they may exist and be billed "
             "already (see rerun --unknown)."
         )
+    if stalled:
+        lines.append(
+            f"# {len(stalled)} 'stalled' task(s) are not listed: they exist at the API, are "
+            f"billed, and may still finish; `kling-batch resume {run_dir}` polls them again:"
+        )
+        lines.extend(f"#   {r.task_key}: task {r.task_id}, {_last_answer(r)}" for r in stalled)
     lines.append("rows:")
     for record, row in zip(records, rows, strict=True):
         reason = " ".join((record.error or "no reason given").split())
@@ -94,6 +108,14 @@ def _yaml_text(
         dumped = yaml.safe_dump([row], sort_keys=False, allow_unicode=True, width=10_000)
         lines.extend(f"  {line}" for line in dumped.splitlines())
     return "\n".join(lines) + "\n"
+
+
+def _last_answer(record: TaskRecord) -> str:
+    if record.last_answer_at is None:
+        return "no answer from the API since the submit"
+    return "last answer " + time.strftime(
+        "%Y-%m-%d %H:%M:%S", time.localtime(record.last_answer_at)
+    )
 
 
 def _csv_text(rows: Sequence[dict[str, object]]) -> str:

@@ -41,7 +41,13 @@ class PollPolicy:
     min_interval_s: float = 1.0
     max_interval_s: float = 60.0
     growth: float = 1.6  # backoff factor while a task reports no eta
-    task_timeout_s: float = 1800.0  # then the task is failed ("timed out"), id kept
+    # Seconds from submit (or, for a task found stalled at start, from this run's first
+    # look) after which a task the API still runs, or whose polls fail, is ``stalled``.
+    task_timeout_s: float = 1800.0
+    # A TASK_NOT_FOUND for an id the API gave us is not proof: a new task can lag behind
+    # in Task Result, and a proxy can answer for the API. Only after this long of
+    # nothing but 404s is the task failed.
+    not_found_grace_s: float = 60.0
 
     def next_delay(self, result: TaskResult, quiet_polls: int) -> float:
         if result.eta_s and result.eta_s > 0:
@@ -54,9 +60,12 @@ class PollPolicy:
 @dataclass
 class _Tracked:
     task_id: str
-    submitted_at: float  # wall clock, from the ledger: deadlines survive a restart
+    submitted_at: float  # wall clock, from the ledger
+    deadline_from: float  # wall clock: the submit, so a deadline survives a restart
+    last_answer_at: float | None = None  # wall clock of the API's last answer about it
     quiet_polls: int = 0
     errors: int = 0
+    not_found_since: float | None = None  # wall clock of the first 404 in a row
     status: TaskStatus = TaskStatus.QUEUED
 
 
@@ -103,8 +112,18 @@ class PollScheduler:
         submitted_at: float,
         status: TaskStatus = TaskStatus.QUEUED,
         delay: float | None = None,
+        deadline_from: float | None = None,
+        last_answer_at: float | None = None,
     ) -> None:
-        self._tracked[task_key] = _Tracked(task_id, submitted_at, status=status)
+        """Track a task. ``deadline_from`` defaults to the submit; a stalled task found
+        at start gets a fresh deadline from now, one more chance per run."""
+        self._tracked[task_key] = _Tracked(
+            task_id,
+            submitted_at,
+            deadline_from=submitted_at if deadline_from is None else deadline_from,
+            last_answer_at=last_answer_at,
+            status=TaskStatus.QUEUED if status == TaskStatus.STALLED else status,
+        )
         self._schedule(task_key, self.first_delay() if delay is None else delay)
 
     def first_delay(self) -> float:
@@ -177,10 +196,7 @@ class PollScheduler:
             self.polls += 1
             result = await self.client.task_result(tracked.task_id)
         except TaskNotFound as exc:
-            self._finish(key)
-            self.state.mark_failed(
-                key, f"{exc.reason}: the API does not know task {tracked.task_id}"
-            )
+            self._not_found(key, tracked, exc)
         except RateLimited as exc:
             self.limiter.cool_down(exc.retry_after)
             if not self._past_deadline(key, tracked, "polls rate limited"):
@@ -189,20 +205,42 @@ class PollScheduler:
             if exc.stops_run:
                 self.stop.trip(f"the API refused the run: {exc}", exc)
                 return
-            tracked.errors += 1
-            if self._past_deadline(key, tracked, f"polls failing: {exc}"):
-                return
-            delay = backoff_delay(min(tracked.errors, 6), base=self.policy.min_interval_s)
-            log.info("%s: poll failed (%s); again in %.1fs", key, exc, delay)
-            self._schedule(key, delay)
+            self._retry_later(key, tracked, f"polls failing: {exc}")
         else:
             self.limiter.succeeded()
             tracked.errors = 0
+            tracked.not_found_since = None
+            tracked.last_answer_at = time.time()
             self._handle(key, tracked, result)
         finally:
             self._active -= 1
             slots.release()
             self._wakeup.set()
+
+    def _retry_later(self, key: str, tracked: _Tracked, what: str) -> None:
+        """A poll that told us nothing: back off, unless the deadline has passed."""
+        tracked.errors += 1
+        if self._past_deadline(key, tracked, what):
+            return
+        delay = backoff_delay(min(tracked.errors, 6), base=self.policy.min_interval_s)
+        log.info("%s: %s; again in %.1fs", key, what, delay)
+        self._schedule(key, delay)
+
+    def _not_found(self, key: str, tracked: _Tracked, exc: TaskNotFound) -> None:
+        """Ask again for ``not_found_grace_s`` before calling a task the API gave us lost."""
+        now = time.time()
+        if tracked.not_found_since is None:
+            tracked.not_found_since = now
+        if now - tracked.not_found_since < self.policy.not_found_grace_s:
+            self._retry_later(key, tracked, f"the API does not know it yet ({exc.reason})")
+            return
+        self._finish(key)
+        self.state.mark_failed(
+            key,
+            f"{exc.reason}: the API did not know task {tracked.task_id} for "
+            f"{now - tracked.not_found_since:.0f}s",
+        )
+        log.warning("%s: the API does not know task %s", key, tracked.task_id)
 
     def _handle(self, key: str, tracked: _Tracked, result: TaskResult) -> None:
         if result.status == SUCCEED:
@@ -230,16 +268,24 @@ class PollScheduler:
         self._schedule(key, self.policy.next_delay(result, tracked.quiet_polls))
 
     def _past_deadline(self, key: str, tracked: _Tracked, last_seen: str) -> bool:
-        """End a task that outlived ``task_timeout_s`` as failed, keeping its task id so
-        the video can still be fetched later if the API finishes it after all."""
-        age = time.time() - tracked.submitted_at
+        """Past its deadline, a task is ``stalled``, not failed: it keeps its task id, may
+        still finish and is billed either way, so only an explicit choice pays again."""
+        age = time.time() - tracked.deadline_from
         if age <= self.policy.task_timeout_s:
             return False
         self._finish(key)
-        self.state.mark_failed(
-            key, f"timed out after {age:.0f}s ({last_seen}); task id {tracked.task_id} kept"
+        if tracked.last_answer_at is not None:
+            answered = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(tracked.last_answer_at))
+            last = f"last answer from the API at {answered}"
+        else:
+            last = "no answer from the API since the submit"
+        self.state.mark_stalled(
+            key,
+            f"stalled: past the {self.policy.task_timeout_s:g}s deadline ({last_seen}); {last}; "
+            f"task id {tracked.task_id} kept: `resume` polls it again",
+            tracked.last_answer_at,
         )
-        log.warning("%s: timed out after %.0fs", key, age)
+        log.warning("%s: stalled after %.0fs (%s)", key, age, last_seen)
         return True
 
     def _finish(self, key: str) -> None:

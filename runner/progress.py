@@ -157,6 +157,7 @@ _STYLE = {
     TaskStatus.FAILED: "red",
     TaskStatus.UNKNOWN: "yellow",
     TaskStatus.EXPIRED: "magenta",
+    TaskStatus.STALLED: "dark_orange",
     TaskStatus.PROCESSING: "cyan",
     TaskStatus.QUEUED: "blue",
 }

@@ -53,6 +53,7 @@ COLUMNS = [
     "negative_prompt",
     "cfg_scale",
     "voice_list",
+    "last_answer_at",
 ]
 
 
@@ -92,6 +93,7 @@ def build_frame(records: Sequence[TaskRecord]) -> pd.DataFrame:
                 "negative_prompt": request.get("negative_prompt"),
                 "cfg_scale": request["cfg_scale"],
                 "voice_list": ";".join(request.get("voice_list") or []),
+                "last_answer_at": _iso(record.last_answer_at),
             }
         )
     return pd.DataFrame(rows, columns=COLUMNS)
@@ -230,6 +232,8 @@ def _no_video_reason(status: str) -> str:
         "failed": "no video: failed",
         "unknown": "no video: submit outcome unknown",
         "expired": "no video: link expired",
+        "stalled": "no video yet: still running at the API at its deadline (resume polls it)",
+        "retired": "not sent: no longer in the manifest",
     }.get(status, "not finished yet")
 
 
@@ -277,6 +281,7 @@ dl.summary dd {{ margin: 0; font-weight: 600; }}
   font-weight: 600; color: #fff; background: #888; }}
 .s-succeeded {{ background: #2a7d3f; }} .s-failed {{ background: #b3261e; }}
 .s-unknown {{ background: #8a5a00; }} .s-expired {{ background: #6b3fa0; }}
+.s-stalled {{ background: #b86e00; }} .s-retired {{ background: #777; }}
 .s-queued, .s-processing, .s-submitting {{ background: #1f5fa8; }}
 .key {{ margin-left: .4em; }}
 </style></head>

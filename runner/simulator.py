@@ -40,6 +40,13 @@ from aiohttp import web
 from jobs import kling_i2v
 from jobs.problems import FieldProblem
 
+# The account endpoints, written from the API's documentation (not imported from the
+# client: the simulator is the client's independent counterpart).
+BALANCE_PATH = "/openapi/v1/billing/balance/detail"
+USER_PATH = "/v3/user"
+USD_PER_UNIT = 0.0001
+UNLIMITED_USD = 10_000.0
+
 SUBMIT_FAULTS = (
     "429",
     "500",
@@ -49,7 +56,7 @@ SUBMIT_FAULTS = (
     "hang_after_create",  # never answers (until the simulator stops)
     "hold_after_create",  # answers normally once release_answers() is called
 )
-POLL_FAULTS = ("429", "500", "503", "502_html", "drop")
+POLL_FAULTS = ("429", "500", "503", "502_html", "drop", "404")
 MEDIA_FAULTS = ("403", "500", "drop")
 FATES = ("succeed", "fail", "stall")
 
@@ -76,7 +83,14 @@ class SimConfig:
     error_503_rate: float = 0.0
     drop_after_create_rate: float = 0.0  # submit: task created, then the connection dropped
     auth_failure_status: int = 403
-    balance_usd: float | None = None  # None: unlimited
+    balance_usd: float | None = None  # None: unlimited (the balance endpoints say $10,000)
+    # The balance endpoints answer: "ok", "missing" (404), "denied" (403
+    # API_NOT_ALLOWED) or "garbage" (200 with HTML).
+    account_answer: str = "ok"
+    # Task Result lags behind: each task's first N polls answer 404 TASK_NOT_FOUND.
+    result_lag_polls: int = 0
+    # Task Result answers 503 from START to END seconds after the simulator started.
+    poll_outage_s: tuple[float, float] | None = None
     seed: int = 0
 
 
@@ -90,6 +104,7 @@ class SimStats:
     rate_limited: Counter = field(default_factory=Counter)  # endpoint -> 429s sent
     faults: Counter = field(default_factory=Counter)  # "endpoint:fault" -> count
     rejected: Counter = field(default_factory=Counter)  # reason -> count
+    account_requests: int = 0
     media_requests: int = 0
     media_with_auth_header: int = 0
     media_expired: int = 0
@@ -126,6 +141,8 @@ class Simulator:
         self.held = False
         self._rng = random.Random(self.config.seed)
         self._offset = 0.0
+        self._started_at = self.now()
+        self._outages: set[str] = set()
         self._scripts: dict[str, deque[str]] = {
             "submit": deque(),
             "poll": deque(),
@@ -197,6 +214,17 @@ class Simulator:
     def release(self) -> None:
         self.held = False
 
+    def outage(self, endpoint: str, on: bool = True) -> None:
+        """Answer every request to ``endpoint`` (submit, poll) with 503 until turned off:
+        Novita's side down, or the laptop's network, for as long as a test needs."""
+        (self._outages.add if on else self._outages.discard)(endpoint)
+
+    def _in_outage(self, endpoint: str) -> bool:
+        if endpoint in self._outages:
+            return True
+        window = self.config.poll_outage_s if endpoint == "poll" else None
+        return window is not None and window[0] <= self.now() - self._started_at < window[1]
+
     # --- lifecycle --------------------------------------------------------------------
 
     async def start(self, host: str = "127.0.0.1", port: int = 0, media_port: int = 0) -> Simulator:
@@ -204,6 +232,8 @@ class Simulator:
         api = web.Application(client_max_size=32 * 1024 * 1024)
         api.router.add_post(kling_i2v.SUBMIT_PATH, self._submit)
         api.router.add_get("/v3/async/task-result", self._task_result)
+        api.router.add_get(BALANCE_PATH, self._balance_detail)
+        api.router.add_get(USER_PATH, self._user)
         api.router.add_get("/_sim/stats", self._stats)
         api.router.add_get("/_sim/tasks", self._task_timings)
         media = web.Application()
@@ -240,7 +270,7 @@ class Simulator:
         refused = self._check_auth(request) or self._check_rate("submit")
         if refused is not None:
             return refused
-        fault = self._next_fault("submit")
+        fault = "503" if self._in_outage("submit") else self._next_fault("submit")
         answer = self._answer_before_work("submit", fault)
         if answer is not None:
             return answer
@@ -273,7 +303,7 @@ class Simulator:
         refused = self._check_auth(request) or self._check_rate("poll")
         if refused is not None:
             return refused
-        fault = self._next_fault("poll")
+        fault = "503" if self._in_outage("poll") else self._next_fault("poll")
         answer = self._answer_before_work("poll", fault)
         if answer is not None:
             return answer
@@ -282,10 +312,52 @@ class Simulator:
         if fault == "drop":
             return await self._drop(request)
         task = self.tasks.get(request.query.get("task_id", ""))
-        if task is None:
+        if task is not None:
+            self.stats.polls_by_task[task.task_id] += 1
+        lagging = task is not None and self.stats.polls_by_task[task.task_id] <= (
+            self.config.result_lag_polls
+        )
+        if task is None or fault == "404" or lagging:
             return _error(404, "TASK_NOT_FOUND", "task not found")
-        self.stats.polls_by_task[task.task_id] += 1
         return web.json_response(self._result(task))
+
+    async def _balance_detail(self, request: web.Request) -> web.Response:
+        """``GET /openapi/v1/billing/balance/detail``: strings in 0.0001 USD."""
+        refused = self._check_auth(request) or self._account_fault()
+        if refused is not None:
+            return refused
+        units = str(self._balance_units())
+        return web.json_response(
+            {
+                "availableBalance": units,
+                "cashBalance": units,
+                "creditLimit": "0",
+                "pendingCharges": "0",
+                "outstandingInvoices": "0",
+            }
+        )
+
+    async def _user(self, request: web.Request) -> web.Response:
+        """``GET /v3/user``: ``credit_balance``, a number in 0.0001 USD."""
+        refused = self._check_auth(request) or self._account_fault()
+        if refused is not None:
+            return refused
+        return web.json_response({"credit_balance": self._balance_units()})
+
+    def _account_fault(self) -> web.Response | None:
+        answer = self.config.account_answer
+        self.stats.account_requests += 1
+        if answer == "missing":
+            return _error(404, "NOT_FOUND", "not found")
+        if answer == "denied":
+            return _error(403, "API_NOT_ALLOWED", "this key may not use this API")
+        if answer == "garbage":
+            return web.Response(text="<html>maintenance</html>", content_type="text/html")
+        return None
+
+    def _balance_units(self) -> int:
+        usd = UNLIMITED_USD if self.config.balance_usd is None else self.config.balance_usd
+        return round(usd / USD_PER_UNIT)
 
     async def _media(self, request: web.Request) -> web.StreamResponse:
         self.stats.media_requests += 1

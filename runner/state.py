@@ -16,6 +16,7 @@ Losing it to a crash costs a poll or a download again, never money.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import time
 from collections.abc import Iterator, Sequence
@@ -45,6 +46,10 @@ class TaskStatus(StrEnum):
     INVALID = "invalid"  # failed validation, never sent
     UNKNOWN = "unknown"  # sent, no answer: it may exist and be billed; only rerun --unknown
     EXPIRED = "expired"  # succeeded, but its video could not be downloaded in time
+    # Its deadline passed while the API still ran it (or polls failed): task id kept,
+    # billed either way; `run`/`resume` poll it again, only `rerun --stalled` resubmits.
+    STALLED = "stalled"
+    RETIRED = "retired"  # pending, but no longer in the manifest: never sent, never will be
 
 
 IN_FLIGHT = frozenset({TaskStatus.QUEUED, TaskStatus.PROCESSING})
@@ -55,8 +60,11 @@ FINAL = frozenset(
         TaskStatus.INVALID,
         TaskStatus.UNKNOWN,
         TaskStatus.EXPIRED,
+        TaskStatus.RETIRED,
     }
 )
+# What this run cannot finish by itself: final, or stalled (a later run polls it again).
+SETTLED = FINAL | {TaskStatus.STALLED}
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -83,7 +91,8 @@ CREATE TABLE IF NOT EXISTS tasks (
     submitted_at REAL,
     finished_at REAL,
     generation_s REAL,
-    updated_at REAL NOT NULL
+    updated_at REAL NOT NULL,
+    last_answer_at REAL
 );
 CREATE TABLE IF NOT EXISTS attempts (
     task_key TEXT NOT NULL,
@@ -129,6 +138,7 @@ class TaskRecord:
     finished_at: float | None
     generation_s: float | None
     updated_at: float
+    last_answer_at: float | None  # when the API last answered about it (kept for stalled)
 
     def as_planned(self, job: ModuleType = kling_i2v) -> PlannedTask:
         """The task as planned, for estimates shown by ``resume`` and ``rerun``."""
@@ -154,6 +164,8 @@ class SyncResult:
     added: int
     kept: int
     updated_pending: int
+    retired: int = 0  # pending tasks whose row or repeat left the manifest
+    revived: int = 0  # retired tasks the manifest asks for again
 
 
 class RunState:
@@ -167,6 +179,9 @@ class RunState:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
+        _add_missing_columns(self._db)
+        self._inode = os.stat(path).st_ino
+        self._closed = False
         self._deferred_writes = 0
         self._deferred_since = 0.0
 
@@ -175,8 +190,12 @@ class RunState:
         return cls(run_dir / STATE_FILE)
 
     def close(self) -> None:
+        """Commit what is deferred and close; a second call does nothing."""
+        if self._closed:
+            return
         self.flush()
         self._db.close()
+        self._closed = True
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
@@ -225,6 +244,30 @@ class RunState:
         if self._db.in_transaction:
             self._db.execute("COMMIT")
         self._deferred_writes = 0
+
+    def file_problem(self) -> str | None:
+        """Why the ledger file is no longer the one this process opened (deleted, or
+        replaced), or None. SQLite keeps writing to the open file either way, so
+        without this check a run would go on recording into a ledger nobody can read."""
+        try:
+            inode = os.stat(self.path).st_ino
+        except FileNotFoundError:
+            return f"{self.path} was deleted while this run held it"
+        if inode != self._inode:
+            return f"{self.path} was replaced by another file while this run held it"
+        return None
+
+    def rescue(self) -> Path:
+        """Save this process's ledger beside the lost one (``state.sqlite.rescued-…``),
+        whole and consistent (SQLite's backup API), and return its path."""
+        self.flush()
+        copy = self.path.with_name(f"{self.path.name}.rescued-{time.strftime('%Y%m%d-%H%M%S')}")
+        target = sqlite3.connect(copy)
+        try:
+            self._db.backup(target)
+        finally:
+            target.close()
+        return copy
 
     # --- meta ----------------------------------------------------------------
 
@@ -296,16 +339,21 @@ class RunState:
     # --- planning ---------------------------------------------------------------
 
     def sync_plan(self, planned: Sequence[PlannedTask]) -> SyncResult:
-        """Record new tasks as pending and refresh pending ones whose request changed.
+        """Make the ledger ask for exactly what the manifest asks for, before any submit.
 
-        A key already sent whose request changed raises :class:`PlanConflict` and
-        nothing is applied: old and new are never silently mixed in one run folder."""
+        New tasks are recorded as pending, pending ones whose request changed are
+        refreshed, and pending ones whose row (or repeat) left the manifest are
+        ``retired``: kept in the ledger, never sent (a run must not pay for a row the
+        user removed). A retired task the manifest names again is pending again. A key
+        already sent whose request changed raises :class:`PlanConflict` and nothing is
+        applied: old and new are never silently mixed in one run folder."""
         now = time.time()
         existing = {
             row["task_key"]: (row["fingerprint"], row["status"])
             for row in self._db.execute("SELECT task_key, fingerprint, status FROM tasks")
         }
-        added = kept = updated = 0
+        unsent = (TaskStatus.PENDING, TaskStatus.RETIRED)
+        added = kept = updated = revived = 0
         changed: list[str] = []
         with self._transaction() as db:
             start = db.execute("SELECT COALESCE(MAX(position), -1) + 1 FROM tasks").fetchone()[0]
@@ -329,9 +377,12 @@ class RunState:
                     added += 1
                     continue
                 fingerprint, status = existing[task.key]
+                if status == TaskStatus.RETIRED:
+                    self._set(db, task.key, TaskStatus.PENDING, now, error=None)
+                    revived += 1
                 if fingerprint == task.fingerprint:
                     kept += 1
-                elif status == TaskStatus.PENDING:
+                elif status in unsent:
                     db.execute(
                         "UPDATE tasks SET row_id = ?, source = ?, image = ?, request_json = ?, "
                         "fingerprint = ?, est_cost_usd = ?, video_name = ?, updated_at = ? "
@@ -343,7 +394,13 @@ class RunState:
                     changed.append(task.key)
             if changed:  # refuse the whole plan: nothing half-applied
                 raise PlanConflict(changed)
-        return SyncResult(added, kept, updated)
+            wanted = {task.key for task in planned}
+            gone = [
+                k for k, (_, s) in existing.items() if s == TaskStatus.PENDING and k not in wanted
+            ]
+            for key in gone:
+                self._set(db, key, TaskStatus.RETIRED, now, error="no longer in the manifest")
+        return SyncResult(added, kept, updated, retired=len(gone), revived=revived)
 
     def resume(self) -> int:
         """Apply rule 3: a ``submitting`` task found at start was cut off mid-POST by a
@@ -386,6 +443,7 @@ class RunState:
                     submitted_at=None,
                     finished_at=None,
                     generation_s=None,
+                    last_answer_at=None,
                 )
                 self._event(db, key, "requeued", reason)
         return len(task_keys)
@@ -501,6 +559,21 @@ class RunState:
             self._update(db, task_key, error=error)
             self._event(db, task_key, "download_failed", error)
 
+    def mark_stalled(self, task_key: str, error: str, last_answer_at: float | None) -> None:
+        """The deadline passed while the API still ran the task, or while its polls
+        failed. Not a failure: the task id is kept, it may still finish, and it is
+        billed either way; a later run polls it again. Deferred like every poll-side
+        write: a crash that loses it leaves the task in flight, polled again."""
+        with self._deferred() as db:
+            self._set(
+                db,
+                task_key,
+                TaskStatus.STALLED,
+                time.time(),
+                error=error,
+                last_answer_at=last_answer_at,
+            )
+
     def mark_expired(self, task_key: str, error: str) -> None:
         with self._deferred() as db:
             self._set(db, task_key, TaskStatus.EXPIRED, time.time(), error=error)
@@ -565,6 +638,17 @@ class PlanConflict(Exception):
     def __init__(self, keys: list[str]):
         self.keys = keys
         super().__init__(", ".join(keys))
+
+
+def _add_missing_columns(db: sqlite3.Connection) -> None:
+    """Older ledgers lack the newest columns; add them (NULL for every old row)."""
+    present = {row[1] for row in db.execute("PRAGMA table_info(tasks)")}
+    for name, kind in _ADDED_COLUMNS:
+        if name not in present:
+            db.execute(f"ALTER TABLE tasks ADD COLUMN {name} {kind}")
+
+
+_ADDED_COLUMNS = (("last_answer_at", "REAL"),)
 
 
 def _record(row: sqlite3.Row) -> TaskRecord:

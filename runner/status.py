@@ -11,6 +11,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
+from runner.account import Balance
 from runner.state import FINAL, IN_FLIGHT, RunState, TaskRecord, TaskStatus
 
 
@@ -35,6 +36,20 @@ class RunSummary:
     started_at: float | None  # first submit
     finished_at: float | None  # last task to finish, once every task is final
     next_steps: list[str] = field(default_factory=list)
+    live_run: str | None = None  # who holds the folder now, if a run does
+    stalled: list[InFlight] = field(default_factory=list)
+    last_answers: dict[str, float | None] = field(default_factory=dict)  # stalled key -> time
+    balance_first_usd: float | None = None  # the account at this folder's first run
+    balance_latest_usd: float | None = None
+    balance_latest_at: float | None = None
+
+    @property
+    def measured_spend_usd(self) -> float | None:
+        """What the account lost since the first run: an upper bound for this batch when
+        anything else uses the account meanwhile (a top-up makes it wrong)."""
+        if self.balance_first_usd is None or self.balance_latest_usd is None:
+            return None
+        return round(self.balance_first_usd - self.balance_latest_usd, 2)
 
     @property
     def done(self) -> int:
@@ -48,6 +63,7 @@ class RunSummary:
         data = asdict(self)
         data["done"] = self.done
         data["oldest"] = asdict(self.oldest) if self.oldest else None
+        data["measured_spend_usd"] = self.measured_spend_usd
         return data
 
 
@@ -56,8 +72,11 @@ def summarize(
     run_dir_label: str = "DIR",
     now: float | None = None,
     records: Sequence[TaskRecord] | None = None,
+    live_run: str | None = None,
 ) -> RunSummary:
-    """``records``: the ledger's tasks, when the caller has read them already."""
+    """``records``: the ledger's tasks, when the caller has read them already;
+    ``live_run``: who holds the folder, when a run does (then nothing is suggested
+    that would start a second one)."""
     now = time.time() if now is None else now
     records = state.tasks() if records is None else records
     counts = {str(s): 0 for s in TaskStatus}
@@ -73,6 +92,12 @@ def summarize(
     finished = [r.finished_at for r in records if r.finished_at]
     all_final = bool(records) and all(r.status in FINAL for r in records)
     missing = state.missing_videos()
+    stalled = [r for r in records if r.status == TaskStatus.STALLED]
+    meta = state.meta()
+    first, latest = (
+        Balance.from_json(meta.get("balance_first")),
+        Balance.from_json(meta.get("balance_last")),
+    )
     return RunSummary(
         total=len(records),
         counts={k: v for k, v in counts.items() if v},
@@ -84,7 +109,16 @@ def summarize(
         generation_p95_s=_percentile(times, 95),
         started_at=min(submitted, default=None),
         finished_at=max(finished, default=None) if all_final else None,
-        next_steps=_next_steps(counts, len(in_flight), missing, run_dir_label),
+        next_steps=_next_steps(counts, len(in_flight), missing, run_dir_label, live_run),
+        live_run=live_run,
+        stalled=[
+            InFlight(r.task_key, str(r.status), r.task_id or "", now - (r.submitted_at or now))
+            for r in stalled
+        ],
+        last_answers={r.task_key: r.last_answer_at for r in stalled},
+        balance_first_usd=first.usd if first else None,
+        balance_latest_usd=latest.usd if latest else None,
+        balance_latest_at=latest.at if latest else None,
     )
 
 
@@ -97,13 +131,20 @@ def _percentile(sorted_values: list[float], percent: int) -> float | None:
     return round(cuts[percent - 1], 1)
 
 
-def _next_steps(counts: dict[str, int], in_flight: int, missing: int, run_dir: str) -> list[str]:
-    """What ``resume`` would do, then what only a ``rerun`` would (and would cost)."""
+def _next_steps(
+    counts: dict[str, int], in_flight: int, missing: int, run_dir: str, live_run: str | None
+) -> list[str]:
+    """What ``resume`` would do, then what only a ``rerun`` would (and would cost); while
+    a run holds the folder, only to wait for it."""
+    if live_run:
+        return [f"wait: a run is live in this folder ({live_run}); status again shows it"]
     resume = []
     if counts[TaskStatus.PENDING]:
         resume.append(f"submit {counts[TaskStatus.PENDING]} pending")
     if in_flight:
         resume.append(f"poll {in_flight} in flight")
+    if counts[TaskStatus.STALLED]:
+        resume.append(f"poll {counts[TaskStatus.STALLED]} stalled again")
     if missing:
         resume.append(f"download {missing} video(s)")
     steps = [f"kling-batch resume {run_dir} would {', '.join(resume)}"] if resume else []
@@ -111,14 +152,21 @@ def _next_steps(counts: dict[str, int], in_flight: int, missing: int, run_dir: s
         (TaskStatus.FAILED, "--failed"),
         (TaskStatus.EXPIRED, "--expired"),
         (TaskStatus.UNKNOWN, "--unknown"),
+        (TaskStatus.STALLED, "--stalled"),
     ):
         if counts[status]:
-            note = " (they may exist and be billed already)" if status == TaskStatus.UNKNOWN else ""
+            note = _RERUN_NOTES.get(status, "")
             steps.append(
                 f"kling-batch rerun {run_dir} {flag} would resubmit {counts[status]} "
                 f"{status} task(s){note}"
             )
     return steps or ["nothing: every task succeeded and every video is here"]
+
+
+_RERUN_NOTES = {
+    TaskStatus.UNKNOWN: " (they may exist and be billed already)",
+    TaskStatus.STALLED: " (billed already, and they may still finish: resume first)",
+}
 
 
 def human_duration(seconds: float | None) -> str:

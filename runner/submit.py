@@ -10,13 +10,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
 from runner.client import NovitaClient
-from runner.errors import KlingBatchError, RateLimited, SubmitOutcomeUnknown
+from runner.errors import (
+    ApiUnreachable,
+    KlingBatchError,
+    RateLimited,
+    SubmitOutcomeUnknown,
+    TransportError,
+)
 from runner.limits import EndpointLimiter, backoff_delay
 from runner.state import RunState, TaskRecord
 from runner.stopping import StopSwitch
@@ -62,6 +69,7 @@ class Submitter:
         max_rate_limited: int = 50,
         retry_base_s: float = 1.0,
         budget: Budget | None = None,
+        unreachable_after_s: float = 45.0,
     ):
         self.state = state
         self.client = client
@@ -74,7 +82,9 @@ class Submitter:
         self.max_rate_limited = max_rate_limited
         self.retry_base_s = retry_base_s
         self.budget = budget or Budget(None)
+        self.unreachable_after_s = unreachable_after_s
         self.created = 0
+        self._unreachable_since: float | None = None  # first connection failure in a row
         self._last_image: tuple[tuple[str, int, int], str] | None = None
 
     async def run(self, tasks: list[TaskRecord]) -> None:
@@ -158,6 +168,8 @@ class Submitter:
                     log.warning("%s: refused by the API: %s", key, exc)
                     return
                 self.state.mark_not_created(key, attempt, str(exc))
+                if self._unreachable_for_too_long(exc):
+                    return
                 # A 429 means "wait", not "broken": it gets a budget of its own.
                 if isinstance(exc, RateLimited):
                     rate_limited += 1
@@ -176,9 +188,29 @@ class Submitter:
                     log.info("%s: %s; retry in %.1fs", key, exc, delay)
                     await self.stop.sleep(delay)
                 continue
+            self._unreachable_since = None
             self.limiter.succeeded()
             self.state.mark_submitted(key, attempt, task_id)
             self.created += 1
             log.info("%s: submitted as task %s", key, task_id)
             self.on_submitted(key, task_id)
             return
+
+    def _unreachable_for_too_long(self, exc: KlingBatchError) -> bool:
+        """Connection failures (nothing answers at the base URL) are retried, but not
+        all night: after ``unreachable_after_s`` of nothing else, the run stops (exit 3)
+        and ``resume`` continues once the API answers again."""
+        if not isinstance(exc, TransportError):
+            self._unreachable_since = None  # the API answered, if only with an error
+            return False
+        now = time.monotonic()
+        if self._unreachable_since is None:
+            self._unreachable_since = now
+        if now - self._unreachable_since < self.unreachable_after_s:
+            return False
+        self.stop.trip(
+            f"nothing answers at {self.client.base_url} "
+            f"(for {now - self._unreachable_since:.0f}s: {exc})",
+            ApiUnreachable(str(exc)),
+        )
+        return True

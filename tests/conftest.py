@@ -111,4 +111,6 @@ def threaded_sim(monkeypatch) -> Iterator[Simulator]:
 @pytest.fixture
 def quick_rehearsal(monkeypatch) -> None:
     """``run --simulate`` with tasks that take a tenth of a second, not three."""
-    monkeypatch.setattr("runner.cli.EMBEDDED_SIM_TIMES", {"queue_s": 0.05, "generation_s": 0.1})
+    monkeypatch.setattr(
+        "runner.rehearsal.EMBEDDED_SIM_TIMES", {"queue_s": 0.05, "generation_s": 0.1}
+    )

@@ -152,6 +152,7 @@ def test_a_wrong_key_exits_3_and_the_same_command_resumes(
     assert "INVALID_API_KEY" in err
     assert "check NOVITA_API_KEY, and that the key may use this model" in err
     assert f"to continue: kling-batch resume {run_dir}" in err
+    assert threaded_sim.stats.submits == 0  # the account check said it: no submit was sent
     assert "sk_wrong_1234" not in (run_dir / "run.log").read_text()
     monkeypatch.setenv("NOVITA_API_KEY", SIM_KEY)
     assert main(["run", str(good_manifest), "--out", str(run_dir), *FAST]) == 0

@@ -27,7 +27,7 @@ from runner.simulator import SimConfig, Simulator, simulator_in_thread
 from tests.conftest import SIM_KEY, draw_image, runner_process, wait_until
 
 ROWS = 60
-FINAL = {"succeeded", "failed", "unknown", "expired"}
+FINAL = {"succeeded", "failed", "unknown", "expired", "stalled"}
 RUN_ARGS = [
     "--yes",
     "--submit-rate",
@@ -37,7 +37,7 @@ RUN_ARGS = [
     "--first-poll-s",
     "0.2",
     "--task-timeout",
-    "5",  # stalled tasks end as failed ("timed out") within the test
+    "5",  # tasks the simulator never finishes end as `stalled` within the test
 ]
 
 
@@ -161,7 +161,8 @@ def test_kill_9_anywhere_then_resume_pays_once_and_loses_nothing(faulty_sim, tmp
     assert checked.returncode == 0, checked.stderr
     assert f"OK, {len(retryable)} task(s)" in checked.stdout
 
-    # rerun --failed: exactly one new task per failed row, and none for any other row.
+    # rerun --failed: exactly one new task per failed row, and none for any other row
+    # (stalled ones included: they exist at the API and are billed).
     # (Submit faults off, so that "exactly one" does not depend on retries running out.)
     for name in ("error_500_rate", "error_503_rate", "drop_after_create_rate"):
         setattr(sim.config, name, 0.0)

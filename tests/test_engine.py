@@ -43,15 +43,17 @@ def simple_manifest(folder: Path, rows: int) -> Path:
 
 async def run_batch(
     sim: Simulator,
-    manifest: Path,
+    manifest: Path | None,
     run_dir: Path,
     config: EngineConfig | None = None,
     key: str = SIM_KEY,
 ) -> tuple[RunState, RunOutcome]:
-    planned = plan(load(manifest))
-    assert planned.ok, [str(p) for p in planned.problems]
+    """Plan ``manifest`` into the run folder (None: resume it as it is) and run it."""
     state = RunState.open(run_dir)
-    state.sync_plan(planned.tasks)
+    if manifest is not None:
+        planned = plan(load(manifest))
+        assert planned.ok, [str(p) for p in planned.problems]
+        state.sync_plan(planned.tasks)
     async with NovitaClient(sim.base_url, key) as client:
         outcome = await run_engine(state, client, run_dir, config or fast_engine_config())
     return state, outcome
@@ -216,7 +218,7 @@ async def test_a_wrong_key_stops_after_one_request_and_the_run_resumes(sim, tmp_
     assert state.counts() == {"succeeded": 5} and outcome.created == 5
 
 
-async def test_a_stalled_task_times_out_as_failed_with_its_task_id_kept(sim, tmp_path):
+async def test_a_task_past_its_deadline_is_stalled_not_failed_with_its_task_id_kept(sim, tmp_path):
     sim.script_fates("stall")
     config = fast_engine_config(
         poll_policy=PollPolicy(
@@ -225,21 +227,37 @@ async def test_a_stalled_task_times_out_as_failed_with_its_task_id_kept(sim, tmp
     )
     state, _ = await run_batch(sim, simple_manifest(tmp_path, 2), tmp_path / "run", config)
     stalled = state.get("r0/1")
-    assert stalled.status == TaskStatus.FAILED
-    assert stalled.error.startswith("timed out after") and stalled.task_id in stalled.error
-    assert stalled.task_id in sim.tasks
+    assert stalled.status == TaskStatus.STALLED
+    assert stalled.error.startswith("stalled: past the 0.3s deadline (still TASK_STATUS_")
+    assert stalled.task_id in stalled.error and stalled.task_id in sim.tasks
+    assert stalled.last_answer_at is not None and "last answer from the API at" in stalled.error
     assert state.get("r1/1").status == TaskStatus.SUCCEEDED
 
 
-async def test_the_deadline_also_ends_a_task_whose_polls_keep_failing(sim, tmp_path):
-    sim.script("poll", *["503"] * 500)
+async def test_the_deadline_makes_a_task_whose_polls_keep_failing_stalled(sim, tmp_path):
+    sim.outage("poll")
     config = fast_engine_config(
         poll_policy=PollPolicy(first_delay_s=0.02, min_interval_s=0.02, task_timeout_s=0.3)
     )
     state, _ = await run_batch(sim, simple_manifest(tmp_path, 1), tmp_path / "run", config)
     record = state.get("r0/1")
-    assert record.status == TaskStatus.FAILED
+    assert record.status == TaskStatus.STALLED and record.last_answer_at is None
     assert "polls failing: HTTP 503" in record.error and record.task_id in record.error
+    assert "no answer from the API since the submit" in record.error
+
+    # The outage ends: the next run polls the stalled task first and fetches its video.
+    state.close()
+    sim.outage("poll", on=False)
+    state, outcome = await run_batch(sim, None, tmp_path / "run", config)
+    assert state.get("r0/1").status == TaskStatus.SUCCEEDED and state.get("r0/1").video_path
+    assert outcome.created == 0 and sim.stats.tasks_created == 1
+
+
+async def test_a_lagging_task_result_is_asked_again_not_taken_for_a_failure(start_sim, tmp_path):
+    sim = await start_sim(result_lag_polls=2)
+    state, _ = await run_batch(sim, simple_manifest(tmp_path, 3), tmp_path / "run")
+    assert state.counts() == {"succeeded": 3}
+    assert sim.stats.tasks_created == 3
 
 
 async def test_an_expired_video_link_is_refreshed_from_task_result(sim, tmp_path):
@@ -323,9 +341,14 @@ async def test_a_task_the_api_does_not_know_is_failed_with_that_reason(start_sim
     attempt = state.mark_submitting("r0/1")
     state.mark_submitted("r0/1", attempt, "id-from-another-account")
     state.close()
-    state, _ = await run_batch(first, manifest, run_dir)
+    config = fast_engine_config(
+        poll_policy=PollPolicy(first_delay_s=0.02, min_interval_s=0.02, not_found_grace_s=0.3)
+    )
+    state, _ = await run_batch(first, manifest, run_dir, config)
     record = state.get("r0/1")
     assert record.status == TaskStatus.FAILED and record.error.startswith("TASK_NOT_FOUND")
+    assert "did not know task id-from-another-account for" in record.error
+    assert first.stats.polls >= 3  # asked again over the grace period before concluding
 
 
 def test_the_image_is_read_once_per_run_of_tasks_and_again_when_it_changes(tmp_path):

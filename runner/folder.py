@@ -1,0 +1,123 @@
+"""The rules of a run folder: who may use it, which API its tasks belong to, and that
+it asks for exactly what the manifest asks for. Every refusal is a
+:class:`RunFolderError` raised before anything is sent (the CLI says it, exit 2).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from runner.errors import RunFolderError
+from runner.lock import RunFolderLock
+from runner.plan import PlannedTask
+from runner.state import SETTLED, STATE_FILE, PlanConflict, RunState, SyncResult, TaskRecord
+
+# What a finished or half-finished run leaves beside its ledger.
+RESULT_FILES = ("report.csv", "report.html", "failed.yaml", "failed.csv", "videos")
+
+
+class RunFolder:
+    """A run folder held by this process for spending: its lock and its ledger."""
+
+    def __init__(self, run_dir: Path, lock: RunFolderLock, state: RunState):
+        self.run_dir = run_dir
+        self.lock = lock
+        self.state = state
+
+    @classmethod
+    def for_run(cls, run_dir: Path) -> RunFolder:
+        """``run``: a new folder, or one with a ledger. Results without a ledger are
+        refused: starting afresh there would pay for every row again."""
+        lock = RunFolderLock.acquire(run_dir)
+        try:
+            if not (run_dir / STATE_FILE).exists():
+                left = [name for name in RESULT_FILES if _has(run_dir / name)]
+                if left:
+                    raise RunFolderError(
+                        f"{run_dir} holds results of a run ({', '.join(left)}) but no ledger "
+                        f"({STATE_FILE}): what was paid for there cannot be known, and "
+                        "starting afresh would pay for every row again\n"
+                        f"  restore {run_dir / STATE_FILE} (a `{STATE_FILE}.rescued-*` copy "
+                        "beside it, if any), or use --out for a new run folder"
+                    )
+            return cls(run_dir, lock, RunState.open(run_dir))
+        except BaseException:
+            lock.release()
+            raise
+
+    @classmethod
+    def existing(cls, run_dir: Path) -> RunFolder:
+        """``resume``, ``rerun``: a folder that has a ledger."""
+        require_ledger(run_dir)
+        lock = RunFolderLock.acquire(run_dir)
+        try:
+            return cls(run_dir, lock, RunState.open(run_dir))
+        except BaseException:
+            lock.release()
+            raise
+
+    def close(self) -> None:
+        try:
+            self.state.close()
+        finally:
+            self.lock.release()
+
+    def __enter__(self) -> RunFolder:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def guard(self) -> str | None:
+        """For the engine's watch: the lock file must stay the one this run holds."""
+        if self.lock.still_ours():
+            return None
+        return f"{self.lock.path} was removed while this run held it: another run could start"
+
+    def check_api(self, api: str) -> None:
+        """Task ids belong to the API that created them: polling them elsewhere would mark
+        paid tasks as not found. A folder is bound once it has sent something."""
+        bound_to = self.state.meta().get("api", api)
+        if bound_to != api and self.state.sent_count():
+            raise RunFolderError(
+                f"{self.run_dir} holds tasks of {bound_to}, not {api}\n"
+                "  use --out for a separate run folder"
+            )
+
+    def sync(self, planned: Sequence[PlannedTask]) -> SyncResult:
+        try:
+            return self.state.sync_plan(planned)
+        except PlanConflict as conflict:
+            raise RunFolderError(
+                f"{len(conflict.keys)} task(s) in {self.run_dir} were already sent with a "
+                f"different request: {', '.join(conflict.keys[:10])}\n"
+                "  use --out for a new run folder, or give the changed rows new ids"
+            ) from None
+
+    def choose_reruns(self, statuses: Sequence[str], keys: Sequence[str]) -> list[TaskRecord]:
+        """The tasks chosen by status or key. A key that is unknown, or whose task is
+        still running in this folder's view, is refused: a running task must not get a
+        second, paid twin."""
+        records = {r.task_key: r for r in self.state.tasks()}
+        missing = [k for k in keys if k not in records]
+        if missing:
+            raise RunFolderError(f"no such task key: {', '.join(missing)}")
+        busy = [k for k in keys if records[k].status not in SETTLED]
+        if busy:
+            raise RunFolderError(
+                f"not finished, so not rerun: {', '.join(busy)} (resume finishes them first)"
+            )
+        return [r for r in records.values() if r.status in statuses or r.task_key in keys]
+
+
+def require_ledger(run_dir: Path) -> None:
+    if not (run_dir / STATE_FILE).is_file():
+        raise RunFolderError(f"{run_dir} is not a run folder (no {STATE_FILE})")
+
+
+def _has(path: Path) -> bool:
+    if path.is_dir():
+        return any(os.scandir(path))
+    return path.exists()

@@ -1,0 +1,38 @@
+"""``run --simulate``: the whole job against an embedded simulator, no key, no cost.
+
+The simulator runs on a thread of its own for the life of the command, so the account
+check, a rerun's questions to the API and the batch itself all talk to one server over
+real loopback HTTP, exactly as they would to Novita.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+from runner.simulator import SimConfig, simulator_in_thread
+from runner.state import IN_FLIGHT, RunState, TaskStatus
+
+SIMULATOR_API = "embedded simulator"
+# How long the embedded simulator's tasks take: short enough for a demo, long enough
+# that polling by eta is visible.
+EMBEDDED_SIM_TIMES = {"queue_s": 1.0, "generation_s": 2.0}
+REHEARSAL_BALANCE_USD = 100.0  # what the rehearsal's account check shows
+
+
+@contextlib.contextmanager
+def embedded_api(state: RunState, api_key: str) -> Iterator[str]:
+    """Start the embedded simulator; yields its base URL. It starts empty, so tasks an
+    earlier (crashed) process created there are adopted and a resumed rehearsal
+    finishes them. A fresh folder's first submits meet a 429 and a 503: the recovery
+    a real night needs, shown."""
+    config = SimConfig(
+        api_key=api_key, seed=7, balance_usd=REHEARSAL_BALANCE_USD, **EMBEDDED_SIM_TIMES
+    )
+    with simulator_in_thread(config) as sim:
+        for record in state.tasks([*IN_FLIGHT, TaskStatus.STALLED, TaskStatus.SUCCEEDED]):
+            if record.task_id and not record.video_path:
+                sim.adopt(record.task_id, record.request_json)
+        if not state.sent_count():
+            sim.script("submit", "429", "503")
+        yield sim.base_url
