@@ -29,7 +29,7 @@ from runner import manifest as manifests
 from runner.account import AccountCheck, Balance, check_account, record_balance, tasks_covered
 from runner.client import DEFAULT_BASE_URL, NovitaClient
 from runner.engine import EngineConfig, RunOutcome, run_engine
-from runner.errors import Interrupted, KlingBatchError, LedgerLost, ManifestError, RunFolderError
+from runner.errors import FolderChanged, Interrupted, KlingBatchError, ManifestError, RunFolderError
 from runner.folder import RunFolder, require_ledger
 from runner.limits import EndpointLimiter, Rate
 from runner.lock import lock_holder
@@ -580,8 +580,8 @@ def _execute(
         write_reports(state, run_dir)
         _print_resume_hint(run_dir, "stopped at once")
         return EXIT_INTERRUPTED
-    if isinstance(outcome.stop_error, LedgerLost):
-        return _ledger_lost(state, run_dir, outcome)
+    if isinstance(outcome.stop_error, FolderChanged):
+        return _folder_changed(state, run_dir, outcome)
     if balance is not None:
         record_balance(state.meta(), state.set_meta, balance)
     missing = state.missing_videos() if config.download else 0
@@ -620,7 +620,7 @@ async def _run(
             return outcome, balance
 
 
-def _ledger_lost(state: RunState, run_dir: Path, outcome: RunOutcome) -> int:
+def _folder_changed(state: RunState, run_dir: Path, outcome: RunOutcome) -> int:
     """The ledger was deleted or replaced under the run: save this process's copy (all
     it knows of what was paid for), put it back if the place is free, and say so."""
     print(f"stopped: {outcome.stopped_by}", file=sys.stderr)

@@ -20,7 +20,7 @@ from types import ModuleType
 
 from jobs import kling_i2v
 from runner.client import NovitaClient
-from runner.errors import LedgerLost
+from runner.errors import FolderChanged
 from runner.fetch import Fetcher
 from runner.limits import EndpointLimiter, Rate
 from runner.poll import PollPolicy, PollScheduler
@@ -235,7 +235,7 @@ async def _watch_folder(
         state.flush()
         problem = state.file_problem() or (guard() if guard else None)
         if problem:
-            stop.trip(problem, LedgerLost(problem))
+            stop.trip(problem, FolderChanged(problem))
             return
 
 

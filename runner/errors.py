@@ -109,13 +109,13 @@ class FolderLocked(RunFolderError):
     """Another process holds the run folder: two runners on one ledger pay twice."""
 
 
-class LedgerLost(KlingBatchError):
-    """The ledger file was deleted or replaced while this run held it. Stop: a run that
-    goes on without its ledger cannot keep the money rules, and a later run would not
-    know what was paid for."""
+class FolderChanged(KlingBatchError):
+    """The ledger file (or the lock file) was deleted or replaced while this run held
+    it. Stop: a run that goes on without its ledger cannot keep the money rules, a
+    later run would not know what was paid for, and without its lock file a second run
+    could start beside this one."""
 
     stops_run = True
-    hint = "the ledger was saved from this process (see above)"
 
 
 class ApiUnreachable(KlingBatchError):

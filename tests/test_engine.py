@@ -3,6 +3,7 @@ report, and running again. Faults are scripted or seeded, so no test depends on 
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import textwrap
 import types
@@ -15,6 +16,7 @@ from PIL import Image
 from jobs import kling_i2v
 from runner.client import NovitaClient
 from runner.engine import EngineConfig, RunOutcome, run_engine
+from runner.errors import ApiUnreachable, FolderChanged
 from runner.limits import Rate
 from runner.manifest import load
 from runner.plan import plan
@@ -374,3 +376,44 @@ def test_the_image_is_read_once_per_run_of_tasks_and_again_when_it_changes(tmp_p
     assert len(reads) == 2
     url = kling_i2v.Request(image="https://example.com/a.png", prompt="p")
     assert submitter._image_payload(url) == "https://example.com/a.png"
+
+
+async def test_a_base_url_where_nothing_answers_stops_the_run_instead_of_retrying_all_night(
+    start_sim, tmp_path
+):
+    sim = await start_sim()
+    base_url = sim.base_url
+    await sim.stop()  # nothing listens there any more
+    state = RunState.open(tmp_path / "run")
+    state.sync_plan(plan(load(simple_manifest(tmp_path, 3))).tasks)
+    config = fast_engine_config(unreachable_after_s=0.3)
+    async with NovitaClient(base_url, SIM_KEY) as client:
+        outcome = await run_engine(state, client, tmp_path / "run", config)
+    assert isinstance(outcome.stop_error, ApiUnreachable)
+    assert outcome.stopped_by.startswith(f"nothing answers at {base_url}")
+    assert state.counts() == {"pending": 3}  # resumable: nothing was (or may have been) sent
+
+
+async def test_a_run_whose_guard_reports_a_problem_stops(sim, tmp_path):
+    """The CLI's guard says when run.lock was removed: a second run could then start."""
+    sim.hold()
+    state = RunState.open(tmp_path / "run")
+    state.sync_plan(plan(load(simple_manifest(tmp_path, 2))).tasks)
+    problems: list[str] = []
+    async with NovitaClient(sim.base_url, SIM_KEY) as client:
+        engine = asyncio.create_task(
+            run_engine(
+                state,
+                client,
+                tmp_path / "run",
+                fast_engine_config(),
+                guard=lambda: problems[0] if problems else None,
+            )
+        )
+        while sim.stats.tasks_created < 2:
+            await asyncio.sleep(0.01)
+        problems.append("run.lock was removed")
+        outcome = await asyncio.wait_for(engine, 10)
+    assert outcome.stopped_by == "run.lock was removed"
+    assert isinstance(outcome.stop_error, FolderChanged)
+    assert {r.status for r in state.tasks()} <= {TaskStatus.QUEUED, TaskStatus.PROCESSING}
