@@ -60,12 +60,15 @@ async def check_account(
 ) -> AccountCheck:
     """The key works and something answers at the base URL, or a typed error:
     :class:`AuthError` (exit 3, before any submit) or :class:`ApiUnreachable`."""
-    for delay in (*retry_delays_s, None):
+    for tries, delay in enumerate((*retry_delays_s, None), start=1):
         try:
             return await _read_balance(client)
         except TransportError as exc:
             if delay is None:
-                raise ApiUnreachable(f"nothing answers at {client.base_url}: {exc}") from None
+                raise ApiUnreachable(
+                    f"nothing answers at {client.base_url} ({tries} tries over "
+                    f"{sum(retry_delays_s):.0f}s; last: {exc})"
+                ) from None
             await asyncio.sleep(delay)
     raise AssertionError("unreachable")  # the loop returns or raises
 

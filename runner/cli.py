@@ -772,7 +772,7 @@ def _print_balance(summary: RunSummary) -> None:
         return
     line = f"  balance ${summary.balance_latest_usd:,.2f} at {_clock(summary.balance_latest_at)}"
     measured = summary.measured_spend_usd
-    if measured is not None and summary.balance_first_usd is not None:
+    if measured and summary.balance_first_usd is not None:
         line += (
             f" (${summary.balance_first_usd:,.2f} at the first run): the account went down "
             f"${measured:,.2f}; an upper bound if anything else used the account meanwhile"

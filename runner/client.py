@@ -184,7 +184,7 @@ class NovitaClient:
                 text = (await resp.read()).decode("utf-8", "replace")
                 status, headers = resp.status, resp.headers
         except (TimeoutError, aiohttp.ClientError) as exc:
-            raise TransportError(f"no answer from {self.base_url}: {_describe(exc)}") from None
+            raise TransportError(_describe(exc)) from None  # the caller names the URL
         if status == 200:
             data = _json(text)
             if not data:

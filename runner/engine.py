@@ -48,7 +48,7 @@ class EngineConfig:
     progress_every_s: float = 30.0
     budget_usd: float | None = None  # estimated spend of the whole run folder
     # Connection failures (nothing answers at the base URL) for this long stop the run.
-    unreachable_after_s: float = 45.0
+    unreachable_after_s: float = 30.0
 
 
 @dataclass(frozen=True)

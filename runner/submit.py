@@ -69,7 +69,7 @@ class Submitter:
         max_rate_limited: int = 50,
         retry_base_s: float = 1.0,
         budget: Budget | None = None,
-        unreachable_after_s: float = 45.0,
+        unreachable_after_s: float = 30.0,
     ):
         self.state = state
         self.client = client
