@@ -28,6 +28,7 @@ from pathlib import Path
 from runner import manifest as manifests
 from runner.account import AccountCheck, Balance, check_account, record_balance, tasks_covered
 from runner.client import DEFAULT_BASE_URL, NovitaClient
+from runner.crash import EXIT_INTERNAL, keep_traceback, machine_problem
 from runner.engine import EngineConfig, RunOutcome, run_engine
 from runner.errors import FolderChanged, Interrupted, KlingBatchError, ManifestError, RunFolderError
 from runner.folder import RunFolder, require_ledger
@@ -60,6 +61,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\ninterrupted: state is saved; `kling-batch resume DIR` continues", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except Exception as exc:  # the last line of defence: no traceback reaches a user
+        return _unexpected(exc, args)
+
+
+def _unexpected(exc: BaseException, args: argparse.Namespace) -> int:
+    folder = getattr(args, "run_dir", None) or getattr(args, "out", None)
+    problem = machine_problem(exc)
+    if problem is not None:
+        print(f"stopped: {problem}", file=sys.stderr)
+        if folder is not None:
+            _print_resume_hint(Path(folder), "once that is mended")
+        return EXIT_STOPPED
+    kept = keep_traceback(exc)
+    print(
+        f"internal error: {type(exc).__name__}: {exc}\n"
+        f"  the traceback is in {kept}; the ledger keeps what was paid for, so resume is "
+        "safe once this is mended",
+        file=sys.stderr,
+    )
+    return EXIT_INTERNAL
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -559,7 +580,15 @@ def _confirm_spend(
         print("refusing to spend without --yes when there is no terminal to ask", file=sys.stderr)
         return False
     question = "submit anyway? [y/N] " if short else "submit these tasks? [y/N] "
-    return input(question).strip().lower() in ("y", "yes")
+    try:
+        answer = input(question)
+    except (EOFError, KeyboardInterrupt):  # Ctrl-D or Ctrl-C at the question: a "no"
+        answer = ""
+        print()
+    if answer.strip().lower() in ("y", "yes"):
+        return True
+    print("declined: nothing was sent", file=sys.stderr)
+    return False
 
 
 def _execute(
@@ -704,7 +733,7 @@ def exit_code_for(counts: dict[str, int]) -> int:
 def _read_folder(run_dir: Path) -> RunState:
     """A run folder for reading: no lock is taken, so this works while a run holds it."""
     require_ledger(run_dir)
-    return RunState.open(run_dir)
+    return RunState.open(run_dir, read_only=True)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -806,4 +835,12 @@ def cmd_sim(args: argparse.Namespace) -> int:
         asyncio.run(serve_forever(config, args.host, args.port, args.media_port))
     except KeyboardInterrupt:
         print("simulator stopped")
+    except OSError as exc:  # the port is taken, or not ours to bind
+        print(
+            f"error: the simulator cannot listen on {args.host}:{args.port} "
+            f"(or media port {args.media_port}): {exc.strerror or exc}\n"
+            "  choose another with --port (and --media-port), or stop what uses it",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
     return EXIT_OK

@@ -5,6 +5,7 @@ it asks for exactly what the manifest asks for. Every refusal is a
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -67,8 +68,13 @@ class RunFolder:
     def __enter__(self) -> RunFolder:
         return self
 
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
+    def __exit__(self, exc_type: object, *exc_info: object) -> None:
+        if exc_type is None:
+            self.close()
+            return
+        with contextlib.suppress(Exception):  # keep the error that is on its way out
+            self.close()
+        self.lock.release()
 
     def guard(self) -> str | None:
         """For the engine's watch: the lock file must stay the one this run holds."""

@@ -29,7 +29,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from runner.errors import FolderLocked
+from runner.errors import FolderLocked, RunFolderError
 
 LOCK_FILE = "run.lock"
 ACQUIRE_PATIENCE_S = 0.5  # a reader's test holds the lock for microseconds
@@ -60,9 +60,15 @@ class RunFolderLock:
     @classmethod
     def acquire(cls, run_dir: Path, command: str | None = None) -> RunFolderLock:
         """Take the folder or raise :class:`FolderLocked` naming who has it."""
-        run_dir.mkdir(parents=True, exist_ok=True)
         path = run_dir / LOCK_FILE
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            raise RunFolderError(
+                f"{run_dir} cannot be written ({exc.strerror}): a run keeps its ledger and "
+                "lock there; make it writable, or use --out for another folder"
+            ) from None
         deadline = time.monotonic() + ACQUIRE_PATIENCE_S
         while True:
             try:

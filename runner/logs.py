@@ -65,6 +65,14 @@ def setup_logging(
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+def run_log_path() -> Path | None:
+    """The ``run.log`` this process writes to, if :func:`setup_logging` gave it one."""
+    for handler in logging.getLogger().handlers:
+        if getattr(handler, _OURS, False) and isinstance(handler, logging.FileHandler):
+            return Path(handler.baseFilename)
+    return None
+
+
 def console_to(stream: IO[str], level: int = logging.WARNING) -> Callable[[], None]:
     """Point our console handler at ``stream`` (a live display's, so records print above
     it) and quiet it to ``level`` (the panel shows progress; run.log keeps everything).
@@ -74,7 +82,10 @@ def console_to(stream: IO[str], level: int = logging.WARNING) -> Callable[[], No
         if getattr(handler, _OURS, False) and isinstance(handler, logging.StreamHandler):
             if isinstance(handler, logging.FileHandler):
                 continue
-            changed.append((handler, handler.setStream(stream), handler.level))
+            # Save the stream itself: setStream returns None when it is already ``stream``
+            # (a live panel on stderr), and restoring None breaks every later record.
+            changed.append((handler, handler.stream, handler.level))
+            handler.setStream(stream)
             handler.setLevel(max(handler.level, level))
 
     def restore() -> None:

@@ -154,7 +154,7 @@ class TaskRecord:
         )
 
 
-_COLUMNS = ", ".join(f.name for f in fields(TaskRecord))
+_FIELD_NAMES = tuple(f.name for f in fields(TaskRecord))
 
 
 @dataclass(frozen=True)
@@ -171,23 +171,29 @@ class SyncResult:
 class RunState:
     """The ledger of one run folder. Not thread-safe; use it from the event loop only."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, *, read_only: bool = False):
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(path, isolation_level=None, timeout=30)
+        if read_only:
+            self._db = _connect_read_only(path)
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(path, isolation_level=None, timeout=30)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.executescript(_SCHEMA)
+            _add_missing_columns(self._db)
         self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(_SCHEMA)
-        _add_missing_columns(self._db)
+        self._columns = _select_list(self._db)
         self._inode = os.stat(path).st_ino
         self._closed = False
         self._deferred_writes = 0
         self._deferred_since = 0.0
 
     @classmethod
-    def open(cls, run_dir: Path) -> RunState:
-        return cls(run_dir / STATE_FILE)
+    def open(cls, run_dir: Path, *, read_only: bool = False) -> RunState:
+        """The folder's ledger; ``read_only`` for readers (``status``, ``report``), which
+        then work on a folder they may not write, and never change the file."""
+        return cls(run_dir / STATE_FILE, read_only=read_only)
 
     def close(self) -> None:
         """Commit what is deferred and close; a second call does nothing."""
@@ -285,7 +291,7 @@ class RunState:
     # --- reading ---------------------------------------------------------------
 
     def tasks(self, statuses: Sequence[TaskStatus] | None = None) -> list[TaskRecord]:
-        query = f"SELECT {_COLUMNS} FROM tasks"
+        query = f"SELECT {self._columns} FROM tasks"
         args: list[str] = []
         if statuses:
             query += f" WHERE status IN ({', '.join('?' * len(statuses))})"
@@ -295,7 +301,7 @@ class RunState:
 
     def get(self, task_key: str) -> TaskRecord:
         row = self._db.execute(
-            f"SELECT {_COLUMNS} FROM tasks WHERE task_key = ?", (task_key,)
+            f"SELECT {self._columns} FROM tasks WHERE task_key = ?", (task_key,)
         ).fetchone()
         if row is None:
             raise KeyError(task_key)
@@ -649,6 +655,32 @@ def _add_missing_columns(db: sqlite3.Connection) -> None:
 
 
 _ADDED_COLUMNS = (("last_answer_at", "REAL"),)
+
+
+def _select_list(db: sqlite3.Connection) -> str:
+    """Every TaskRecord field; NULL for a column an old ledger opened read-only lacks."""
+    present = {row[1] for row in db.execute("PRAGMA table_info(tasks)")}
+    return ", ".join(n if n in present else f"NULL AS {n}" for n in _FIELD_NAMES)
+
+
+def _connect_read_only(path: Path) -> sqlite3.Connection:
+    """Read a ledger without writing anything, even on a read-only folder.
+
+    A ledger closed cleanly has no WAL file beside it, and is read as ``immutable``:
+    nothing is created next to it. One with a WAL (a live run, or one that crashed) is
+    read with ``mode=ro``, which sees the WAL's latest commits; where that cannot work
+    (a read-only folder without the WAL index), the file alone is read."""
+    if not path.is_file():
+        raise FileNotFoundError(path)
+    uri = path.resolve().as_uri()
+    if Path(f"{path}-wal").exists():
+        db = sqlite3.connect(f"{uri}?mode=ro", uri=True, isolation_level=None)
+        try:
+            db.execute("SELECT COUNT(*) FROM tasks").fetchone()
+            return db
+        except sqlite3.OperationalError:
+            db.close()
+    return sqlite3.connect(f"{uri}?immutable=1", uri=True, isolation_level=None)
 
 
 def _record(row: sqlite3.Row) -> TaskRecord:

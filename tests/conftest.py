@@ -83,9 +83,15 @@ def wait_until(condition: Callable[[], object], timeout_s: float = 20.0, what: s
         time.sleep(0.005)
 
 
-def runner_process(args: list[str], sim: Simulator, cwd: Path) -> subprocess.Popen[str]:
+def runner_process(
+    args: list[str],
+    sim: Simulator,
+    cwd: Path,
+    preexec_fn: Callable[[], None] | None = None,
+) -> subprocess.Popen[str]:
     """``kling-batch ARGS`` as a separate process pointed at ``sim``: a process the test
-    can interrupt or kill -9, as a user's shell or the OOM killer would."""
+    can interrupt or kill -9, as a user's shell or the OOM killer would.
+    ``preexec_fn`` sets the child's limits (e.g. how much it may write)."""
     env = {**os.environ, "NOVITA_BASE_URL": sim.base_url, "NOVITA_API_KEY": SIM_KEY}
     return subprocess.Popen(
         [sys.executable, "-m", "runner", *args],
@@ -94,6 +100,7 @@ def runner_process(args: list[str], sim: Simulator, cwd: Path) -> subprocess.Pop
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=preexec_fn,
     )
 
 
