@@ -15,6 +15,7 @@ import difflib
 import hashlib
 import io
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -110,7 +111,23 @@ _REQUEST_FIELDS = tuple(f.name for f in fields(Request))
 
 
 def is_url(value: str) -> bool:
-    return value.startswith(("http://", "https://"))
+    """An http(s) URL; the scheme is case-insensitive (``HTTPS://`` is a URL too)."""
+    return value[:8].lower().startswith(("http://", "https://"))
+
+
+# Any other scheme (ftp://, s3://, file://) is neither a URL the API fetches nor a path.
+_OTHER_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def check_image_reference(value: str) -> list[FieldProblem]:
+    """An image given as a URL of another scheme is a problem, not a local path."""
+    if _OTHER_SCHEME.match(value) and not is_url(value):
+        return [
+            FieldProblem(
+                "image", value, "only http(s) URLs and local files: the API cannot fetch this"
+            )
+        ]
+    return []
 
 
 # --- coercion: manifest values (YAML-typed or CSV strings) -> typed values ---------
@@ -226,14 +243,31 @@ def check_fields(values: Mapping[str, Any]) -> tuple[dict[str, Any], list[FieldP
     return typed, problems
 
 
-def warnings_for(request: Request) -> list[FieldProblem]:
+def warnings_for(request: Request, image: ImageFacts | None = None) -> list[FieldProblem]:
     """Things that are allowed but probably not what the user meant."""
     found = []
+    if image is not None and image.shown_width and image.shown_height:
+        shown = _orientation(image.shown_width, image.shown_height)
+        stored = _orientation(image.width, image.height)
+        wanted = {"16:9": "landscape", "9:16": "portrait"}.get(request.aspect_ratio)
+        if wanted and shown != stored and shown != wanted:
+            found.append(
+                FieldProblem(
+                    "image",
+                    f"{image.width}x{image.height} shown {image.shown_width}x{image.shown_height}",
+                    f"its EXIF orientation shows it {shown}, but aspect_ratio is "
+                    f"{request.aspect_ratio} ({wanted}): check which way the video should go",
+                )
+            )
     if request.voice_list and not request.sound:
         found.append(
             FieldProblem("voice_list", list(request.voice_list), "voices are ignored: sound is off")
         )
     return found
+
+
+def _orientation(width: int, height: int) -> str:
+    return "landscape" if width > height else "portrait" if height > width else "square"
 
 
 def _as_text(name: str, value: Any) -> str | FieldProblem:
@@ -280,6 +314,8 @@ class ImageFacts:
     height: int
     size_bytes: int
     sha256: str
+    shown_width: int = 0  # as a viewer shows it (after EXIF orientation)
+    shown_height: int = 0
 
 
 def check_image_bytes(data: bytes) -> tuple[ImageFacts | None, list[FieldProblem]]:
@@ -297,6 +333,7 @@ def check_image_bytes(data: bytes) -> tuple[ImageFacts | None, list[FieldProblem
     try:
         with Image.open(io.BytesIO(data)) as img:
             fmt, (width, height) = img.format or "", img.size
+            shown = _shown_size(img)
     except (UnidentifiedImageError, OSError, ValueError):
         problems.append(
             FieldProblem(
@@ -304,6 +341,9 @@ def check_image_bytes(data: bytes) -> tuple[ImageFacts | None, list[FieldProblem
             )
         )
         return None, problems
+    damage = _decode_problem(data)
+    if damage:
+        problems.append(FieldProblem("image", None, damage, "INVALID_IMAGE_FORMAT"))
     if fmt not in IMAGE_FORMATS:
         problems.append(
             FieldProblem(
@@ -335,8 +375,37 @@ def check_image_bytes(data: bytes) -> tuple[ImageFacts | None, list[FieldProblem
         height=height,
         size_bytes=len(data),
         sha256=hashlib.sha256(data).hexdigest(),
+        shown_width=shown[0],
+        shown_height=shown[1],
     )
     return facts, problems
+
+
+def _decode_problem(data: bytes) -> str | None:
+    """Decode the whole image once: a header can be fine while the data is cut short
+    (a copy that stopped early), and the API would take the task and fail it, paid."""
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            img.verify()
+        with Image.open(io.BytesIO(data)) as img:
+            img.load()
+    except Exception as exc:  # Pillow raises many kinds for damaged data
+        return f"is damaged or cut short ({exc}): export it again"
+    return None
+
+
+# EXIF orientations that turn the picture by 90 degrees when it is shown.
+_TURNED = frozenset({5, 6, 7, 8})
+
+
+def _shown_size(img: Image.Image) -> tuple[int, int]:
+    """The size as a viewer shows it: EXIF orientation can turn the stored picture."""
+    try:
+        orientation = img.getexif().get(0x0112)
+    except Exception:  # a damaged EXIF block: show it as stored
+        orientation = None
+    width, height = img.size
+    return (height, width) if orientation in _TURNED else (width, height)
 
 
 def check_image_file(path: Path) -> tuple[ImageFacts | None, list[FieldProblem]]:

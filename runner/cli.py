@@ -178,7 +178,7 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("--error-503-rate", type=float, default=0.0)
     sim.add_argument("--drop-after-create-rate", type=float, default=0.0)
     sim.add_argument(
-        "--submit-limit", type=Rate.parse, help="server-side limit, e.g. 20/min (429 beyond)"
+        "--submit-limit", type=_rate, help="server-side limit, e.g. 20/min (429 beyond)"
     )
     sim.add_argument(
         "--balance-usd", type=float, help="the account's balance; each task's price is deducted"
@@ -210,20 +210,48 @@ def _seconds_window(text: str) -> tuple[float, float]:
         ) from None
 
 
+def _rate(text: str) -> Rate:
+    try:
+        return Rate.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _usd(text: str) -> float:
+    """A budget: zero or more dollars, or ``inf`` to lift it."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:  # also refuses nan
+        raise argparse.ArgumentTypeError(
+            f"a budget is dollars, 0 or more (e.g. 25 or 12.50; inf lifts it), not {text!r}"
+        )
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"seconds, more than 0 (e.g. 1800), not {text!r}")
+    return value
+
+
 def _add_engine_options(parser: argparse.ArgumentParser) -> None:
     """Options of every command that spends. They default to None so that ``resume``
     and ``rerun`` can tell "not given" (use what the run folder saved) from a value."""
     parser.add_argument("--yes", action="store_true", help="spend without asking")
     parser.add_argument(
         "--budget",
-        type=float,
+        type=_usd,
         metavar="USD",
         help="stop submitting before the run folder's estimated spend would pass this",
     )
-    parser.add_argument(
-        "--submit-rate", type=Rate.parse, help=f"default {RUN_DEFAULTS['submit_rate']}"
-    )
-    parser.add_argument("--poll-rate", type=Rate.parse, help=f"default {RUN_DEFAULTS['poll_rate']}")
+    parser.add_argument("--submit-rate", type=_rate, help=f"default {RUN_DEFAULTS['submit_rate']}")
+    parser.add_argument("--poll-rate", type=_rate, help=f"default {RUN_DEFAULTS['poll_rate']}")
     parser.add_argument(
         "--no-download",
         action="store_const",
@@ -232,20 +260,20 @@ def _add_engine_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--task-timeout",
-        type=float,
+        type=_seconds,
         metavar="SECONDS",
         help=f"per-task deadline (default {RUN_DEFAULTS['task_timeout']:g})",
     )
     parser.add_argument(
         "--first-poll-s",
-        type=float,
+        type=_seconds,
         metavar="SECONDS",
         help="first look at a new task; later polls follow its eta "
         f"(default {RUN_DEFAULTS['first_poll_s']:g})",
     )
     parser.add_argument(
         "--progress-every",
-        type=float,
+        type=_seconds,
         metavar="SECONDS",
         help="without a terminal, a progress line this often "
         f"(default {RUN_DEFAULTS['progress_every']:g}; a terminal gets a live panel)",

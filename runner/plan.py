@@ -121,10 +121,10 @@ def _plan_one(
     job: ModuleType,
 ) -> PlannedTask | None:
     typed, field_problems = job.check_fields(spec.values)
-    image_ref, image_sha = None, None
+    image_ref, facts = None, None
     raw_image = spec.values.get("image")
     if isinstance(raw_image, str) and raw_image.strip():
-        image_ref, image_sha, image_problems = _check_image(
+        image_ref, facts, image_problems = _check_image(
             raw_image.strip(), base_dir, image_cache, job
         )
         field_problems += image_problems
@@ -140,14 +140,14 @@ def _plan_one(
     request = job.Request(image=image_ref, **typed)
     if "sound" not in typed and request.sound:
         result.sound_by_default += 1
-    result.warnings.extend(_locate(spec, w) for w in job.warnings_for(request))
+    result.warnings.extend(_locate(spec, w) for w in job.warnings_for(request, facts))
     return PlannedTask(
         key=spec.key,
         row_id=spec.row_id,
         source=spec.source,
         image=raw_image.strip(),
         request=request,
-        fingerprint=job.fingerprint(request, image_sha),
+        fingerprint=job.fingerprint(request, facts.sha256 if facts else None),
         est_cost_usd=job.estimate_cost(request, prices),
         video_name=video_file_name(spec.key),
     )
@@ -155,12 +155,14 @@ def _plan_one(
 
 def _check_image(
     raw: str, base_dir: Path, cache: dict, job: ModuleType
-) -> tuple[str | None, str | None, list[FieldProblem]]:
+) -> tuple[str | None, kling_i2v.ImageFacts | None, list[FieldProblem]]:
     """Check an image once per distinct reference: a big batch names a few images many
     times, and resolving a path costs more than checking a cached answer."""
     if raw not in cache:
         if job.is_url(raw):
             cache[raw] = (raw, None, job.check_image_url(raw))
+        elif problems := job.check_image_reference(raw):
+            cache[raw] = (None, None, problems)
         else:
             path = Path(raw).expanduser()
             if not path.is_absolute():
@@ -168,10 +170,10 @@ def _check_image(
             path = path.resolve()
             if path not in cache:  # two spellings of one file share its check
                 facts, problems = job.check_image_file(path)
-                cache[path] = (str(path), facts.sha256 if facts else None, problems)
+                cache[path] = (str(path), facts, problems)
             cache[raw] = cache[path]
-    reference, sha256, problems = cache[raw]
-    return reference, sha256, list(problems)
+    reference, facts, problems = cache[raw]
+    return reference, facts, list(problems)
 
 
 def _locate(spec: TaskSpec, problem: FieldProblem) -> Problem:

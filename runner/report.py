@@ -29,6 +29,10 @@ from runner.status import RunSummary, summarize
 REPORT_CSV = "report.csv"
 REPORT_HTML = "report.html"
 REPORT_JSONL = "report.jsonl"
+# report.csv for spreadsheet programs: the same rows with a BOM (so Excel reads UTF-8,
+# and CJK prompts are not garbled) and no cell that a spreadsheet would run as a formula.
+REPORT_EXCEL_CSV = "report-excel.csv"
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 THUMB_PX = 160
 
 COLUMNS = [
@@ -109,6 +113,7 @@ def write_reports(state: RunState, run_dir: Path, formats: Sequence[str] = ()) -
         run_dir / REPORT_CSV, run_dir / REPORT_HTML, failed.yaml if failed else None
     )
     write_text_atomically(files.csv, frame.to_csv(index=False))
+    write_text_atomically(run_dir / REPORT_EXCEL_CSV, for_spreadsheets(frame))
     if "jsonl" in formats:
         write_text_atomically(
             run_dir / REPORT_JSONL, frame.to_json(orient="records", lines=True, force_ascii=False)
@@ -117,6 +122,17 @@ def write_reports(state: RunState, run_dir: Path, formats: Sequence[str] = ()) -
     page = render_html(frame, summary, run_dir.name, _thumbnails(records))
     write_text_atomically(files.html, page)
     return files
+
+
+def for_spreadsheets(frame: pd.DataFrame) -> str:
+    """``report.csv`` as a spreadsheet should open it. A text cell that starts like a
+    formula (``=``, ``+``, ``-``, ``@``) gets a leading apostrophe, the usual defence
+    against CSV formula injection: a prompt such as ``=HYPERLINK(...)`` stays text.
+    ``report.csv`` itself is left exact, for pandas and scripts."""
+    safe = frame.map(
+        lambda v: f"'{v}" if isinstance(v, str) and v.startswith(_FORMULA_STARTS) else v
+    )
+    return "\ufeff" + safe.to_csv(index=False)
 
 
 def _thumbnails(records: Sequence[TaskRecord]) -> dict[str, str]:
@@ -210,7 +226,8 @@ def _card(row: dict, thumb: str | None) -> str:
     error = f'<p class="error">{e(row["error"])}</p>' if row["error"] else ""
     timing = f" · {row['generation_s']} s" if row["generation_s"] is not None else ""
     searchable = " ".join(
-        str(row[c] or "") for c in ("task_key", "prompt", "error", "task_id", "row_id", "image")
+        str(row[c] or "")
+        for c in ("task_key", "prompt", "negative_prompt", "error", "task_id", "row_id", "image")
     ).lower()
     return f"""<article class="card" data-status="{e(status)}" data-text="{e(searchable)}">
   <div class="media">{media}</div>
@@ -273,10 +290,11 @@ dl.summary dd {{ margin: 0; font-weight: 600; }}
 .thumb {{ width: 72px; height: 72px; object-fit: cover; border-radius: .3em; flex: none; }}
 .thumb.missing {{ background: #ddd; font-size: .7em; color: #666; display: flex;
   align-items: center; justify-content: center; text-align: center; }}
-.prompt {{ margin: 0; }}
+.prompt {{ margin: 0; white-space: pre-wrap; overflow-wrap: anywhere; min-width: 0; }}
+.settings {{ overflow-wrap: anywhere; }}
 .settings, .meta {{ color: #555; font-size: .85em; margin: .3em 0; }}
 .error {{ color: #a11; background: #fdecec; padding: .4em .6em; border-radius: .3em;
-  margin: .4em 0; word-break: break-word; }}
+  margin: .4em 0; overflow-wrap: anywhere; white-space: pre-wrap; }}
 .badge {{ display: inline-block; padding: .05em .6em; border-radius: 1em; font-size: .8em;
   font-weight: 600; color: #fff; background: #888; }}
 .s-succeeded {{ background: #2a7d3f; }} .s-failed {{ background: #b3261e; }}
