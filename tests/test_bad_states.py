@@ -96,16 +96,24 @@ def test_an_old_ledger_without_the_newest_columns_reads_as_before(manifest, thre
 
 
 class _Terminal(io.StringIO):
-    """A terminal whose user presses Ctrl-D at once."""
+    """A terminal whose user answers the question with ``key`` (Ctrl-D or Ctrl-C)."""
+
+    def __init__(self, key: type[BaseException]):
+        super().__init__("")
+        self.key = key
 
     def isatty(self) -> bool:
         return True
 
+    def readline(self, *args: object) -> str:
+        raise self.key
 
-def test_ctrl_d_at_the_question_declines_and_sends_nothing(
-    manifest, threaded_sim, tmp_path, monkeypatch, capsys
+
+@pytest.mark.parametrize("key", [EOFError, KeyboardInterrupt], ids=["ctrl-d", "ctrl-c"])
+def test_ctrl_d_or_ctrl_c_at_the_question_declines_and_sends_nothing(
+    manifest, threaded_sim, tmp_path, monkeypatch, capsys, key
 ):
-    monkeypatch.setattr(sys, "stdin", _Terminal(""))
+    monkeypatch.setattr(sys, "stdin", _Terminal(key))
     no_yes = [a for a in FAST if a != "--yes"]
     assert main(["run", str(manifest), "--out", str(tmp_path / "run"), *no_yes]) == 2
     assert "declined: nothing was sent" in capsys.readouterr().err
