@@ -35,14 +35,15 @@ from runner.folder import RunFolder, require_ledger
 from runner.limits import EndpointLimiter, Rate
 from runner.lock import lock_holder
 from runner.logs import setup_logging
-from runner.plan import Plan, plan
+from runner.plan import Plan, PlannedTask, plan
 from runner.poll import PollPolicy
 from runner.progress import LineProgress, LiveProgress, ProgressSink, progress_line
 from runner.recheck import Recheck, recheck
+from runner.records import TaskRecord, TaskStatus
 from runner.rehearsal import SIMULATOR_API, embedded_api
 from runner.report import write_reports
 from runner.simulator import SimConfig, serve_forever
-from runner.state import STATE_FILE, RunState, TaskRecord, TaskStatus
+from runner.state import STATE_FILE, RunState
 from runner.status import RunSummary, human_duration, summarize
 from runner.stopping import StopSwitch, stop_on_signals
 
@@ -580,7 +581,7 @@ def _confirm_spend(
     balance: Balance | None = None,
 ) -> bool:
     """Show what is about to be spent (pending tasks plus ``extra``) and ask."""
-    to_send = [r.as_planned() for r in [*state.tasks([TaskStatus.PENDING]), *extra]]
+    to_send = [PlannedTask.from_record(r) for r in [*state.tasks([TaskStatus.PENDING]), *extra]]
     if not to_send:
         return True
     simulated = api == SIMULATOR_API

@@ -23,9 +23,11 @@ from runner.client import NovitaClient
 from runner.errors import FolderChanged
 from runner.fetch import Fetcher
 from runner.limits import EndpointLimiter, Rate
+from runner.options import RunOptions
 from runner.poll import PollPolicy, PollScheduler
 from runner.progress import LineProgress, ProgressSink, Snapshot
-from runner.state import DEFERRED_MAX_AGE_S, IN_FLIGHT, RunState, TaskRecord, TaskStatus
+from runner.records import IN_FLIGHT, TaskRecord, TaskStatus
+from runner.state import DEFERRED_MAX_AGE_S, RunState
 from runner.stopping import StopSwitch
 from runner.submit import Budget, Submitter
 
@@ -49,6 +51,20 @@ class EngineConfig:
     budget_usd: float | None = None  # estimated spend of the whole run folder
     # Connection failures (nothing answers at the base URL) for this long stop the run.
     unreachable_after_s: float = 30.0
+
+    @classmethod
+    def from_options(cls, options: RunOptions) -> EngineConfig:
+        """The engine as the user's options set it (the rest are tuned defaults)."""
+        return cls(
+            submit_rate=options.submit_rate,
+            poll_rate=options.poll_rate,
+            download=options.download,
+            budget_usd=options.budget_usd,
+            progress_every_s=options.progress_every_s,
+            poll_policy=PollPolicy(
+                task_timeout_s=options.task_timeout_s, first_delay_s=options.first_poll_s
+            ),
+        )
 
 
 @dataclass(frozen=True)

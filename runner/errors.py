@@ -100,6 +100,11 @@ class ManifestError(KlingBatchError):
         super().__init__("\n".join(str(p) for p in problems))
 
 
+class UsageError(KlingBatchError):
+    """The command cannot run as given (no API key, a malformed option value): nothing
+    was sent."""
+
+
 class RunFolderError(KlingBatchError):
     """A run folder cannot be used as asked (held by another run, not a run folder,
     bound to another API, results without a ledger). Raised before anything is sent."""

@@ -25,7 +25,7 @@ import yaml
 
 from jobs import kling_i2v
 from runner.atomic import write_text_atomically
-from runner.state import TaskRecord, TaskStatus
+from runner.records import TaskRecord, TaskStatus
 
 FAILED_YAML = "failed.yaml"
 FAILED_CSV = "failed.csv"

@@ -13,7 +13,8 @@ from pathlib import Path
 from runner.errors import RunFolderError
 from runner.lock import RunFolderLock
 from runner.plan import PlannedTask
-from runner.state import SETTLED, STATE_FILE, PlanConflict, RunState, SyncResult, TaskRecord
+from runner.records import SETTLED, TaskRecord
+from runner.state import STATE_FILE, PlanConflict, RunState, SyncResult
 
 # What a finished or half-finished run leaves beside its ledger.
 RESULT_FILES = ("report.csv", "report.html", "failed.yaml", "failed.csv", "videos")

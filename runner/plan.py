@@ -17,6 +17,7 @@ from types import ModuleType
 from jobs import kling_i2v
 from jobs.problems import FieldProblem
 from runner.manifest import Manifest, Problem, TaskSpec, expand
+from runner.records import TaskRecord
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -33,6 +34,23 @@ class PlannedTask:
     fingerprint: str
     est_cost_usd: float
     video_name: str
+
+    def request_json(self) -> str:
+        return self.request.to_json()
+
+    @classmethod
+    def from_record(cls, record: TaskRecord, job: ModuleType = kling_i2v) -> PlannedTask:
+        """A ledger task as planned, for the estimates ``resume`` and ``rerun`` show."""
+        return cls(
+            key=record.task_key,
+            row_id=record.row_id,
+            source=record.source,
+            image=record.image,
+            request=job.Request.from_json(record.request_json),
+            fingerprint=record.fingerprint,
+            est_cost_usd=record.est_cost_usd,
+            video_name=record.video_name,
+        )
 
 
 @dataclass

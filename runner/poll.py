@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from runner.client import NovitaClient, TaskResult
 from runner.errors import KlingBatchError, RateLimited, TaskNotFound
 from runner.limits import EndpointLimiter, backoff_delay
-from runner.state import RunState, TaskStatus
+from runner.records import TaskStatus
+from runner.state import RunState
 from runner.stopping import StopSwitch
 
 log = logging.getLogger(__name__)

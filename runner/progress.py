@@ -22,7 +22,7 @@ from rich.table import Table
 from rich.text import Text
 
 from runner.logs import console_to
-from runner.state import FINAL, TaskStatus
+from runner.records import FINAL, TaskStatus
 from runner.status import human_duration
 
 log = logging.getLogger(__name__)

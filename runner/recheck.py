@@ -26,7 +26,8 @@ from runner.client import NovitaClient, TaskResult
 from runner.errors import KlingBatchError, TaskNotFound
 from runner.limits import EndpointLimiter
 from runner.poll import FAILED, SUCCEED
-from runner.state import RunState, TaskRecord, TaskStatus
+from runner.records import TaskRecord, TaskStatus
+from runner.state import RunState
 
 ASKED = frozenset({TaskStatus.FAILED, TaskStatus.STALLED})
 

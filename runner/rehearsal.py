@@ -10,8 +10,9 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 
+from runner.records import IN_FLIGHT, TaskStatus
 from runner.simulator import SimConfig, simulator_in_thread
-from runner.state import IN_FLIGHT, RunState, TaskStatus
+from runner.state import RunState
 
 SIMULATOR_API = "embedded simulator"
 # How long the embedded simulator's tasks take: short enough for a demo, long enough

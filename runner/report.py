@@ -23,7 +23,8 @@ from PIL import Image
 from jobs.kling_i2v import is_url
 from runner.atomic import write_text_atomically
 from runner.failed import write_failed_manifests
-from runner.state import RunState, TaskRecord
+from runner.records import TaskRecord
+from runner.state import RunState
 from runner.status import RunSummary, summarize
 
 REPORT_CSV = "report.csv"

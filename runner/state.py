@@ -22,49 +22,24 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
-from enum import StrEnum
 from pathlib import Path
-from types import ModuleType
 
-from jobs import kling_i2v
-from runner.plan import PlannedTask
+from runner.errors import RunFolderError
+from runner.records import (
+    MAY_HAVE_PAID,
+    AttemptOutcome,
+    Planned,
+    TaskRecord,
+    TaskStatus,
+)
 
 STATE_FILE = "state.sqlite"
+SCHEMA_VERSION = 2  # PRAGMA user_version; see _migrate
 # Deferred (poll-side) writes are committed at least this often: at most this much
 # can be lost to a crash, and all of it is learned again by polling.
 DEFERRED_MAX_WRITES = 200
 DEFERRED_MAX_AGE_S = 0.5
 
-
-class TaskStatus(StrEnum):
-    PENDING = "pending"  # not yet sent
-    SUBMITTING = "submitting"  # committed just before the POST; outcome not yet known
-    QUEUED = "queued"  # the API took it and holds its task id
-    PROCESSING = "processing"  # the API is generating it
-    SUCCEEDED = "succeeded"  # generated (and downloaded, unless --no-download)
-    FAILED = "failed"  # the API said so, or it timed out; reason kept verbatim
-    INVALID = "invalid"  # failed validation, never sent
-    UNKNOWN = "unknown"  # sent, no answer: it may exist and be billed; only rerun --unknown
-    EXPIRED = "expired"  # succeeded, but its video could not be downloaded in time
-    # Its deadline passed while the API still ran it (or polls failed): task id kept,
-    # billed either way; `run`/`resume` poll it again, only `rerun --stalled` resubmits.
-    STALLED = "stalled"
-    RETIRED = "retired"  # pending, but no longer in the manifest: never sent, never will be
-
-
-IN_FLIGHT = frozenset({TaskStatus.QUEUED, TaskStatus.PROCESSING})
-FINAL = frozenset(
-    {
-        TaskStatus.SUCCEEDED,
-        TaskStatus.FAILED,
-        TaskStatus.INVALID,
-        TaskStatus.UNKNOWN,
-        TaskStatus.EXPIRED,
-        TaskStatus.RETIRED,
-    }
-)
-# What this run cannot finish by itself: final, or stalled (a later run polls it again).
-SETTLED = FINAL | {TaskStatus.STALLED}
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -114,47 +89,8 @@ CREATE TABLE IF NOT EXISTS events (
 """
 
 
-@dataclass(frozen=True)
-class TaskRecord:
-    """One row of the ``tasks`` table."""
-
-    task_key: str
-    position: int
-    row_id: str
-    source: str
-    image: str
-    request_json: str
-    fingerprint: str
-    est_cost_usd: float
-    video_name: str
-    status: TaskStatus
-    task_id: str | None
-    attempts: int
-    error: str | None
-    video_url: str | None
-    video_url_expires_at: float | None
-    video_path: str | None
-    submitted_at: float | None
-    finished_at: float | None
-    generation_s: float | None
-    updated_at: float
-    last_answer_at: float | None  # when the API last answered about it (kept for stalled)
-
-    def as_planned(self, job: ModuleType = kling_i2v) -> PlannedTask:
-        """The task as planned, for estimates shown by ``resume`` and ``rerun``."""
-        return PlannedTask(
-            key=self.task_key,
-            row_id=self.row_id,
-            source=self.source,
-            image=self.image,
-            request=job.Request.from_json(self.request_json),
-            fingerprint=self.fingerprint,
-            est_cost_usd=self.est_cost_usd,
-            video_name=self.video_name,
-        )
-
-
 _FIELD_NAMES = tuple(f.name for f in fields(TaskRecord))
+_MAY_HAVE_PAID = ", ".join(f"'{outcome}'" for outcome in MAY_HAVE_PAID)
 
 
 @dataclass(frozen=True)
@@ -180,8 +116,12 @@ class RunState:
             self._db = sqlite3.connect(path, isolation_level=None, timeout=30)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
-            self._db.executescript(_SCHEMA)
-            _add_missing_columns(self._db)
+            try:
+                self._db.executescript(_SCHEMA)
+                _migrate(self._db, path)
+            except BaseException:
+                self._db.close()
+                raise
         self._db.row_factory = sqlite3.Row
         self._columns = _select_list(self._db)
         self._inode = os.stat(path).st_ino
@@ -326,7 +266,7 @@ class RunState:
     def sent_count(self) -> int:
         """Attempts that reached (or may have reached) the API: what binds a folder to it."""
         row = self._db.execute(
-            "SELECT COUNT(*) FROM attempts WHERE outcome IN ('created', 'unknown', 'sending')"
+            f"SELECT COUNT(*) FROM attempts WHERE outcome IN ({_MAY_HAVE_PAID})"
         ).fetchone()
         return row[0]
 
@@ -338,13 +278,13 @@ class RunState:
         row = self._db.execute(
             "SELECT COALESCE(SUM(t.est_cost_usd), 0) FROM attempts a "
             "JOIN tasks t ON t.task_key = a.task_key "
-            "WHERE a.outcome IN ('created', 'unknown', 'sending')"
+            f"WHERE a.outcome IN ({_MAY_HAVE_PAID})"
         ).fetchone()
         return float(row[0])
 
     # --- planning ---------------------------------------------------------------
 
-    def sync_plan(self, planned: Sequence[PlannedTask]) -> SyncResult:
+    def sync_plan(self, planned: Sequence[Planned]) -> SyncResult:
         """Make the ledger ask for exactly what the manifest asks for, before any submit.
 
         New tasks are recorded as pending, pending ones whose request changed are
@@ -368,7 +308,7 @@ class RunState:
                     task.row_id,
                     task.source,
                     task.image,
-                    task.request.to_json(),
+                    task.request_json(),
                     task.fingerprint,
                     task.est_cost_usd,
                     task.video_name,
@@ -423,9 +363,8 @@ class RunState:
             with self._transaction() as db:
                 self._set(db, key, TaskStatus.UNKNOWN, now, error=reason)
                 db.execute(
-                    "UPDATE attempts SET outcome = 'unknown', error = ? "
-                    "WHERE task_key = ? AND outcome = 'sending'",
-                    (reason, key),
+                    "UPDATE attempts SET outcome = ?, error = ? WHERE task_key = ? AND outcome = ?",
+                    (AttemptOutcome.UNKNOWN, reason, key, AttemptOutcome.SENDING),
                 )
         return len(keys)
 
@@ -462,9 +401,9 @@ class RunState:
         with self._transaction() as db:
             attempt = db.execute(
                 "INSERT INTO attempts (task_key, attempt, outcome, started_at) "
-                "SELECT ?, COALESCE(MAX(attempt), 0) + 1, 'sending', ? FROM attempts "
+                "SELECT ?, COALESCE(MAX(attempt), 0) + 1, ?, ? FROM attempts "
                 "WHERE task_key = ? RETURNING attempt",
-                (task_key, now, task_key),
+                (task_key, AttemptOutcome.SENDING, now, task_key),
             ).fetchone()[0]
             self._set(db, task_key, TaskStatus.SUBMITTING, now, attempts_change=1, error=None)
         return attempt
@@ -473,7 +412,9 @@ class RunState:
         """Rule 2: the task id is committed the moment the answer arrives."""
         now = time.time()
         with self._transaction() as db:
-            self._answer_attempt(db, task_key, attempt, "created", now, task_id=task_id)
+            self._answer_attempt(
+                db, task_key, attempt, AttemptOutcome.CREATED, now, task_id=task_id
+            )
             self._set(
                 db,
                 task_key,
@@ -494,18 +435,25 @@ class RunState:
         task is pending again, and this attempt does not count as a paid one."""
         now = time.time()
         with self._transaction() as db:
-            self._answer_attempt(db, task_key, attempt, "not_created", now, error=error)
+            self._answer_attempt(
+                db, task_key, attempt, AttemptOutcome.NOT_CREATED, now, error=error
+            )
             self._set(db, task_key, TaskStatus.PENDING, now, attempts_change=-1, error=error)
 
     def mark_submit_refused(self, task_key: str, attempt: int, error: str) -> None:
         """The API refused the input (400): nothing created, nothing to retry."""
-        self._close_attempt(task_key, attempt, "refused", TaskStatus.FAILED, error)
+        self._close_attempt(task_key, attempt, AttemptOutcome.REFUSED, TaskStatus.FAILED, error)
 
     def mark_unknown(self, task_key: str, attempt: int, error: str) -> None:
-        self._close_attempt(task_key, attempt, "unknown", TaskStatus.UNKNOWN, error)
+        self._close_attempt(task_key, attempt, AttemptOutcome.UNKNOWN, TaskStatus.UNKNOWN, error)
 
     def _close_attempt(
-        self, task_key: str, attempt: int, outcome: str, status: TaskStatus, error: str
+        self,
+        task_key: str,
+        attempt: int,
+        outcome: AttemptOutcome,
+        status: TaskStatus,
+        error: str,
     ) -> None:
         now = time.time()
         with self._transaction() as db:
@@ -588,7 +536,12 @@ class RunState:
 
     @staticmethod
     def _answer_attempt(
-        db: sqlite3.Connection, task_key: str, attempt: int, outcome: str, now: float, **columns
+        db: sqlite3.Connection,
+        task_key: str,
+        attempt: int,
+        outcome: AttemptOutcome,
+        now: float,
+        **columns: object,
     ) -> None:
         """Record how one submit attempt ended (created, not_created, refused, unknown)."""
         extra = "".join(f", {name} = ?" for name in columns)
@@ -646,15 +599,23 @@ class PlanConflict(Exception):
         super().__init__(", ".join(keys))
 
 
-def _add_missing_columns(db: sqlite3.Connection) -> None:
-    """Older ledgers lack the newest columns; add them (NULL for every old row)."""
+def _migrate(db: sqlite3.Connection, path: Path) -> None:
+    """Bring an older ledger to :data:`SCHEMA_VERSION` (``PRAGMA user_version``), one
+    step at a time; a ledger from a newer kling-batch is refused, never half-read.
+
+    Version 1 is the first ledger (``user_version`` 0 or 1); version 2 adds
+    ``tasks.last_answer_at`` (NULL for every older row)."""
+    version = db.execute("PRAGMA user_version").fetchone()[0]
+    if version > SCHEMA_VERSION:
+        raise RunFolderError(
+            f"{path} was written by a newer kling-batch (ledger version {version}; this one "
+            f"reads up to {SCHEMA_VERSION}): upgrade kling-batch to use it"
+        )
     present = {row[1] for row in db.execute("PRAGMA table_info(tasks)")}
-    for name, kind in _ADDED_COLUMNS:
-        if name not in present:
-            db.execute(f"ALTER TABLE tasks ADD COLUMN {name} {kind}")
-
-
-_ADDED_COLUMNS = (("last_answer_at", "REAL"),)
+    if "last_answer_at" not in present:
+        db.execute("ALTER TABLE tasks ADD COLUMN last_answer_at REAL")
+    if version != SCHEMA_VERSION:
+        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
 
 def _select_list(db: sqlite3.Connection) -> str:

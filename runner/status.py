@@ -12,7 +12,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
 from runner.account import Balance
-from runner.state import FINAL, IN_FLIGHT, RunState, TaskRecord, TaskStatus
+from runner.records import FINAL, IN_FLIGHT, TaskRecord, TaskStatus
+from runner.state import RunState
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,8 @@ from runner.errors import (
     TransportError,
 )
 from runner.limits import EndpointLimiter, backoff_delay
-from runner.state import RunState, TaskRecord
+from runner.records import TaskRecord
+from runner.state import RunState
 from runner.stopping import StopSwitch
 
 log = logging.getLogger(__name__)

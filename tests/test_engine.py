@@ -21,9 +21,10 @@ from runner.limits import Rate
 from runner.manifest import load
 from runner.plan import plan
 from runner.poll import PollPolicy
+from runner.records import TaskStatus
 from runner.report import REPORT_CSV, write_reports
 from runner.simulator import Simulator
-from runner.state import RunState, TaskStatus
+from runner.state import RunState
 from runner.stopping import StopSwitch
 from runner.submit import Submitter
 from tests.conftest import SIM_KEY, draw_image, fast_engine_config

@@ -9,7 +9,9 @@ import pytest
 
 from jobs import kling_i2v
 from runner.plan import PlannedTask
-from runner.state import PlanConflict, RunState, TaskStatus
+from runner.records import TaskStatus
+from runner.errors import RunFolderError
+from runner.state import PlanConflict, RunState
 
 
 def planned(key: str, prompt: str = "p") -> PlannedTask:
@@ -162,3 +164,20 @@ def test_a_failed_durable_write_on_its_own_releases_the_ledger(tmp_path):
     with sqlite3.connect(state.path, timeout=0.1) as other:
         other.execute("UPDATE meta SET value = value")  # would fail if still locked
         assert [row[0] for row in other.execute("SELECT task_key FROM tasks")] == ["a/1"]
+
+
+def test_a_first_version_ledger_opens_and_is_migrated_and_a_newer_one_is_refused(tmp_path):
+    """Run folders written by earlier kling-batch versions keep working."""
+    path = tmp_path / "state.sqlite"
+    state = RunState(path)
+    state.close()
+    with sqlite3.connect(path) as db:  # as the first kling-batch left it
+        db.execute("ALTER TABLE tasks DROP COLUMN last_answer_at")
+        db.execute("PRAGMA user_version = 0")
+    RunState(path).close()
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert "last_answer_at" in {row[1] for row in db.execute("PRAGMA table_info(tasks)")}
+        db.execute("PRAGMA user_version = 99")
+    with pytest.raises(RunFolderError, match="written by a newer kling-batch"):
+        RunState(path)
