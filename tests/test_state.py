@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from jobs import kling_i2v
+from runner.errors import RunFolderError
 from runner.plan import PlannedTask
 from runner.records import TaskStatus
-from runner.errors import RunFolderError
 from runner.state import PlanConflict, RunState
 
 
