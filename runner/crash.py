@@ -20,8 +20,6 @@ from pathlib import Path
 
 from runner.logs import run_log_path
 
-EXIT_INTERNAL = 70  # sysexits.h EX_SOFTWARE: kling-batch itself went wrong
-
 _DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 _NOT_WRITABLE = (errno.EROFS, errno.EACCES, errno.EPERM)
 

@@ -20,7 +20,7 @@ from types import ModuleType
 
 from jobs import kling_i2v
 from runner.client import NovitaClient
-from runner.errors import FolderChanged
+from runner.errors import FolderChanged, Interrupted
 from runner.fetch import Fetcher
 from runner.limits import EndpointLimiter, Rate
 from runner.options import RunOptions
@@ -79,6 +79,11 @@ class RunOutcome:
     elapsed_s: float
     spent_usd: float = 0.0  # estimated spend of the run folder so far, all runs
     budget_reached: bool = False  # submitting stopped at --budget; the rest is pending
+
+    @property
+    def interrupted(self) -> bool:
+        """Stopped by Ctrl-C or SIGTERM, not by the API or the machine."""
+        return isinstance(self.stop_error, Interrupted)
 
 
 async def run_engine(

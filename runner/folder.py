@@ -8,16 +8,25 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from runner.errors import RunFolderError
 from runner.lock import RunFolderLock
 from runner.plan import PlannedTask
-from runner.records import SETTLED, TaskRecord
-from runner.state import STATE_FILE, PlanConflict, RunState, SyncResult
+from runner.records import SETTLED, TaskRecord, TaskStatus
+from runner.state import STATE_FILE, PlanConflict, RunState
 
 # What a finished or half-finished run leaves beside its ledger.
 RESULT_FILES = ("report.csv", "report.html", "failed.yaml", "failed.csv", "videos")
+
+
+@dataclass(frozen=True)
+class SyncSummary:
+    planned: int  # tasks the manifest asks for
+    added: int  # new to the ledger
+    pending: int  # to submit now
+    retired: int  # pending ones whose rows left the manifest: not sent
 
 
 class RunFolder:
@@ -93,15 +102,18 @@ class RunFolder:
                 "  use --out for a separate run folder"
             )
 
-    def sync(self, planned: Sequence[PlannedTask]) -> SyncResult:
+    def sync(self, planned: Sequence[PlannedTask]) -> SyncSummary:
+        """Make the ledger ask for what the manifest asks for (see ``RunState.sync_plan``)."""
         try:
-            return self.state.sync_plan(planned)
+            result = self.state.sync_plan(planned)
         except PlanConflict as conflict:
             raise RunFolderError(
                 f"{len(conflict.keys)} task(s) in {self.run_dir} were already sent with a "
                 f"different request: {', '.join(conflict.keys[:10])}\n"
                 "  use --out for a new run folder, or give the changed rows new ids"
             ) from None
+        pending = len(self.state.tasks([TaskStatus.PENDING]))
+        return SyncSummary(len(planned), result.added, pending, result.retired)
 
     def choose_reruns(self, statuses: Sequence[str], keys: Sequence[str]) -> list[TaskRecord]:
         """The tasks chosen by status or key. A key that is unknown, or whose task is

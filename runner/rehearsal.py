@@ -11,7 +11,8 @@ import contextlib
 from collections.abc import Iterator
 
 from runner.records import IN_FLIGHT, TaskStatus
-from runner.simulator import SimConfig, simulator_in_thread
+from runner.sim_hosting import simulator_in_thread
+from runner.simulator import SimConfig
 from runner.state import RunState
 
 SIMULATOR_API = "embedded simulator"

@@ -18,117 +18,36 @@ Everything it saw is counted in :attr:`Simulator.stats` for tests to assert on.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
-import contextlib
 import hashlib
 import hmac
 import json
 import math
 import random
-import threading
 import time
 import uuid
-from collections import Counter, deque
-from collections.abc import Iterator
-from dataclasses import dataclass, field, fields
+from collections import deque
 from importlib import resources
 from typing import Any
 
 from aiohttp import web
 
 from jobs import kling_i2v
-from jobs.problems import FieldProblem
-
-# The account endpoints, written from the API's documentation (not imported from the
-# client: the simulator is the client's independent counterpart).
-BALANCE_PATH = "/openapi/v1/billing/balance/detail"
-USER_PATH = "/v3/user"
-USD_PER_UNIT = 0.0001
-UNLIMITED_USD = 10_000.0
-
-SUBMIT_FAULTS = (
-    "429",
-    "500",
-    "503",
-    "502_html",
-    "drop_after_create",
-    "hang_after_create",  # never answers (until the simulator stops)
-    "hold_after_create",  # answers normally once release_answers() is called
+from runner.sim_faults import Faults
+from runner.sim_state import SimConfig, SimStats, SimTask
+from runner.sim_wire import (
+    BALANCE_PATH,
+    EXPIRED_XML,
+    TASK_RESULT_PATH,
+    UNLIMITED_USD,
+    USD_PER_UNIT,
+    USER_PATH,
+    bad_gateway,
+    check_body,
+    error_answer,
+    request_for_price,
 )
-POLL_FAULTS = ("429", "500", "503", "502_html", "drop", "404")
-MEDIA_FAULTS = ("403", "500", "drop")
-FATES = ("succeed", "fail", "stall")
 
-
-@dataclass
-class SimConfig:
-    """How the simulated API behaves. Times are seconds; rates are probabilities."""
-
-    api_key: str = "sim-key"
-    queue_s: float = 0.3
-    generation_s: float = 1.5
-    jitter: float = 0.25  # each time varies by up to this fraction either way
-    time_sigma: float | None = None  # instead of jitter: log-normal times (median as given)
-    url_ttl_s: float = 3600.0
-    report_eta: bool = True
-    fail_rate: float = 0.0
-    stall_rate: float = 0.0
-    fail_reason: str = "TASK_FAILED: the model could not generate this video"
-    submit_limit: int | None = None  # accepted submits per window (429 beyond)
-    poll_limit: int | None = None  # accepted task-result calls per window
-    limit_window_s: float = 60.0
-    retry_after_s: int = 1  # Retry-After sent with a scripted or random 429
-    error_500_rate: float = 0.0  # submit/poll answered 500 with nothing created
-    error_503_rate: float = 0.0
-    drop_after_create_rate: float = 0.0  # submit: task created, then the connection dropped
-    auth_failure_status: int = 403
-    balance_usd: float | None = None  # None: unlimited (the balance endpoints say $10,000)
-    # The balance endpoints answer: "ok", "missing" (404), "denied" (403
-    # API_NOT_ALLOWED) or "garbage" (200 with HTML).
-    account_answer: str = "ok"
-    # Task Result lags behind: each task's first N polls answer 404 TASK_NOT_FOUND.
-    result_lag_polls: int = 0
-    # Task Result answers 503 from START to END seconds after the simulator started.
-    poll_outage_s: tuple[float, float] | None = None
-    seed: int = 0
-
-
-@dataclass
-class SimStats:
-    submits: int = 0
-    tasks_created: int = 0
-    created_by_prompt: Counter = field(default_factory=Counter)
-    polls: int = 0
-    polls_by_task: Counter = field(default_factory=Counter)
-    rate_limited: Counter = field(default_factory=Counter)  # endpoint -> 429s sent
-    faults: Counter = field(default_factory=Counter)  # "endpoint:fault" -> count
-    rejected: Counter = field(default_factory=Counter)  # reason -> count
-    account_requests: int = 0
-    media_requests: int = 0
-    media_with_auth_header: int = 0
-    media_expired: int = 0
-
-    def as_dict(self) -> dict[str, Any]:
-        values = {f.name: getattr(self, f.name) for f in fields(self)}
-        return {k: (dict(v) if isinstance(v, Counter) else v) for k, v in values.items()}
-
-
-@dataclass
-class SimTask:
-    task_id: str
-    prompt: str
-    request: dict[str, Any]
-    created_at: float  # simulator clock
-    created_wall: float
-    queue_s: float
-    generation_s: float
-    fate: str
-    finished_seen_at: float | None = None  # first time a poll could see it finished
-
-    @property
-    def done_at(self) -> float:
-        return self.created_at + self.queue_s + self.generation_s
+__all__ = ["SimConfig", "Simulator"]
 
 
 class Simulator:
@@ -142,13 +61,7 @@ class Simulator:
         self._rng = random.Random(self.config.seed)
         self._offset = 0.0
         self._started_at = self.now()
-        self._outages: set[str] = set()
-        self._scripts: dict[str, deque[str]] = {
-            "submit": deque(),
-            "poll": deque(),
-            "media": deque(),
-        }
-        self._fates: deque[str] = deque()
+        self.faults = Faults(self.config, self.stats, self._rng)
         self._windows: dict[str, deque[float]] = {"submit": deque(), "poll": deque()}
         self._secret = uuid.uuid4().bytes
         self._video = resources.files("runner").joinpath("assets/sample.mp4").read_bytes()
@@ -170,18 +83,11 @@ class Simulator:
 
     def script(self, endpoint: str, *faults: str) -> None:
         """Make the next requests to ``endpoint`` (submit, poll, media) fail in order."""
-        allowed = {"submit": SUBMIT_FAULTS, "poll": POLL_FAULTS, "media": MEDIA_FAULTS}[endpoint]
-        for fault in faults:
-            if fault not in allowed:
-                raise ValueError(f"{endpoint} faults are {allowed}, not {fault!r}")
-        self._scripts[endpoint].extend(faults)
+        self.faults.script(endpoint, *faults)
 
     def script_fates(self, *fates: str) -> None:
         """Decide the fate of the next tasks created (succeed, fail, stall)."""
-        for fate in fates:
-            if fate not in FATES:
-                raise ValueError(f"fates are {FATES}, not {fate!r}")
-        self._fates.extend(fates)
+        self.faults.script_fates(*fates)
 
     def adopt(self, task_id: str, request_json: str) -> None:
         """Know a task created by an earlier simulator (an embedded one dies with its
@@ -217,13 +123,7 @@ class Simulator:
     def outage(self, endpoint: str, on: bool = True) -> None:
         """Answer every request to ``endpoint`` (submit, poll) with 503 until turned off:
         Novita's side down, or the laptop's network, for as long as a test needs."""
-        (self._outages.add if on else self._outages.discard)(endpoint)
-
-    def _in_outage(self, endpoint: str) -> bool:
-        if endpoint in self._outages:
-            return True
-        window = self.config.poll_outage_s if endpoint == "poll" else None
-        return window is not None and window[0] <= self.now() - self._started_at < window[1]
+        self.faults.outage(endpoint, on)
 
     # --- lifecycle --------------------------------------------------------------------
 
@@ -231,7 +131,7 @@ class Simulator:
         self._loop = asyncio.get_running_loop()
         api = web.Application(client_max_size=32 * 1024 * 1024)
         api.router.add_post(kling_i2v.SUBMIT_PATH, self._submit)
-        api.router.add_get("/v3/async/task-result", self._task_result)
+        api.router.add_get(TASK_RESULT_PATH, self._task_result)
         api.router.add_get(BALANCE_PATH, self._balance_detail)
         api.router.add_get(USER_PATH, self._user)
         api.router.add_get("/_sim/stats", self._stats)
@@ -270,7 +170,7 @@ class Simulator:
         refused = self._check_auth(request) or self._check_rate("submit")
         if refused is not None:
             return refused
-        fault = "503" if self._in_outage("submit") else self._next_fault("submit")
+        fault = self._next_fault("submit")
         answer = self._answer_before_work("submit", fault)
         if answer is not None:
             return answer
@@ -278,17 +178,17 @@ class Simulator:
             body = await request.json()
         except (json.JSONDecodeError, UnicodeDecodeError):
             return self._reject("INVALID_REQUEST_BODY", "body is not JSON")
-        problem = _check_body(body)
+        problem = check_body(body)
         if problem is not None:
             return self._reject(problem.code, f"{problem.field}: {problem.rule}")
-        price = kling_i2v.estimate_cost(_request_for_price(body))
+        price = kling_i2v.estimate_cost(request_for_price(body))
         if self.config.balance_usd is not None:
             if self.config.balance_usd < price:
                 return self._reject("BILLING_BALANCE_NOT_ENOUGH", "balance not enough")
             self.config.balance_usd -= price
         task = self._create(body)
         if fault == "502_html":
-            return _bad_gateway()
+            return bad_gateway()
         if fault == "drop_after_create":
             return await self._drop(request)
         if fault == "hang_after_create":
@@ -303,12 +203,12 @@ class Simulator:
         refused = self._check_auth(request) or self._check_rate("poll")
         if refused is not None:
             return refused
-        fault = "503" if self._in_outage("poll") else self._next_fault("poll")
+        fault = self._next_fault("poll")
         answer = self._answer_before_work("poll", fault)
         if answer is not None:
             return answer
         if fault == "502_html":
-            return _bad_gateway()
+            return bad_gateway()
         if fault == "drop":
             return await self._drop(request)
         task = self.tasks.get(request.query.get("task_id", ""))
@@ -318,7 +218,7 @@ class Simulator:
             self.config.result_lag_polls
         )
         if task is None or fault == "404" or lagging:
-            return _error(404, "TASK_NOT_FOUND", "task not found")
+            return error_answer(404, "TASK_NOT_FOUND", "task not found")
         return web.json_response(self._result(task))
 
     async def _balance_detail(self, request: web.Request) -> web.Response:
@@ -348,9 +248,9 @@ class Simulator:
         answer = self.config.account_answer
         self.stats.account_requests += 1
         if answer == "missing":
-            return _error(404, "NOT_FOUND", "not found")
+            return error_answer(404, "NOT_FOUND", "not found")
         if answer == "denied":
-            return _error(403, "API_NOT_ALLOWED", "this key may not use this API")
+            return error_answer(403, "API_NOT_ALLOWED", "this key may not use this API")
         if answer == "garbage":
             return web.Response(text="<html>maintenance</html>", content_type="text/html")
         return None
@@ -379,7 +279,7 @@ class Simulator:
             self.stats.media_expired += 1
             return web.Response(
                 status=403,
-                text=_EXPIRED_XML,
+                text=EXPIRED_XML,
                 content_type="application/xml",
             )
         return web.Response(body=self._video, content_type="video/mp4")
@@ -410,10 +310,12 @@ class Simulator:
         header = request.headers.get("Authorization", "")
         if not header.startswith("Bearer ") or not header[7:].strip():
             self.stats.rejected["MISSING_API_KEY"] += 1
-            return _error(400, "MISSING_API_KEY", "missing api key")
+            return error_answer(400, "MISSING_API_KEY", "missing api key")
         if not hmac.compare_digest(header[7:].strip(), self.config.api_key):
             self.stats.rejected["INVALID_API_KEY"] += 1
-            return _error(self.config.auth_failure_status, "INVALID_API_KEY", "invalid api key")
+            return error_answer(
+                self.config.auth_failure_status, "INVALID_API_KEY", "invalid api key"
+            )
         return None
 
     def _check_rate(self, endpoint: str) -> web.Response | None:
@@ -435,36 +337,23 @@ class Simulator:
             return self._too_many(endpoint, retry_after=self.config.retry_after_s)
         if fault == "500":
             reason = "CREATE_TASK_FAILED" if endpoint == "submit" else "GET_RESULT_FAILED"
-            return _error(500, reason, "the request failed, please retry")
+            return error_answer(500, reason, "the request failed, please retry")
         if fault == "503":
-            return _error(503, "SERVICE_UNAVAILABLE", "service temporarily unavailable")
+            return error_answer(503, "SERVICE_UNAVAILABLE", "service temporarily unavailable")
         return None
 
     def _too_many(self, endpoint: str, retry_after: int) -> web.Response:
         self.stats.rate_limited[endpoint] += 1
-        response = _error(429, "RATE_LIMIT_EXCEEDED", "rate limit exceeded")
+        response = error_answer(429, "RATE_LIMIT_EXCEEDED", "rate limit exceeded")
         response.headers["Retry-After"] = str(retry_after)
         return response
 
     def _next_fault(self, endpoint: str) -> str | None:
-        fault = self._scripts[endpoint].popleft() if self._scripts[endpoint] else None
-        if fault is None and endpoint in ("submit", "poll"):
-            roll, config = self._rng.random(), self.config
-            if roll < config.error_500_rate:
-                fault = "500"
-            elif roll < config.error_500_rate + config.error_503_rate:
-                fault = "503"
-            elif endpoint == "submit" and roll < (
-                config.error_500_rate + config.error_503_rate + config.drop_after_create_rate
-            ):
-                fault = "drop_after_create"
-        if fault is not None:
-            self.stats.faults[f"{endpoint}:{fault}"] += 1
-        return fault
+        return self.faults.next(endpoint, self.now() - self._started_at)
 
     def _reject(self, reason: str, message: str) -> web.Response:
         self.stats.rejected[reason] += 1
-        return _error(400, reason, message)
+        return error_answer(400, reason, message)
 
     def _create(self, body: dict[str, Any]) -> SimTask:
         config, rng = self.config, self._rng
@@ -474,17 +363,7 @@ class Simulator:
                 return rng.lognormvariate(math.log(seconds), config.time_sigma)
             return max(0.0, seconds * (1 + rng.uniform(-config.jitter, config.jitter)))
 
-        if self._fates:
-            fate = self._fates.popleft()
-        else:
-            roll = rng.random()
-            fate = (
-                "fail"
-                if roll < config.fail_rate
-                else "stall"
-                if roll < config.fail_rate + config.stall_rate
-                else "succeed"
-            )
+        fate = self.faults.next_fate()
         long_clip = 2.0 if body.get("duration") == 10 else 1.0
         task = SimTask(
             task_id=str(uuid.UUID(int=rng.getrandbits(128), version=4)),
@@ -577,107 +456,3 @@ class Simulator:
         if request.transport is not None:
             request.transport.abort()
         raise asyncio.CancelledError  # aiohttp ends the handler quietly on a gone peer
-
-
-_EXPIRED_XML = "<Error><Code>AccessDenied</Code><Message>Request has expired</Message></Error>"
-
-
-def _bad_gateway() -> web.Response:
-    """What a gateway in front of the API answers: HTML, not the API's JSON."""
-    return web.Response(
-        status=502,
-        text="<html><body><h1>502 Bad Gateway</h1></body></html>",
-        content_type="text/html",
-    )
-
-
-def _error(status: int, reason: str, message: str) -> web.Response:
-    return web.json_response(
-        {"code": status, "reason": reason, "message": message, "metadata": {}}, status=status
-    )
-
-
-def _check_body(body: Any) -> FieldProblem | None:
-    """Apply the job's own limits to a submitted body, as the real API would."""
-    if not isinstance(body, dict):
-        return FieldProblem("body", body, "must be a JSON object")
-    if "duration" in body and (
-        isinstance(body["duration"], bool) or not isinstance(body["duration"], int)
-    ):
-        return FieldProblem("duration", body["duration"], "must be an integer")
-    voices = body.get("voice_list", [])
-    if not isinstance(voices, list) or not all(
-        isinstance(v, dict) and isinstance(v.get("voice_id"), str) for v in voices
-    ):
-        return FieldProblem("voice_list", voices, 'items must be {"voice_id": "<id>"}')
-    values = {**body, "voice_list": [v["voice_id"] for v in voices]}
-    image = values.pop("image", None)
-    _, problems = kling_i2v.check_fields({**values, "image": image})
-    if problems:
-        return problems[0]
-    if kling_i2v.is_url(image):
-        problems = kling_i2v.check_image_url(image)
-        return problems[0] if problems else None
-    if image.startswith("data:"):
-        return FieldProblem(
-            "image", image[:30], "raw base64 without a data: prefix", "INVALID_IMAGE_FORMAT"
-        )
-    try:
-        data = base64.b64decode(image, validate=True)
-    except (binascii.Error, ValueError):
-        return FieldProblem("image", None, "is neither a URL nor base64", "INVALID_IMAGE_FORMAT")
-    _, problems = kling_i2v.check_image_bytes(data)
-    return problems[0] if problems else None
-
-
-def _request_for_price(body: dict[str, Any]) -> kling_i2v.Request:
-    return kling_i2v.Request(
-        image="",
-        prompt=body["prompt"],
-        duration=body.get("duration", kling_i2v.API_DEFAULTS["duration"]),
-        sound=body.get("sound", kling_i2v.API_DEFAULTS["sound"]),
-        voice_list=tuple(v["voice_id"] for v in body.get("voice_list", [])),
-    )
-
-
-async def serve_forever(config: SimConfig, host: str, port: int, media_port: int) -> None:
-    """``kling-batch sim``: run until cancelled (Ctrl-C)."""
-    sim = await Simulator(config).start(host, port, media_port)
-    try:
-        print(f"simulator: API at {sim.base_url}, videos at {sim.media_url}", flush=True)
-        print(
-            f"  export NOVITA_BASE_URL={sim.base_url} NOVITA_API_KEY={config.api_key}", flush=True
-        )
-        print(f"  counts: {sim.base_url}/_sim/stats", flush=True)
-        await asyncio.Event().wait()
-    finally:
-        await sim.stop()
-
-
-@contextlib.contextmanager
-def simulator_in_thread(config: SimConfig | None = None) -> Iterator[Simulator]:
-    """A simulator on its own event loop thread, for synchronous callers (the official
-    SDK, subprocess tests). Controls are called from the caller's thread; they only
-    touch plain attributes and deques, which is safe enough for tests."""
-    ready = threading.Event()
-    holder: dict[str, Any] = {}
-
-    def run() -> None:
-        loop = asyncio.new_event_loop()
-        holder["loop"] = loop
-        sim = Simulator(config)
-        loop.run_until_complete(sim.start())
-        holder["sim"] = sim
-        ready.set()
-        loop.run_forever()
-        loop.run_until_complete(sim.stop())
-        loop.close()
-
-    thread = threading.Thread(target=run, name="simulator", daemon=True)
-    thread.start()
-    ready.wait(10)
-    try:
-        yield holder["sim"]
-    finally:
-        holder["loop"].call_soon_threadsafe(holder["loop"].stop)
-        thread.join(10)

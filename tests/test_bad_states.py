@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from runner.cli import main
-from runner.crash import EXIT_INTERNAL, machine_problem
+from runner.crash import machine_problem
+from runner.exits import EXIT_INTERNAL
 from runner.logs import console_to, setup_logging
 from tests.conftest import FAST, draw_image, runner_process
 

@@ -23,7 +23,8 @@ from pathlib import Path
 
 import pytest
 
-from runner.simulator import SimConfig, Simulator, simulator_in_thread
+from runner.sim_hosting import simulator_in_thread
+from runner.simulator import SimConfig, Simulator
 from tests.conftest import SIM_KEY, draw_image, runner_process, wait_until
 
 ROWS = 60

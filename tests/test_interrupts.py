@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from runner.simulator import SimConfig, Simulator, simulator_in_thread
+from runner.sim_hosting import simulator_in_thread
+from runner.simulator import SimConfig, Simulator
 from tests.conftest import FAST, SIM_KEY, draw_image, runner_process, wait_until
 
 ROWS = 6

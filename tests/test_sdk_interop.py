@@ -10,7 +10,8 @@ from novita_client import NovitaClient as OfficialClient
 from novita_client.proto import V3TaskResponseStatus
 
 from jobs import kling_i2v
-from runner.simulator import SimConfig, simulator_in_thread
+from runner.sim_hosting import simulator_in_thread
+from runner.simulator import SimConfig
 from tests.conftest import SIM_KEY
 
 

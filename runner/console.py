@@ -1,0 +1,243 @@
+"""What the command line says to a person: estimates, the question before spending, the
+summary after a run, ``status``. The only module besides ``cli`` that prints; it
+decides nothing (the library does), it only words it.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from runner.account import Balance, tasks_covered
+from runner.engine import RunOutcome
+from runner.errors import Interrupted
+from runner.folder import SyncSummary
+from runner.plan import Plan
+from runner.progress import progress_line
+from runner.recheck import Recheck
+from runner.records import TaskRecord, TaskStatus
+from runner.report import ReportFiles
+from runner.status import RunSummary, human_duration
+
+TIER_LABELS = {"silent": "no sound", "sound": "with sound", "sound_voices": "sound + voices"}
+MAY_PAY_TWICE = {
+    TaskStatus.UNKNOWN: "an 'unknown' task may already exist at the API and be billed",
+    TaskStatus.STALLED: "a 'stalled' task exists at the API, is billed, and may still finish",
+}
+
+
+def error(text: str) -> None:
+    print(text, file=sys.stderr)
+
+
+def problems(found: Sequence[object]) -> None:
+    error(f"{len(found)} problem(s); nothing was submitted:")
+    for problem in found:
+        error(f"  {problem}")
+
+
+def estimate(result: Plan, title: str) -> None:
+    print(title)
+    for duration, tier, count, cost in result.cost_breakdown():
+        print(f"  {count:>6} x {duration:>2}s {TIER_LABELS[tier]:<15} ~ ${cost:,.2f}")
+    print(f"  total (estimate) ~ ${result.total_cost:,.2f}")
+    if result.prices:
+        shown = ", ".join(f"{tier} ${usd:g}/s" for tier, usd in result.prices.items())
+        print(f"  prices: {shown}")
+    if result.sound_by_default:
+        print(
+            f"  note: {result.sound_by_default} task(s) say nothing about sound, so they get it "
+            "(the API's default), at twice the price; set sound: false to save"
+        )
+
+
+def validated(result: Plan, manifest: Path) -> None:
+    rows = len({t.row_id for t in result.tasks})
+    estimate(result, f"{manifest}: OK, {len(result.tasks)} task(s) from {rows} row(s)")
+    if result.url_images:
+        print(f"  {result.url_images} task(s) use image URLs: the API fetches and checks those")
+
+
+def synced(run_dir: Path, summary: SyncSummary) -> None:
+    print(f"{run_dir}: {summary.planned} task(s): {summary.added} new, {summary.pending} to submit")
+    if summary.retired:
+        print(
+            f"  {summary.retired} pending task(s) retired: their rows (or repeats) are no "
+            "longer in the manifest, so they are not sent"
+        )
+
+
+def may_pay_twice(chosen: Sequence[TaskRecord]) -> None:
+    for status, why in MAY_PAY_TWICE.items():
+        if any(r.status == status for r in chosen):
+            print(f"note: {why}; rerunning it can pay twice for that row")
+
+
+def rechecked(outcome: Recheck) -> None:
+    """What the API said of the tasks a rerun would pay for again."""
+    if outcome.finished:
+        print(
+            f"{len(outcome.finished)} task(s) succeeded at the API after all: their videos "
+            "are fetched, nothing is paid again"
+        )
+    if outcome.running:
+        keys = ", ".join(r.task_key for r in outcome.running[:10])
+        print(
+            f"{len(outcome.running)} task(s) are still running at the API, so not "
+            f"resubmitted: {keys} (this run polls them)"
+        )
+    for record, why in outcome.unanswered:
+        error(
+            f"{record.task_key}: not resubmitted: the API could not be asked about task "
+            f"{record.task_id} ({why}); try again later"
+        )
+
+
+def confirm_spend(
+    to_send: Plan,
+    *,
+    simulated: bool,
+    budget_usd: float | None,
+    spent_usd: float,
+    balance: Balance | None,
+    assume_yes: bool,
+) -> bool:
+    """Show what is about to be spent and ask; True means go."""
+    estimate(to_send, "would cost (simulated: free):" if simulated else "to spend now:")
+    if budget_usd is not None:
+        print(
+            f"  budget ${budget_usd:,.2f}: ${spent_usd:,.2f} already spent in this folder; "
+            "submitting stops before the estimate would pass it"
+        )
+    short = balance is not None and to_send.total_cost > balance.usd
+    if balance is not None:
+        print(f"  balance ${balance.usd:,.2f} (the account, now)")
+        if short:
+            covered = tasks_covered([t.est_cost_usd for t in to_send.tasks], balance.usd)
+            print(
+                f"  the balance covers about {covered} of these {len(to_send.tasks)} task(s); "
+                "the API stops the run when it runs out (resume continues after a top-up)"
+            )
+    if assume_yes:
+        return True
+    if not sys.stdin.isatty():
+        error("refusing to spend without --yes when there is no terminal to ask")
+        return False
+    try:
+        answer = input("submit anyway? [y/N] " if short else "submit these tasks? [y/N] ")
+    except (EOFError, KeyboardInterrupt):  # Ctrl-D or Ctrl-C at the question: a "no"
+        answer = ""
+        print()
+    if answer.strip().lower() in ("y", "yes"):
+        return True
+    error("declined: nothing was sent")
+    return False
+
+
+def resume_hint(run_dir: Path, what: str) -> None:
+    error(
+        f"{what}: state is saved in {run_dir}\n"
+        f"  to continue: kling-batch resume {run_dir} (or the same run command again)"
+    )
+
+
+def outcome(run_dir: Path, result: RunOutcome, files: ReportFiles, missing_videos: int) -> None:
+    """The summary after a run: counts, spend, where the report is, what comes next."""
+    print(f"done in {result.elapsed_s:.1f}s: {progress_line(result.counts, 0)}")
+    print(
+        f"  {result.created} task(s) created this run, {result.polls} polls, "
+        f"{result.downloaded} video(s) downloaded; estimated spend ${result.spent_usd:,.2f}"
+    )
+    print(f"  report: {files.csv}\n          {files.html}")
+    if files.failed_yaml:
+        print(f"  failed rows as a manifest: {files.failed_yaml}")
+    if isinstance(result.stop_error, Interrupted):
+        resume_hint(run_dir, f"interrupted ({result.stop_error})")
+        return
+    if result.stopped_by:
+        error(f"stopped: {result.stopped_by}")
+        resume_hint(run_dir, getattr(result.stop_error, "hint", "") or "fix the cause")
+        return
+    if result.budget_reached:
+        pending = result.counts.get(TaskStatus.PENDING, 0)
+        print(
+            f"  budget reached: {pending} task(s) left pending; "
+            f"raise it with: kling-batch resume {run_dir} --budget USD"
+        )
+    stalled = result.counts.get(TaskStatus.STALLED, 0)
+    if stalled:
+        print(
+            f"  {stalled} task(s) stalled: still running at the API (or unanswered) at their "
+            f"deadline; they are billed either way and may still finish.\n"
+            f"  kling-batch resume {run_dir} polls them again and fetches their videos"
+        )
+    if missing_videos:
+        print(f"  {missing_videos} video(s) not downloaded yet: run again to fetch them")
+
+
+def ledger_rescued(run_dir: Path, copy: Path, restored_to: Path | None, reason: str) -> None:
+    error(f"stopped: {reason}")
+    if restored_to is not None:
+        error(f"  the ledger was restored from this process to {restored_to}")
+        resume_hint(run_dir, "nothing is lost")
+    else:
+        error(
+            f"  this process's ledger is saved as {copy}; the ledger's place holds another "
+            f"file now.\n  move that one aside and {copy.name} into its place, then resume"
+        )
+
+
+def status(run_dir: Path, summary: RunSummary) -> None:
+    counts = ", ".join(f"{n} {s}" for s, n in summary.counts.items()) or "no tasks"
+    print(f"{run_dir}: {summary.done}/{summary.total} done ({counts})")
+    if summary.live_run:
+        print(f"  live: a run holds this folder: {summary.live_run}")
+    print(
+        f"  spent ~ ${summary.spent_usd:,.2f} of an estimated ${summary.est_total_usd:,.2f} "
+        "for every task once"
+    )
+    _balance(summary)
+    if summary.generation_p50_s is not None:
+        print(
+            f"  generation time p50 {summary.generation_p50_s:.1f}s, "
+            f"p95 {summary.generation_p95_s:.1f}s"
+        )
+    oldest = summary.oldest
+    if oldest is not None:
+        print(
+            f"  {len(summary.in_flight)} in flight; oldest {oldest.task_key} "
+            f"({oldest.status}, {human_duration(oldest.age_s)} since submit)"
+        )
+        for task in summary.in_flight[:10]:
+            age = human_duration(task.age_s)
+            print(f"    {task.task_key:<30} {task.status:<11} {age:>8}  {task.task_id}")
+        if len(summary.in_flight) > 10:
+            print(f"    ... and {len(summary.in_flight) - 10} more")
+    for task in summary.stalled[:10]:
+        answered = summary.last_answers.get(task.task_key)
+        last = clock(answered) if answered else "none since the submit"
+        print(f"  stalled {task.task_key:<30} {task.task_id}  last answer: {last}")
+    if summary.videos_missing:
+        print(f"  {summary.videos_missing} video(s) not downloaded yet")
+    print("next:")
+    for step in summary.next_steps:
+        print(f"  {step}")
+
+
+def _balance(summary: RunSummary) -> None:
+    if summary.balance_latest_usd is None or summary.balance_latest_at is None:
+        return
+    line = f"  balance ${summary.balance_latest_usd:,.2f} at {clock(summary.balance_latest_at)}"
+    measured = summary.measured_spend_usd
+    if measured and summary.balance_first_usd is not None:
+        line += (
+            f" (${summary.balance_first_usd:,.2f} at the first run): the account went down "
+            f"${measured:,.2f}; an upper bound if anything else used the account meanwhile"
+        )
+    print(line)
+
+
+def clock(at: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(at))

@@ -1,0 +1,174 @@
+"""The one flow of ``run``, ``resume`` and ``rerun``, as a library the CLI words.
+
+1. connect: the folder's API (a base URL, or the embedded simulator) and a key;
+2. before spending: one free request checks the key, the base URL and the balance; a
+   rerun asks the API what became of each task it would pay for again;
+3. the person says yes (the CLI asks; see ``runner.console``);
+4. commit: the options and the API are saved in the folder, rerun tasks requeued;
+5. run: the engine under the signal handlers, then the balance again.
+
+Every refusal is a typed error (:mod:`runner.errors`); nothing here prints.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from runner.account import AccountCheck, Balance, check_account, record_balance
+from runner.client import DEFAULT_BASE_URL, NovitaClient
+from runner.engine import EngineConfig, RunOutcome, run_engine
+from runner.errors import KlingBatchError, UsageError
+from runner.folder import RunFolder
+from runner.limits import EndpointLimiter
+from runner.options import RunOptions
+from runner.plan import Plan, PlannedTask
+from runner.progress import ProgressSink
+from runner.recheck import Recheck, recheck
+from runner.records import TaskRecord, TaskStatus
+from runner.rehearsal import SIMULATOR_API, embedded_api
+from runner.state import RunState
+from runner.stopping import StopSwitch, stop_on_signals
+
+
+@dataclass(frozen=True)
+class Connection:
+    api: str  # what the folder is bound to: a base URL, or SIMULATOR_API
+    api_key: str = field(repr=False)
+
+
+def connect(simulate: bool, env: Mapping[str, str] = os.environ) -> Connection:
+    """For ``run``: the embedded simulator, or ``NOVITA_BASE_URL`` with its key."""
+    if simulate:
+        return Connection(SIMULATOR_API, secrets.token_urlsafe(16))
+    return Connection(env.get("NOVITA_BASE_URL", DEFAULT_BASE_URL), _api_key(env))
+
+
+def connect_folder(folder: RunFolder, env: Mapping[str, str] = os.environ) -> Connection:
+    """For ``resume``/``rerun``: the API the folder's tasks belong to. A
+    ``NOVITA_BASE_URL`` that points elsewhere is refused by the folder."""
+    api = folder.state.meta().get("api") or env.get("NOVITA_BASE_URL", DEFAULT_BASE_URL)
+    if api == SIMULATOR_API:
+        return connect(simulate=True)
+    folder.check_api(env.get("NOVITA_BASE_URL", api))
+    return Connection(api, _api_key(env))
+
+
+def _api_key(env: Mapping[str, str]) -> str:
+    key = env.get("NOVITA_API_KEY", "")
+    if not key:
+        raise UsageError("set NOVITA_API_KEY (or use run --simulate to rehearse)")
+    return key
+
+
+@contextlib.contextmanager
+def base_url(state: RunState, connection: Connection) -> Iterator[str]:
+    """The URL to talk to for the life of a command: the folder's API, or an embedded
+    simulator's (started here, stopped on leaving)."""
+    if connection.api != SIMULATOR_API:
+        yield connection.api
+        return
+    with embedded_api(state, connection.api_key) as url:
+        yield url
+
+
+def saved_options(state: RunState) -> dict[str, object]:
+    saved: dict[str, object] = json.loads(state.meta().get("options", "{}"))
+    return saved
+
+
+@dataclass
+class Preflight:
+    account: AccountCheck
+    rechecked: Recheck | None = None
+
+    @property
+    def to_resubmit(self) -> list[TaskRecord]:
+        return self.rechecked.resubmit if self.rechecked else []
+
+
+async def preflight(
+    state: RunState,
+    url: str,
+    api_key: str,
+    options: RunOptions,
+    rerun: Sequence[TaskRecord] | None,
+) -> Preflight:
+    """The free requests before spending. Raises :class:`AuthError` or
+    :class:`ApiUnreachable` (exit 3) before any submit."""
+    async with NovitaClient(url, api_key) as client:
+        account = await check_account(client)
+        if rerun is None:
+            return Preflight(account)
+        limiter = EndpointLimiter(options.poll_rate, "poll")
+        return Preflight(account, await recheck(state, client, rerun, limiter))
+
+
+def to_send(state: RunState, extra: Sequence[TaskRecord] = ()) -> Plan:
+    """Pending tasks plus ``extra`` (a rerun's), as the estimate shows them."""
+    records = [*state.tasks([TaskStatus.PENDING]), *extra]
+    return Plan(tasks=[PlannedTask.from_record(r) for r in records])
+
+
+def commit(
+    state: RunState,
+    connection: Connection,
+    options: RunOptions,
+    manifest: str | None,
+    to_resubmit: Sequence[TaskRecord],
+) -> None:
+    """The person said yes: remember how the folder runs, queue a rerun's tasks."""
+    meta = {"api": connection.api, "options": json.dumps(options.saved())}
+    state.set_meta(**meta, **({"manifest": manifest} if manifest else {}))
+    if to_resubmit:
+        state.requeue([r.task_key for r in to_resubmit], "rerun requested")
+
+
+def remember_balance(state: RunState, balance: Balance | None) -> None:
+    if balance is not None:
+        record_balance(state.meta(), state.set_meta, balance)
+
+
+async def run_batch(
+    folder: RunFolder,
+    url: str,
+    api_key: str,
+    options: RunOptions,
+    progress: ProgressSink,
+    on_first_signal: Callable[[str], None],
+) -> tuple[RunOutcome, Balance | None]:
+    """The engine under the signal handlers; then the balance, for the measured spend."""
+    stop = StopSwitch()
+    with stop_on_signals(stop, on_first_signal):
+        async with NovitaClient(url, api_key) as client:
+            outcome = await run_engine(
+                folder.state,
+                client,
+                folder.run_dir,
+                EngineConfig.from_options(options),
+                stop=stop,
+                progress=progress,
+                guard=folder.guard,
+            )
+            try:
+                balance = (await check_account(client, retry_delays_s=())).balance
+            except KlingBatchError:
+                balance = None
+            return outcome, balance
+
+
+def rescue_ledger(state: RunState) -> tuple[Path, Path | None]:
+    """The ledger was deleted or replaced under the run: save this process's copy (all
+    it knows of what was paid for) and put it back if its place is free. Returns the
+    copy and where it was restored to, if it was."""
+    copy = state.rescue()
+    state.close()
+    if state.path.exists():
+        return copy, None
+    os.replace(copy, state.path)
+    return copy, state.path

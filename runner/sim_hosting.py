@@ -1,0 +1,148 @@
+"""Hosting the simulator: ``kling-batch sim`` (a server until Ctrl-C), and a simulator
+on a thread of its own for synchronous callers (the official SDK, subprocess tests, the
+embedded rehearsal)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import sys
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+from runner.limits import Rate
+from runner.sim_state import SimConfig
+from runner.simulator import Simulator
+
+
+async def serve_forever(config: SimConfig, host: str, port: int, media_port: int) -> None:
+    """``kling-batch sim``: run until cancelled (Ctrl-C)."""
+    sim = await Simulator(config).start(host, port, media_port)
+    try:
+        print(f"simulator: API at {sim.base_url}, videos at {sim.media_url}", flush=True)
+        print(
+            f"  export NOVITA_BASE_URL={sim.base_url} NOVITA_API_KEY={config.api_key}", flush=True
+        )
+        print(f"  counts: {sim.base_url}/_sim/stats", flush=True)
+        await asyncio.Event().wait()
+    finally:
+        await sim.stop()
+
+
+@contextlib.contextmanager
+def simulator_in_thread(config: SimConfig | None = None) -> Iterator[Simulator]:
+    """A simulator on its own event loop thread, for synchronous callers (the official
+    SDK, subprocess tests). Controls are called from the caller's thread; they only
+    touch plain attributes and deques, which is safe enough for tests."""
+    ready = threading.Event()
+    holder: dict[str, Any] = {}
+
+    def run() -> None:
+        loop = asyncio.new_event_loop()
+        holder["loop"] = loop
+        sim = Simulator(config)
+        loop.run_until_complete(sim.start())
+        holder["sim"] = sim
+        ready.set()
+        loop.run_forever()
+        loop.run_until_complete(sim.stop())
+        loop.close()
+
+    thread = threading.Thread(target=run, name="simulator", daemon=True)
+    thread.start()
+    ready.wait(10)
+    try:
+        yield holder["sim"]
+    finally:
+        holder["loop"].call_soon_threadsafe(holder["loop"].stop)
+        thread.join(10)
+
+
+def add_sim_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ``sim`` command's options: where it listens, how long tasks take, and the
+    fault knobs (see the README)."""
+    defaults = SimConfig()
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--media-port", type=int, default=0, help="video host port (any free)")
+    parser.add_argument("--api-key", default=defaults.api_key)
+    for name in ("queue_s", "generation_s", "url_ttl_s"):
+        parser.add_argument(
+            f"--{name.replace('_', '-')}", type=float, default=getattr(defaults, name)
+        )
+    for name in (
+        "fail_rate",
+        "stall_rate",
+        "error_500_rate",
+        "error_503_rate",
+        "drop_after_create_rate",
+    ):
+        parser.add_argument(f"--{name.replace('_', '-')}", type=float, default=0.0)
+    parser.add_argument("--submit-limit", type=_rate, help="e.g. 20/min (429 beyond)")
+    parser.add_argument("--balance-usd", type=float, help="each created task's price is deducted")
+    parser.add_argument(
+        "--poll-outage",
+        type=_window,
+        metavar="START:END",
+        help="Task Result answers 503 from START to END seconds after the start",
+    )
+    parser.add_argument(
+        "--result-lag-polls",
+        type=int,
+        default=0,
+        help="each task's first N polls answer 404 TASK_NOT_FOUND (a lagging Task Result)",
+    )
+    parser.add_argument("--seed", type=int, default=0)
+
+
+def run_simulator(args: argparse.Namespace) -> int:
+    """``kling-batch sim``: serve until Ctrl-C; a port already taken is a message."""
+    config = SimConfig(
+        api_key=args.api_key,
+        queue_s=args.queue_s,
+        generation_s=args.generation_s,
+        url_ttl_s=args.url_ttl_s,
+        fail_rate=args.fail_rate,
+        stall_rate=args.stall_rate,
+        error_500_rate=args.error_500_rate,
+        error_503_rate=args.error_503_rate,
+        drop_after_create_rate=args.drop_after_create_rate,
+        submit_limit=int(args.submit_limit.count) if args.submit_limit else None,
+        limit_window_s=args.submit_limit.period_s if args.submit_limit else 60.0,
+        balance_usd=args.balance_usd,
+        poll_outage_s=args.poll_outage,
+        result_lag_polls=args.result_lag_polls,
+        seed=args.seed,
+    )
+    try:
+        asyncio.run(serve_forever(config, args.host, args.port, args.media_port))
+    except KeyboardInterrupt:
+        print("simulator stopped")
+    except OSError as exc:  # the port is taken, or not ours to bind
+        print(
+            f"error: the simulator cannot listen on {args.host}:{args.port} "
+            f"(or media port {args.media_port}): {exc.strerror or exc}\n"
+            "  choose another with --port (and --media-port), or stop what uses it",
+            file=sys.stderr,
+        )
+        return 2
+    return 0
+
+
+def _rate(text: str) -> Rate:
+    try:
+        return Rate.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _window(text: str) -> tuple[float, float]:
+    start, _, end = text.partition(":")
+    try:
+        return float(start), float(end)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"a window looks like 2:30 (seconds), not {text!r}"
+        ) from None

@@ -1,0 +1,91 @@
+"""What the simulated API knows: how it behaves (``SimConfig``), what it saw
+(``SimStats``, for tests to assert on), and the tasks it holds (``SimTask``)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+SUBMIT_FAULTS = (
+    "429",
+    "500",
+    "503",
+    "502_html",
+    "drop_after_create",
+    "hang_after_create",  # never answers (until the simulator stops)
+    "hold_after_create",  # answers normally once release_answers() is called
+)
+POLL_FAULTS = ("429", "500", "503", "502_html", "drop", "404")
+MEDIA_FAULTS = ("403", "500", "drop")
+FATES = ("succeed", "fail", "stall")
+
+
+@dataclass
+class SimConfig:
+    """How the simulated API behaves. Times are seconds; rates are probabilities."""
+
+    api_key: str = "sim-key"
+    queue_s: float = 0.3
+    generation_s: float = 1.5
+    jitter: float = 0.25  # each time varies by up to this fraction either way
+    time_sigma: float | None = None  # instead of jitter: log-normal times (median as given)
+    url_ttl_s: float = 3600.0
+    report_eta: bool = True
+    fail_rate: float = 0.0
+    stall_rate: float = 0.0
+    fail_reason: str = "TASK_FAILED: the model could not generate this video"
+    submit_limit: int | None = None  # accepted submits per window (429 beyond)
+    poll_limit: int | None = None  # accepted task-result calls per window
+    limit_window_s: float = 60.0
+    retry_after_s: int = 1  # Retry-After sent with a scripted or random 429
+    error_500_rate: float = 0.0  # submit/poll answered 500 with nothing created
+    error_503_rate: float = 0.0
+    drop_after_create_rate: float = 0.0  # submit: task created, then the connection dropped
+    auth_failure_status: int = 403
+    balance_usd: float | None = None  # None: unlimited (the balance endpoints say $10,000)
+    # The balance endpoints answer: "ok", "missing" (404), "denied" (403
+    # API_NOT_ALLOWED) or "garbage" (200 with HTML).
+    account_answer: str = "ok"
+    # Task Result lags behind: each task's first N polls answer 404 TASK_NOT_FOUND.
+    result_lag_polls: int = 0
+    # Task Result answers 503 from START to END seconds after the simulator started.
+    poll_outage_s: tuple[float, float] | None = None
+    seed: int = 0
+
+
+@dataclass
+class SimStats:
+    submits: int = 0
+    tasks_created: int = 0
+    created_by_prompt: Counter = field(default_factory=Counter)
+    polls: int = 0
+    polls_by_task: Counter = field(default_factory=Counter)
+    rate_limited: Counter = field(default_factory=Counter)  # endpoint -> 429s sent
+    faults: Counter = field(default_factory=Counter)  # "endpoint:fault" -> count
+    rejected: Counter = field(default_factory=Counter)  # reason -> count
+    account_requests: int = 0
+    media_requests: int = 0
+    media_with_auth_header: int = 0
+    media_expired: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        return {k: (dict(v) if isinstance(v, Counter) else v) for k, v in values.items()}
+
+
+@dataclass
+class SimTask:
+    task_id: str
+    prompt: str
+    request: dict[str, Any]
+    created_at: float  # simulator clock
+    created_wall: float
+    queue_s: float
+    generation_s: float
+    fate: str
+    finished_seen_at: float | None = None  # first time a poll could see it finished
+
+    @property
+    def done_at(self) -> float:
+        return self.created_at + self.queue_s + self.generation_s

@@ -1,0 +1,82 @@
+"""The simulated API's wire: its paths, the shapes of its error answers, and what it
+accepts in a submit body, written from the API's documentation (shared/novita-api.md)
+and the job's own limits. Not imported from the client: the simulator is the client's
+independent counterpart, so a wrong path or shape on either side shows up in tests.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Any
+
+from aiohttp import web
+
+from jobs import kling_i2v
+from jobs.problems import FieldProblem
+
+TASK_RESULT_PATH = "/v3/async/task-result"
+BALANCE_PATH = "/openapi/v1/billing/balance/detail"
+USER_PATH = "/v3/user"
+USD_PER_UNIT = 0.0001
+UNLIMITED_USD = 10_000.0  # what the balance endpoints say when no balance is set
+
+EXPIRED_XML = "<Error><Code>AccessDenied</Code><Message>Request has expired</Message></Error>"
+
+
+def bad_gateway() -> web.Response:
+    """What a gateway in front of the API answers: HTML, not the API's JSON."""
+    return web.Response(
+        status=502,
+        text="<html><body><h1>502 Bad Gateway</h1></body></html>",
+        content_type="text/html",
+    )
+
+
+def error_answer(status: int, reason: str, message: str) -> web.Response:
+    return web.json_response(
+        {"code": status, "reason": reason, "message": message, "metadata": {}}, status=status
+    )
+
+
+def check_body(body: Any) -> FieldProblem | None:
+    """Apply the job's own limits to a submitted body, as the real API would."""
+    if not isinstance(body, dict):
+        return FieldProblem("body", body, "must be a JSON object")
+    if "duration" in body and (
+        isinstance(body["duration"], bool) or not isinstance(body["duration"], int)
+    ):
+        return FieldProblem("duration", body["duration"], "must be an integer")
+    voices = body.get("voice_list", [])
+    if not isinstance(voices, list) or not all(
+        isinstance(v, dict) and isinstance(v.get("voice_id"), str) for v in voices
+    ):
+        return FieldProblem("voice_list", voices, 'items must be {"voice_id": "<id>"}')
+    values = {**body, "voice_list": [v["voice_id"] for v in voices]}
+    image = values.pop("image", None)
+    _, problems = kling_i2v.check_fields({**values, "image": image})
+    if problems:
+        return problems[0]
+    if kling_i2v.is_url(image):
+        problems = kling_i2v.check_image_url(image)
+        return problems[0] if problems else None
+    if image.startswith("data:"):
+        return FieldProblem(
+            "image", image[:30], "raw base64 without a data: prefix", "INVALID_IMAGE_FORMAT"
+        )
+    try:
+        data = base64.b64decode(image, validate=True)
+    except (binascii.Error, ValueError):
+        return FieldProblem("image", None, "is neither a URL nor base64", "INVALID_IMAGE_FORMAT")
+    _, problems = kling_i2v.check_image_bytes(data)
+    return problems[0] if problems else None
+
+
+def request_for_price(body: dict[str, Any]) -> kling_i2v.Request:
+    return kling_i2v.Request(
+        image="",
+        prompt=body["prompt"],
+        duration=body.get("duration", kling_i2v.API_DEFAULTS["duration"]),
+        sound=body.get("sound", kling_i2v.API_DEFAULTS["sound"]),
+        voice_list=tuple(v["voice_id"] for v in body.get("voice_list", [])),
+    )
