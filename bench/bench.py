@@ -47,7 +47,7 @@ from runner.client import NovitaClient
 from runner.engine import EngineConfig, run_engine
 from runner.fetch import download
 from runner.limits import Rate
-from runner.manifest import load
+from runner.manifest_files import load
 from runner.plan import Plan, plan
 from runner.poll import PollPolicy
 from runner.simulator import SimConfig, Simulator

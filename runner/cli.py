@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 from runner import console, flow
-from runner import manifest as manifests
 from runner.crash import keep_traceback, machine_problem
 from runner.errors import FolderChanged, KlingBatchError, ManifestError
 from runner.exits import (
@@ -34,6 +33,8 @@ from runner.exits import (
 from runner.folder import RunFolder, require_ledger
 from runner.lock import lock_holder
 from runner.logs import setup_logging
+from runner.manifest import parse_overrides
+from runner.manifest_files import load
 from runner.options import RunOptions, option_specs
 from runner.plan import Plan, plan
 from runner.progress import LineProgress, LiveProgress, ProgressSink, progress_line
@@ -208,12 +209,12 @@ def _manifest_options(parser: argparse.ArgumentParser) -> None:
 
 def _load_plan(args: argparse.Namespace) -> Plan | None:
     try:
-        overrides = manifests.parse_overrides(args.set)
-        prices = manifests.parse_overrides(args.price_per_second, "--price-per-second")
+        overrides = parse_overrides(args.set)
+        prices = parse_overrides(args.price_per_second, "--price-per-second")
     except ValueError as exc:
         console.error(f"error: {exc}")
         return None
-    result = plan(manifests.load(args.manifest, overrides), prices)
+    result = plan(load(args.manifest, overrides), prices)
     for warning in result.warnings:
         console.error(f"warning: {warning}")
     if not result.ok:

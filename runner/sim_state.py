@@ -3,6 +3,10 @@
 
 from __future__ import annotations
 
+import math
+import random
+import time
+import uuid
 from collections import Counter
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -89,3 +93,27 @@ class SimTask:
     @property
     def done_at(self) -> float:
         return self.created_at + self.queue_s + self.generation_s
+
+    @classmethod
+    def new(
+        cls, body: dict[str, Any], config: SimConfig, rng: random.Random, fate: str, now: float
+    ) -> SimTask:
+        """A task just created from a submit ``body``: its id and times drawn from
+        ``rng`` (one seed decides a whole night), 10 s clips taking twice as long."""
+
+        def vary(seconds: float) -> float:
+            if config.time_sigma is not None and seconds > 0:
+                return rng.lognormvariate(math.log(seconds), config.time_sigma)
+            return max(0.0, seconds * (1 + rng.uniform(-config.jitter, config.jitter)))
+
+        long_clip = 2.0 if body.get("duration") == 10 else 1.0
+        return cls(
+            task_id=str(uuid.UUID(int=rng.getrandbits(128), version=4)),
+            prompt=body["prompt"],
+            request={k: v for k, v in body.items() if k != "image"},
+            created_at=now,
+            created_wall=time.time(),
+            queue_s=vary(config.queue_s),
+            generation_s=vary(config.generation_s * long_clip),
+            fate=fate,
+        )

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 from typing import Any
 
 from aiohttp import web
 
 from jobs import kling_i2v
 from jobs.problems import FieldProblem
+from runner.sim_state import SimTask
 
 TASK_RESULT_PATH = "/v3/async/task-result"
 BALANCE_PATH = "/openapi/v1/billing/balance/detail"
@@ -80,3 +82,68 @@ def request_for_price(body: dict[str, Any]) -> kling_i2v.Request:
         sound=body.get("sound", kling_i2v.API_DEFAULTS["sound"]),
         voice_list=tuple(v["voice_id"] for v in body.get("voice_list", [])),
     )
+
+
+def task_result_answer(
+    task: SimTask,
+    status: str,
+    reason: str,
+    eta_s: int,
+    progress_percent: int,
+    videos: list[dict[str, Any]],
+) -> dict[str, Any]:
+    """A Task Result answer in exactly the documented shape (the official SDK parses
+    it strictly: ``extra.seed`` and all three ``*_time_ms`` as strings)."""
+    wall_ms = int(task.created_wall * 1000)
+    finished = status in ("TASK_STATUS_SUCCEED", "TASK_STATUS_FAILED")
+    complete_ms = wall_ms + int((task.queue_s + task.generation_s) * 1000) if finished else 0
+    return {
+        "extra": {
+            "seed": str(int(hashlib.sha256(task.task_id.encode()).hexdigest()[:8], 16)),
+            "debug_info": {
+                "request_info": "",
+                "submit_time_ms": str(wall_ms),
+                "execute_time_ms": str(wall_ms + int(task.queue_s * 1000)),
+                "complete_time_ms": str(complete_ms),
+            },
+        },
+        "task": {
+            "task_id": task.task_id,
+            "status": status,
+            "reason": reason,
+            "task_type": "KLING_V2_6_PRO_I2V",
+            "eta": eta_s,
+            "progress_percent": progress_percent,
+        },
+        "images": [],
+        "videos": videos,
+        "audios": [],
+    }
+
+
+def account_answer(endpoint: str, units: int) -> web.Response:
+    """``balance``: the balance detail, strings in 0.0001 USD; ``user``: ``/v3/user``,
+    whose ``credit_balance`` is a number in the same unit."""
+    if endpoint == "user":
+        return web.json_response({"credit_balance": units})
+    return web.json_response(
+        {
+            "availableBalance": str(units),
+            "cashBalance": str(units),
+            "creditLimit": "0",
+            "pendingCharges": "0",
+            "outstandingInvoices": "0",
+        }
+    )
+
+
+def account_fault(kind: str) -> web.Response | None:
+    """How the account endpoints fail when told to: ``missing`` (404), ``denied`` (403,
+    not the key's fault), ``garbage`` (a 200 that is not JSON); ``ok`` is no fault."""
+    if kind == "missing":
+        return error_answer(404, "NOT_FOUND", "not found")
+    if kind == "denied":
+        return error_answer(403, "API_NOT_ALLOWED", "this key may not use this API")
+    if kind == "garbage":
+        return web.Response(text="<html>maintenance</html>", content_type="text/html")
+    return None

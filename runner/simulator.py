@@ -7,10 +7,10 @@ bearer auth and the same input limits as the runner (both use ``jobs.kling_i2v``
 Finished videos are served by a *second* listener, as a pre-signed-style URL that
 expires, the way Novita hands out object-store links.
 
-Faults come two ways: *rates* (``SimConfig``) for realistic noise, and a *script*
-(:meth:`Simulator.script`) that makes the next requests fail in a chosen way, so that a
-test can stage an exact sequence without depending on luck. The clock can be moved with
-:meth:`Simulator.advance`, so a test never has to sleep through a generation.
+Faults (scripts, outages, rates) are in ``runner.sim_faults``, the wire shapes in
+``runner.sim_wire``, hosting (``kling-batch sim``, a thread) in ``runner.sim_hosting``.
+The clock can be moved with :meth:`Simulator.advance`, so a test never has to sleep
+through a generation.
 
 Everything it saw is counted in :attr:`Simulator.stats` for tests to assert on.
 """
@@ -18,10 +18,8 @@ Everything it saw is counted in :attr:`Simulator.stats` for tests to assert on.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import hmac
 import json
-import math
 import random
 import time
 import uuid
@@ -41,10 +39,13 @@ from runner.sim_wire import (
     UNLIMITED_USD,
     USD_PER_UNIT,
     USER_PATH,
+    account_answer,
+    account_fault,
     bad_gateway,
     check_body,
     error_answer,
     request_for_price,
+    task_result_answer,
 )
 
 __all__ = ["SimConfig", "Simulator"]
@@ -222,42 +223,17 @@ class Simulator:
         return web.json_response(self._result(task))
 
     async def _balance_detail(self, request: web.Request) -> web.Response:
-        """``GET /openapi/v1/billing/balance/detail``: strings in 0.0001 USD."""
-        refused = self._check_auth(request) or self._account_fault()
-        if refused is not None:
-            return refused
-        units = str(self._balance_units())
-        return web.json_response(
-            {
-                "availableBalance": units,
-                "cashBalance": units,
-                "creditLimit": "0",
-                "pendingCharges": "0",
-                "outstandingInvoices": "0",
-            }
-        )
+        return self._account(request, "balance")
 
     async def _user(self, request: web.Request) -> web.Response:
-        """``GET /v3/user``: ``credit_balance``, a number in 0.0001 USD."""
-        refused = self._check_auth(request) or self._account_fault()
-        if refused is not None:
-            return refused
-        return web.json_response({"credit_balance": self._balance_units()})
+        return self._account(request, "user")
 
-    def _account_fault(self) -> web.Response | None:
-        answer = self.config.account_answer
+    def _account(self, request: web.Request, endpoint: str) -> web.Response:
+        """Both account endpoints: the balance, or the configured way of failing."""
         self.stats.account_requests += 1
-        if answer == "missing":
-            return error_answer(404, "NOT_FOUND", "not found")
-        if answer == "denied":
-            return error_answer(403, "API_NOT_ALLOWED", "this key may not use this API")
-        if answer == "garbage":
-            return web.Response(text="<html>maintenance</html>", content_type="text/html")
-        return None
-
-    def _balance_units(self) -> int:
+        refused = self._check_auth(request) or account_fault(self.config.account_answer)
         usd = UNLIMITED_USD if self.config.balance_usd is None else self.config.balance_usd
-        return round(usd / USD_PER_UNIT)
+        return refused or account_answer(endpoint, round(usd / USD_PER_UNIT))
 
     async def _media(self, request: web.Request) -> web.StreamResponse:
         self.stats.media_requests += 1
@@ -356,25 +332,8 @@ class Simulator:
         return error_answer(400, reason, message)
 
     def _create(self, body: dict[str, Any]) -> SimTask:
-        config, rng = self.config, self._rng
-
-        def vary(seconds: float) -> float:
-            if config.time_sigma is not None and seconds > 0:
-                return rng.lognormvariate(math.log(seconds), config.time_sigma)
-            return max(0.0, seconds * (1 + rng.uniform(-config.jitter, config.jitter)))
-
         fate = self.faults.next_fate()
-        long_clip = 2.0 if body.get("duration") == 10 else 1.0
-        task = SimTask(
-            task_id=str(uuid.UUID(int=rng.getrandbits(128), version=4)),
-            prompt=body["prompt"],
-            request={k: v for k, v in body.items() if k != "image"},
-            created_at=self.now(),
-            created_wall=time.time(),
-            queue_s=vary(config.queue_s),
-            generation_s=vary(config.generation_s * long_clip),
-            fate=fate,
-        )
+        task = SimTask.new(body, self.config, self._rng, fate, self.now())
         self.tasks[task.task_id] = task
         self.stats.tasks_created += 1
         self.stats.created_by_prompt[task.prompt] += 1
@@ -406,33 +365,8 @@ class Simulator:
             )
             if task.fate == "stall":
                 eta = 0.0
-        wall_ms = int(task.created_wall * 1000)
-        return {
-            "extra": {
-                "seed": str(int(hashlib.sha256(task.task_id.encode()).hexdigest()[:8], 16)),
-                "debug_info": {
-                    "request_info": "",
-                    "submit_time_ms": str(wall_ms),
-                    "execute_time_ms": str(wall_ms + int(task.queue_s * 1000)),
-                    "complete_time_ms": str(
-                        wall_ms + int((task.queue_s + task.generation_s) * 1000)
-                    )
-                    if status in ("TASK_STATUS_SUCCEED", "TASK_STATUS_FAILED")
-                    else "0",
-                },
-            },
-            "task": {
-                "task_id": task.task_id,
-                "status": status,
-                "reason": reason,
-                "task_type": "KLING_V2_6_PRO_I2V",
-                "eta": int(eta + 0.999) if self.config.report_eta else 0,
-                "progress_percent": min(progress, 100),
-            },
-            "images": [],
-            "videos": videos,
-            "audios": [],
-        }
+        eta_s = int(eta + 0.999) if self.config.report_eta else 0
+        return task_result_answer(task, status, reason, eta_s, min(progress, 100), videos)
 
     def _video_entry(self, task: SimTask) -> dict[str, Any]:
         issued = f"{self.now():.3f}"

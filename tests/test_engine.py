@@ -18,7 +18,7 @@ from runner.client import NovitaClient
 from runner.engine import EngineConfig, RunOutcome, run_engine
 from runner.errors import ApiUnreachable, FolderChanged
 from runner.limits import Rate
-from runner.manifest import load
+from runner.manifest_files import load
 from runner.plan import plan
 from runner.poll import PollPolicy
 from runner.records import TaskStatus

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from runner.errors import ManifestError
-from runner.manifest import expand, load, parse_overrides
+from runner.manifest import expand, parse_overrides
+from runner.manifest_files import load
 
 
 def write(path: Path, text: str) -> Path:

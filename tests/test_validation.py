@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from jobs import kling_i2v
-from runner.manifest import load
+from runner.manifest_files import load
 from runner.plan import Plan, plan, video_file_name
 from tests.conftest import draw_image
 
