@@ -155,7 +155,7 @@ class NovitaClient:
                 return task_id
             # 200 means the API took it; without an id we cannot follow or rule out a charge.
             raise SubmitOutcomeUnknown(f"HTTP 200 without a task_id: {text[:200]!r}")
-        raise _error_for(status, text, headers, submitting=True)
+        raise error_for(status, text, headers, submitting=True)
 
     async def task_result(self, task_id: str) -> TaskResult:
         session = self._require_session()
@@ -170,7 +170,7 @@ class NovitaClient:
             raise TransportError(f"no answer from {self.base_url}: {_describe(exc)}") from None
         if status == 200:
             return parse_task_result(task_id, _json(text))
-        raise _error_for(status, text, headers, submitting=False)
+        raise error_for(status, text, headers, submitting=False)
 
     async def account(self, path: str) -> dict[str, Any]:
         """GET an account endpoint (the balance, the user): free, answers JSON. Raises
@@ -190,7 +190,7 @@ class NovitaClient:
             if not data:
                 raise ApiError(200, "UNEXPECTED_ANSWER", _snippet(text) or "an empty answer")
             return data
-        raise _error_for(status, text, headers, submitting=False)
+        raise error_for(status, text, headers, submitting=False)
 
     def _require_session(self) -> aiohttp.ClientSession:
         if self._session is None:
@@ -218,7 +218,9 @@ def parse_task_result(task_id: str, data: dict[str, Any]) -> TaskResult:
     )
 
 
-def _error_for(status: int, text: str, headers: Any, *, submitting: bool) -> KlingBatchError:
+def error_for(status: int, text: str, headers: Any, *, submitting: bool) -> KlingBatchError:
+    """The typed error for an answer that is not a success (``runner.retry`` decides
+    what follows from it)."""
     body = _json(text)
     reason = str(body.get("reason") or "")
     message = str(body.get("message") or "").strip() or _snippet(text)

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import math
-import time
+import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +20,7 @@ from types import ModuleType
 
 from jobs import kling_i2v
 from runner.client import NovitaClient
+from runner.clock import SYSTEM_CLOCK, Clock
 from runner.errors import FolderChanged, Interrupted
 from runner.fetch import Fetcher
 from runner.limits import EndpointLimiter, Rate
@@ -27,6 +28,7 @@ from runner.options import RunOptions
 from runner.poll import PollPolicy, PollScheduler
 from runner.progress import LineProgress, ProgressSink, Snapshot
 from runner.records import IN_FLIGHT, TaskRecord, TaskStatus
+from runner.retry import DEFAULT_LIMITS, RetryLimits
 from runner.state import DEFERRED_MAX_AGE_S, RunState
 from runner.stopping import StopSwitch
 from runner.submit import Budget, Submitter
@@ -44,7 +46,7 @@ class EngineConfig:
     poll_concurrency: int = 16
     download: bool = True
     download_workers: int = 4
-    max_submit_retries: int = 8  # transient errors per task; 429s have their own budget
+    retry_limits: RetryLimits = DEFAULT_LIMITS  # per task: transient errors, 429s, downloads
     retry_base_s: float = 1.0  # first backoff step after a transient error (then doubles)
     poll_policy: PollPolicy = field(default_factory=PollPolicy)
     progress_every_s: float = 30.0
@@ -95,14 +97,18 @@ async def run_engine(
     stop: StopSwitch | None = None,
     progress: ProgressSink | None = None,
     guard: Callable[[], str | None] | None = None,
+    clock: Clock = SYSTEM_CLOCK,
+    rng: random.Random | None = None,
 ) -> RunOutcome:
     """Run every pending, in-flight and stalled task of the ledger to a final state (or
     stalled again), or until ``stop`` trips (the caller may trip it, e.g. on Ctrl-C).
     ``progress`` is shown every few seconds (default: a log line every
     ``config.progress_every_s``). ``guard`` is asked twice a second whether the run
     folder is still this run's (e.g. its lock file); a problem it names stops the run,
-    as does the ledger file being deleted or replaced."""
-    started = time.monotonic()
+    as does the ledger file being deleted or replaced. ``clock`` and ``rng`` (the
+    backoff jitter) are shared by every stage; tests pass their own."""
+    rng = rng or random.Random()
+    started = clock.monotonic()
     resumed_unknown = state.resume()
     if resumed_unknown:
         log.warning(
@@ -110,7 +116,7 @@ async def run_engine(
         )
     stop = stop or StopSwitch()
     budget = Budget(config.budget_usd, spent_usd=state.committed_spend())
-    poll_limiter = EndpointLimiter(config.poll_rate, "poll")
+    poll_limiter = EndpointLimiter(config.poll_rate, "poll", rng)
     fetcher = Fetcher(
         state,
         client,
@@ -118,7 +124,10 @@ async def run_engine(
         stop,
         run_dir / VIDEOS_DIR,
         workers=config.download_workers,
+        limits=config.retry_limits,
         retry_base_s=config.retry_base_s,
+        clock=clock,
+        rng=rng,
     )
     on_succeeded = fetcher.add if config.download else (lambda key: None)
     scheduler = PollScheduler(
@@ -129,26 +138,30 @@ async def run_engine(
         config.poll_policy,
         on_succeeded,
         concurrency=config.poll_concurrency,
+        clock=clock,
+        rng=rng,
     )
 
     def on_submitted(key: str, task_id: str) -> None:
-        scheduler.add(key, task_id, submitted_at=time.time())
+        scheduler.add(key, task_id, submitted_at=clock.time())
 
     submitter = Submitter(
         state,
         client,
         job,
-        EndpointLimiter(config.submit_rate, "submit"),
+        EndpointLimiter(config.submit_rate, "submit", rng),
         stop,
         on_submitted,
         workers=config.submit_workers or submit_workers_for(config.submit_rate),
-        max_retries=config.max_submit_retries,
+        limits=config.retry_limits,
+        clock=clock,
+        rng=rng,
         retry_base_s=config.retry_base_s,
         budget=budget,
         unreachable_after_s=config.unreachable_after_s,
     )
 
-    pending = _load(state.tasks(), scheduler, fetcher if config.download else None)
+    pending = _load(state.tasks(), scheduler, fetcher if config.download else None, clock.time())
     log.info(
         "run: %d to submit, %d in flight, submit rate %s, poll rate %s",
         len(pending),
@@ -176,7 +189,7 @@ async def run_engine(
             created=submitter.created,
             polls=scheduler.polls,
             spent_usd=budget.spent_usd,
-            elapsed_s=time.monotonic() - started,
+            elapsed_s=clock.monotonic() - started,
             submit_rate_per_s=config.submit_rate.per_second,
             recent_task_s=tuple(scheduler.finished_after_s),
         )
@@ -209,7 +222,7 @@ async def run_engine(
         resumed_unknown=resumed_unknown,
         stopped_by=stop.reason,
         stop_error=stop.error,
-        elapsed_s=time.monotonic() - started,
+        elapsed_s=clock.monotonic() - started,
         spent_usd=budget.spent_usd,
         budget_reached=budget.exhausted,
     )
@@ -223,11 +236,10 @@ def submit_workers_for(rate: Rate, latency_s: float = 0.25) -> int:
 
 
 def _load(
-    records: list[TaskRecord], scheduler: PollScheduler, fetcher: Fetcher | None
+    records: list[TaskRecord], scheduler: PollScheduler, fetcher: Fetcher | None, now: float
 ) -> list[TaskRecord]:
     """Hand each task to its stage; returns the pending ones. Stalled tasks are polled
     first, each with a fresh deadline: they may have finished since the last run."""
-    now = time.time()
     for record in sorted(records, key=lambda r: r.status != TaskStatus.STALLED):
         resumable = record.status in IN_FLIGHT or record.status == TaskStatus.STALLED
         if resumable and record.task_id:

@@ -16,14 +16,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import time
+import random
 from pathlib import Path
 
 import aiohttp
 
 from runner.client import NovitaClient
+from runner.clock import SYSTEM_CLOCK, Clock
 from runner.errors import KlingBatchError, UrlExpired
-from runner.limits import EndpointLimiter, backoff_delay
+from runner.limits import EndpointLimiter
+from runner.retry import DEFAULT_LIMITS, Action, RetryLimits, after_download_error
 from runner.state import RunState
 from runner.stopping import StopSwitch
 
@@ -63,8 +65,10 @@ class Fetcher:
         *,
         workers: int = 4,
         max_refreshes: int = 2,
-        max_retries: int = 4,
+        limits: RetryLimits = DEFAULT_LIMITS,
         retry_base_s: float = 1.0,
+        clock: Clock = SYSTEM_CLOCK,
+        rng: random.Random | None = None,
     ):
         self.state = state
         self.client = client
@@ -73,7 +77,9 @@ class Fetcher:
         self.videos_dir = videos_dir
         self.workers = workers
         self.max_refreshes = max_refreshes
-        self.max_retries = max_retries
+        self.limits = limits
+        self.clock = clock
+        self.rng = rng or random.Random()
         self.retry_base_s = retry_base_s
         self.downloaded = 0
         self._queue: asyncio.Queue[str | None] = asyncio.Queue()
@@ -99,7 +105,10 @@ class Fetcher:
     async def fetch_one(self, session: aiohttp.ClientSession, key: str) -> None:
         record = self.state.get(key)
         url = record.video_url
-        if record.video_url_expires_at is not None and record.video_url_expires_at < time.time():
+        if (
+            record.video_url_expires_at is not None
+            and record.video_url_expires_at < self.clock.time()
+        ):
             url = None  # known to be stale: don't waste a request on it
         dest = self.videos_dir / record.video_name
         refreshes = retries = 0
@@ -122,13 +131,16 @@ class Fetcher:
                 continue
             except (aiohttp.ClientError, TimeoutError, OSError) as exc:
                 last_error = f"{type(exc).__name__}: {exc}"
-                if retries >= self.max_retries:
+                decision = after_download_error(
+                    retries, rng=self.rng, base_s=self.retry_base_s, limits=self.limits
+                )
+                if decision.action == Action.GIVE_UP:
                     # Not an expired link: keep the task succeeded; `run` again retries.
                     self.state.note_download_failed(key, f"download failed: {last_error}")
                     log.warning("%s: download failed, run again to retry: %s", key, last_error)
                     return
                 retries += 1
-                await self.stop.sleep(backoff_delay(retries, base=self.retry_base_s))
+                await self.stop.sleep(decision.delay_s)
                 continue
             self.state.mark_downloaded(key, str(dest.relative_to(self.videos_dir.parent)))
             self.downloaded += 1
@@ -145,6 +157,8 @@ class Fetcher:
             log.info("%s: could not refresh the video link: %s", key, exc)
             return None
         if result.video_url:
-            expires_at = time.time() + result.video_url_ttl_s if result.video_url_ttl_s else None
+            expires_at = (
+                self.clock.time() + result.video_url_ttl_s if result.video_url_ttl_s else None
+            )
             self.state.set_video_url(key, result.video_url, expires_at)
         return result.video_url

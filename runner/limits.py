@@ -16,7 +16,8 @@ Exact semantics of :class:`EndpointLimiter`:
 - retries take a slot like any other request;
 - :meth:`EndpointLimiter.cool_down` (on a 429) pauses *every* worker of the class until
   the pause ends: ``Retry-After`` when the API sends it, exponential backoff otherwise,
-  plus a little jitter so the workers don't come back in a stampede.
+  plus a little jitter so the workers don't come back in a stampede (``runner.retry``
+  decides the waits; a Retry-After is capped there).
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ import re
 from dataclasses import dataclass
 
 from aiolimiter import AsyncLimiter
+
+from runner.retry import backoff_delay, capped_retry_after
 
 _UNITS = {
     "s": 1.0,
@@ -64,15 +67,6 @@ class Rate:
         return f"{self.count:g}/{unit}"
 
 
-def backoff_delay(attempt: int, base: float = 1.0, cap: float = 60.0, floor: float = 0.0) -> float:
-    """Exponential backoff with jitter for retry number ``attempt`` (0-based).
-
-    ``floor`` is what the server asked for (Retry-After): never wait less than that.
-    """
-    ceiling = min(cap, base * 2**attempt)
-    return max(floor, 0.0) + random.uniform(ceiling / 2, ceiling)
-
-
 def take_amount(bucket: AsyncLimiter) -> float:
     """What one request takes from its bucket: one, or the whole bucket when it is empty
     (the first request, or after a quiet spell), so no request follows it early."""
@@ -95,9 +89,10 @@ class EndpointLimiter:
     PACE_MARGIN = 0.02
     LATE_SLACK = 0.25
 
-    def __init__(self, rate: Rate, name: str):
+    def __init__(self, rate: Rate, name: str, rng: random.Random | None = None):
         self.rate = rate
         self.name = name
+        self.rng = rng or random.Random()
         self.factor = 1.0
         self._limiter = self._bucket()
         self._paused_until = 0.0
@@ -131,11 +126,11 @@ class EndpointLimiter:
         loop = asyncio.get_running_loop()
         if loop.time() >= self._paused_until:
             self._set_factor(max(self.MIN_FACTOR, self.factor * self.SLOW_DOWN))
-        jitter = random.uniform(0, min(1.0, 0.1 * (retry_after or 1.0)))
+        retry_after = capped_retry_after(retry_after)
         if retry_after is not None:
-            pause = retry_after + jitter
+            pause = retry_after + self.rng.uniform(0, min(1.0, 0.1 * (retry_after or 1.0)))
         else:
-            pause = backoff_delay(self._consecutive_429 - 1)
+            pause = backoff_delay(self._consecutive_429 - 1, self.rng)
         self._paused_until = max(self._paused_until, loop.time() + pause)
         return pause
 

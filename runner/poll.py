@@ -13,15 +13,18 @@ import asyncio
 import heapq
 import itertools
 import logging
+import random
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from runner.client import NovitaClient, TaskResult
+from runner.clock import SYSTEM_CLOCK, Clock
 from runner.errors import KlingBatchError, RateLimited, TaskNotFound
-from runner.limits import EndpointLimiter, backoff_delay
+from runner.limits import EndpointLimiter
 from runner.records import TaskStatus
+from runner.retry import Action, Decision, after_poll_error
 from runner.state import RunState
 from runner.stopping import StopSwitch
 
@@ -81,6 +84,8 @@ class PollScheduler:
         on_succeeded: Callable[[str], None],
         *,
         concurrency: int = 16,
+        clock: Clock = SYSTEM_CLOCK,
+        rng: random.Random | None = None,
     ):
         self.state = state
         self.client = client
@@ -89,6 +94,8 @@ class PollScheduler:
         self.policy = policy
         self.on_succeeded = on_succeeded
         self.concurrency = concurrency
+        self.clock = clock
+        self.rng = rng or random.Random()
         self.polls = 0
         self._heap: list[tuple[float, int, str]] = []
         self._seq = itertools.count()
@@ -151,7 +158,7 @@ class PollScheduler:
         self._wakeup.set()
 
     def _schedule(self, task_key: str, delay: float) -> None:
-        heapq.heappush(self._heap, (time.monotonic() + delay, next(self._seq), task_key))
+        heapq.heappush(self._heap, (self.clock.monotonic() + delay, next(self._seq), task_key))
         self._wakeup.set()
 
     async def run(self) -> None:
@@ -163,7 +170,7 @@ class PollScheduler:
                         return
                     await self._sleep(None)
                     continue
-                wait = self._heap[0][0] - time.monotonic()
+                wait = self._heap[0][0] - self.clock.monotonic()
                 if wait > 0:
                     await self._sleep(wait)
                     continue
@@ -196,44 +203,52 @@ class PollScheduler:
         try:
             self.polls += 1
             result = await self.client.task_result(tracked.task_id)
-        except TaskNotFound as exc:
-            self._not_found(key, tracked, exc)
-        except RateLimited as exc:
-            self.limiter.cool_down(exc.retry_after)
-            if not self._past_deadline(key, tracked, "polls rate limited"):
-                self._schedule(key, 0)
         except KlingBatchError as exc:
-            if exc.stops_run:
-                self.stop.trip(f"the API refused the run: {exc}", exc)
-                return
-            self._retry_later(key, tracked, f"polls failing: {exc}")
+            tracked.errors += 1
+            decision = after_poll_error(
+                exc, errors=tracked.errors, rng=self.rng, base_s=self.policy.min_interval_s
+            )
+            self._follow(key, tracked, decision, exc)
         else:
             self.limiter.succeeded()
             tracked.errors = 0
             tracked.not_found_since = None
-            tracked.last_answer_at = time.time()
+            tracked.last_answer_at = self.clock.time()
             self._handle(key, tracked, result)
         finally:
             self._active -= 1
             slots.release()
             self._wakeup.set()
 
-    def _retry_later(self, key: str, tracked: _Tracked, what: str) -> None:
-        """A poll that told us nothing: back off, unless the deadline has passed."""
-        tracked.errors += 1
+    def _follow(
+        self, key: str, tracked: _Tracked, decision: Decision, exc: KlingBatchError
+    ) -> None:
+        """Act on what a failed poll means (``runner.retry`` decides)."""
+        if decision.action == Action.STOP_RUN:
+            self.stop.trip(f"the API refused the run: {exc}", exc)
+        elif decision.action == Action.NOT_FOUND and isinstance(exc, TaskNotFound):
+            self._not_found(key, tracked, exc, decision.delay_s)
+        elif decision.action == Action.PAUSE_ALL and isinstance(exc, RateLimited):
+            self.limiter.cool_down(exc.retry_after)
+            if not self._past_deadline(key, tracked, "polls rate limited"):
+                self._schedule(key, 0)
+        else:
+            self._retry_later(key, tracked, f"polls failing: {exc}", decision.delay_s)
+
+    def _retry_later(self, key: str, tracked: _Tracked, what: str, delay_s: float) -> None:
+        """A poll that told us nothing: look again later, unless the deadline has passed."""
         if self._past_deadline(key, tracked, what):
             return
-        delay = backoff_delay(min(tracked.errors, 6), base=self.policy.min_interval_s)
-        log.info("%s: %s; again in %.1fs", key, what, delay)
-        self._schedule(key, delay)
+        log.info("%s: %s; again in %.1fs", key, what, delay_s)
+        self._schedule(key, delay_s)
 
-    def _not_found(self, key: str, tracked: _Tracked, exc: TaskNotFound) -> None:
+    def _not_found(self, key: str, tracked: _Tracked, exc: TaskNotFound, delay_s: float) -> None:
         """Ask again for ``not_found_grace_s`` before calling a task the API gave us lost."""
-        now = time.time()
+        now = self.clock.time()
         if tracked.not_found_since is None:
             tracked.not_found_since = now
         if now - tracked.not_found_since < self.policy.not_found_grace_s:
-            self._retry_later(key, tracked, f"the API does not know it yet ({exc.reason})")
+            self._retry_later(key, tracked, f"the API does not know it yet ({exc.reason})", delay_s)
             return
         self._finish(key)
         self.state.mark_failed(
@@ -246,7 +261,9 @@ class PollScheduler:
     def _handle(self, key: str, tracked: _Tracked, result: TaskResult) -> None:
         if result.status == SUCCEED:
             self._finish(key)
-            expires_at = time.time() + result.video_url_ttl_s if result.video_url_ttl_s else None
+            expires_at = (
+                self.clock.time() + result.video_url_ttl_s if result.video_url_ttl_s else None
+            )
             self.state.mark_succeeded(key, result.video_url, expires_at, result.generation_s)
             log.info("%s: succeeded", key)
             self.on_succeeded(key)
@@ -271,7 +288,7 @@ class PollScheduler:
     def _past_deadline(self, key: str, tracked: _Tracked, last_seen: str) -> bool:
         """Past its deadline, a task is ``stalled``, not failed: it keeps its task id, may
         still finish and is billed either way, so only an explicit choice pays again."""
-        age = time.time() - tracked.deadline_from
+        age = self.clock.time() - tracked.deadline_from
         if age <= self.policy.task_timeout_s:
             return False
         self._finish(key)
@@ -292,5 +309,5 @@ class PollScheduler:
     def _finish(self, key: str) -> None:
         tracked = self._tracked.pop(key, None)
         if tracked is not None:
-            self.finished_after_s.append(time.time() - tracked.submitted_at)
+            self.finished_after_s.append(self.clock.time() - tracked.submitted_at)
             self._finishes += 1

@@ -10,22 +10,23 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import time
+import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
 from runner.client import NovitaClient
+from runner.clock import SYSTEM_CLOCK, Clock
 from runner.errors import (
     ApiUnreachable,
     KlingBatchError,
     RateLimited,
-    SubmitOutcomeUnknown,
     TransportError,
 )
-from runner.limits import EndpointLimiter, backoff_delay
+from runner.limits import EndpointLimiter
 from runner.records import TaskRecord
+from runner.retry import DEFAULT_LIMITS, Action, Decision, RetryLimits, after_submit_error
 from runner.state import RunState
 from runner.stopping import StopSwitch
 
@@ -66,11 +67,12 @@ class Submitter:
         on_submitted: Callable[[str, str], None],
         *,
         workers: int = 4,
-        max_retries: int = 8,
-        max_rate_limited: int = 50,
+        limits: RetryLimits = DEFAULT_LIMITS,
         retry_base_s: float = 1.0,
         budget: Budget | None = None,
         unreachable_after_s: float = 30.0,
+        clock: Clock = SYSTEM_CLOCK,
+        rng: random.Random | None = None,
     ):
         self.state = state
         self.client = client
@@ -79,8 +81,9 @@ class Submitter:
         self.stop = stop
         self.on_submitted = on_submitted
         self.workers = workers
-        self.max_retries = max_retries
-        self.max_rate_limited = max_rate_limited
+        self.limits = limits
+        self.clock = clock
+        self.rng = rng or random.Random()
         self.retry_base_s = retry_base_s
         self.budget = budget or Budget(None)
         self.unreachable_after_s = unreachable_after_s
@@ -152,43 +155,22 @@ class Submitter:
                 # A second Ctrl-C: the POST was sent and its answer abandoned.
                 self.state.mark_unknown(key, attempt, "interrupted while the submit was in flight")
                 raise
-            except SubmitOutcomeUnknown as exc:
-                self.state.mark_unknown(key, attempt, str(exc))
-                log.warning(
-                    "%s: outcome unknown, not retried (rerun --unknown decides): %s", key, exc
-                )
-                return
             except KlingBatchError as exc:
-                self.budget.give_back(record.est_cost_usd)  # every case below created nothing
-                if exc.stops_run:
-                    self.state.mark_not_created(key, attempt, str(exc))
-                    self.stop.trip(f"the API refused the run: {exc}", exc)
-                    return
-                if not exc.retryable:
-                    self.state.mark_submit_refused(key, attempt, str(exc))
-                    log.warning("%s: refused by the API: %s", key, exc)
-                    return
-                self.state.mark_not_created(key, attempt, str(exc))
-                if self._unreachable_for_too_long(exc):
-                    return
-                # A 429 means "wait", not "broken": it gets a budget of its own.
                 if isinstance(exc, RateLimited):
                     rate_limited += 1
-                    exhausted = rate_limited > self.max_rate_limited
                 else:
                     failures += 1
-                    exhausted = failures > self.max_retries
-                if exhausted:
-                    log.error("%s: still refused after retrying, left pending: %s", key, exc)
-                    return
-                if isinstance(exc, RateLimited):
-                    pause = self.limiter.cool_down(exc.retry_after)
-                    log.info("%s: rate limited; all submits pause %.1fs", key, pause)
-                else:
-                    delay = backoff_delay(failures - 1, base=self.retry_base_s)
-                    log.info("%s: %s; retry in %.1fs", key, exc, delay)
-                    await self.stop.sleep(delay)
-                continue
+                decision = after_submit_error(
+                    exc,
+                    failures=failures,
+                    rate_limited=rate_limited,
+                    rng=self.rng,
+                    base_s=self.retry_base_s,
+                    limits=self.limits,
+                )
+                if await self._follow(decision, record, attempt, exc):
+                    continue
+                return
             self._unreachable_since = None
             self.limiter.succeeded()
             self.state.mark_submitted(key, attempt, task_id)
@@ -197,6 +179,38 @@ class Submitter:
             self.on_submitted(key, task_id)
             return
 
+    async def _follow(
+        self, decision: Decision, record: TaskRecord, attempt: int, exc: KlingBatchError
+    ) -> bool:
+        """Record what the failed attempt means and act on the decision; True means send
+        this task again."""
+        key = record.task_key
+        if decision.action == Action.UNKNOWN:  # it may have been created: keep the money
+            self.state.mark_unknown(key, attempt, str(exc))
+            log.warning("%s: outcome unknown, not retried (rerun --unknown decides): %s", key, exc)
+            return False
+        self.budget.give_back(record.est_cost_usd)  # every other case created nothing
+        if decision.action == Action.REFUSED:
+            self.state.mark_submit_refused(key, attempt, str(exc))
+            log.warning("%s: refused by the API: %s", key, exc)
+            return False
+        self.state.mark_not_created(key, attempt, str(exc))
+        if decision.action == Action.STOP_RUN:
+            self.stop.trip(f"the API refused the run: {exc}", exc)
+            return False
+        if self._unreachable_for_too_long(exc):
+            return False
+        if decision.action == Action.GIVE_UP:
+            log.error("%s: still refused after retrying, left pending: %s", key, exc)
+            return False
+        if decision.action == Action.PAUSE_ALL and isinstance(exc, RateLimited):
+            pause = self.limiter.cool_down(exc.retry_after)
+            log.info("%s: rate limited; all submits pause %.1fs", key, pause)
+            return True
+        log.info("%s: %s; retry in %.1fs", key, exc, decision.delay_s)
+        await self.stop.sleep(decision.delay_s)
+        return True
+
     def _unreachable_for_too_long(self, exc: KlingBatchError) -> bool:
         """Connection failures (nothing answers at the base URL) are retried, but not
         all night: after ``unreachable_after_s`` of nothing else, the run stops (exit 3)
@@ -204,7 +218,7 @@ class Submitter:
         if not isinstance(exc, TransportError):
             self._unreachable_since = None  # the API answered, if only with an error
             return False
-        now = time.monotonic()
+        now = self.clock.monotonic()
         if self._unreachable_since is None:
             self._unreachable_since = now
         if now - self._unreachable_since < self.unreachable_after_s:

@@ -23,6 +23,7 @@ from runner.plan import plan
 from runner.poll import PollPolicy
 from runner.records import TaskStatus
 from runner.report import REPORT_CSV, write_reports
+from runner.retry import RetryLimits
 from runner.simulator import Simulator
 from runner.state import RunState
 from runner.stopping import StopSwitch
@@ -178,7 +179,7 @@ async def test_faults_are_recovered_without_paying_twice(start_sim, tmp_path):
 async def test_429s_do_not_use_up_the_retry_budget_but_errors_do(start_sim, tmp_path):
     sim = await start_sim(retry_after_s=0)
     sim.script("submit", "429", "429", "429", "503", "503")
-    config = fast_engine_config(max_submit_retries=1)
+    config = fast_engine_config(retry_limits=RetryLimits(transient=1))
     state, _ = await run_batch(sim, simple_manifest(tmp_path, 2), tmp_path / "run", config)
     # r0/1 goes alone and meets all five: three 429s (their own budget), one 503 (the one
     # retry allowed), a second 503 (budget spent): left pending, nothing paid.

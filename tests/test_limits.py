@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from runner.limits import EndpointLimiter, Rate, backoff_delay, take_amount
+from runner.limits import EndpointLimiter, Rate, take_amount
 
 
 @pytest.mark.parametrize(
@@ -148,13 +148,6 @@ async def test_a_cool_down_pauses_every_worker_for_at_least_retry_after():
     await asyncio.gather(*(limiter.acquire() for _ in range(3)))
     assert time.monotonic() - start >= 0.2 * 0.95
     assert limiter.cool_downs == 1
-
-
-def test_backoff_grows_is_capped_and_respects_the_floor():
-    assert 0.5 <= backoff_delay(0) <= 1.0
-    assert 4.0 <= backoff_delay(3) <= 8.0
-    assert 30.0 <= backoff_delay(20) <= 60.0
-    assert backoff_delay(0, floor=5.0) >= 5.5
 
 
 async def test_fresh_429s_slow_the_rate_and_clean_traffic_earns_it_back():
