@@ -116,7 +116,7 @@ async def run_engine(
         )
     stop = stop or StopSwitch()
     budget = Budget(config.budget_usd, spent_usd=state.committed_spend())
-    poll_limiter = EndpointLimiter(config.poll_rate, "poll", rng)
+    poll_limiter = EndpointLimiter(config.poll_rate, "poll", rng, clock)
     fetcher = Fetcher(
         state,
         client,
@@ -149,7 +149,7 @@ async def run_engine(
         state,
         client,
         job,
-        EndpointLimiter(config.submit_rate, "submit", rng),
+        EndpointLimiter(config.submit_rate, "submit", rng, clock),
         stop,
         on_submitted,
         workers=config.submit_workers or submit_workers_for(config.submit_rate),

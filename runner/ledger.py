@@ -169,6 +169,11 @@ class Ledger:
         ):
             self.flush()
 
+    @property
+    def uncommitted(self) -> bool:
+        """Deferred writes are waiting for the next commit (or a transaction is open)."""
+        return self._db.in_transaction
+
     def flush(self) -> None:
         """Commit deferred writes now (the engine also calls this on a timer)."""
         if self._db.in_transaction:

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 from aiolimiter import AsyncLimiter
 
+from runner.clock import SYSTEM_CLOCK, Clock
 from runner.retry import backoff_delay, capped_retry_after
 
 _UNITS = {
@@ -89,10 +90,17 @@ class EndpointLimiter:
     PACE_MARGIN = 0.02
     LATE_SLACK = 0.25
 
-    def __init__(self, rate: Rate, name: str, rng: random.Random | None = None):
+    def __init__(
+        self,
+        rate: Rate,
+        name: str,
+        rng: random.Random | None = None,
+        clock: Clock = SYSTEM_CLOCK,
+    ):
         self.rate = rate
         self.name = name
         self.rng = rng or random.Random()
+        self.clock = clock  # what the 429 pauses are measured on
         self.factor = 1.0
         self._limiter = self._bucket()
         self._paused_until = 0.0
@@ -105,9 +113,8 @@ class EndpointLimiter:
         return self.rate.per_second * self.factor
 
     async def acquire(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
-            pause = self._paused_until - loop.time()
+            pause = self._paused_until - self.clock.monotonic()
             if pause > 0:
                 await asyncio.sleep(pause)
                 continue
@@ -115,7 +122,7 @@ class EndpointLimiter:
             await limiter.acquire(take_amount(limiter))
             if limiter is not self._limiter:
                 continue  # the rate changed while waiting: take a slot at the new pace
-            if self._paused_until <= loop.time():
+            if self._paused_until <= self.clock.monotonic():
                 return
             # A 429 arrived while this worker waited for its slot: honour the pause too.
 
@@ -123,15 +130,15 @@ class EndpointLimiter:
         """Pause all workers after a 429; returns the pause in seconds."""
         self.cool_downs += 1
         self._consecutive_429 += 1
-        loop = asyncio.get_running_loop()
-        if loop.time() >= self._paused_until:
+        now = self.clock.monotonic()
+        if now >= self._paused_until:
             self._set_factor(max(self.MIN_FACTOR, self.factor * self.SLOW_DOWN))
         retry_after = capped_retry_after(retry_after)
         if retry_after is not None:
             pause = retry_after + self.rng.uniform(0, min(1.0, 0.1 * (retry_after or 1.0)))
         else:
             pause = backoff_delay(self._consecutive_429 - 1, self.rng)
-        self._paused_until = max(self._paused_until, loop.time() + pause)
+        self._paused_until = max(self._paused_until, now + pause)
         return pause
 
     def succeeded(self) -> None:

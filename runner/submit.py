@@ -56,6 +56,27 @@ class Budget:
         self.spent_usd -= cost_usd
 
 
+class ImageCache:
+    """A request's image as sent, read at submit time (memory stays flat on big
+    batches). The last one is kept: list values and ``repeat`` send one image several
+    times in a row, and encoding a 10 MB frame costs milliseconds each time. Keyed by
+    path, size and mtime, so an image replaced mid-run is read again."""
+
+    def __init__(self, job: ModuleType):
+        self.job = job
+        self._last: tuple[tuple[str, int, int], str] | None = None
+
+    def payload(self, request: Any) -> str:
+        if request.image_is_url:
+            payload: str = self.job.image_payload(request)
+            return payload
+        stat = os.stat(request.image)
+        key = (request.image, stat.st_size, stat.st_mtime_ns)
+        if self._last is None or self._last[0] != key:
+            self._last = (key, self.job.image_payload(request))
+        return self._last[1]
+
+
 class Submitter:
     def __init__(
         self,
@@ -89,7 +110,7 @@ class Submitter:
         self.unreachable_after_s = unreachable_after_s
         self.created = 0
         self._unreachable_since: float | None = None  # first connection failure in a row
-        self._last_image: tuple[tuple[str, int, int], str] | None = None
+        self.images = ImageCache(job)
 
     async def run(self, tasks: list[TaskRecord]) -> None:
         """Submit every task (as the ledger had it at the start of the run). The first
@@ -115,24 +136,11 @@ class Submitter:
             await self.submit_one(record)
             done += 1
 
-    def _image_payload(self, request: Any) -> str:
-        """The request's image as sent, read at submit time. The last one is kept:
-        list values and ``repeat`` send one image several times in a row, and encoding
-        a 10 MB frame costs milliseconds each time. Keyed by path, size and mtime, so an
-        image replaced mid-run is read again."""
-        if request.image_is_url:
-            return self.job.image_payload(request)
-        stat = os.stat(request.image)
-        key = (request.image, stat.st_size, stat.st_mtime_ns)
-        if self._last_image is None or self._last_image[0] != key:
-            self._last_image = (key, self.job.image_payload(request))
-        return self._last_image[1]
-
     async def submit_one(self, record: TaskRecord) -> None:
         key = record.task_key
         request = self.job.Request.from_json(record.request_json)
         try:  # read the image now, not at planning: memory stays flat on big batches
-            body = self.job.build_body(request, self._image_payload(request))
+            body = self.job.build_body(request, self.images.payload(request))
         except OSError as exc:
             self.state.mark_failed(key, f"image could not be read at submit time: {exc}")
             return

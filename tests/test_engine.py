@@ -15,6 +15,7 @@ from PIL import Image
 
 from jobs import kling_i2v
 from runner.client import NovitaClient
+from runner.clock import ManualClock
 from runner.engine import EngineConfig, RunOutcome, run_engine
 from runner.errors import ApiUnreachable, FolderChanged
 from runner.limits import Rate
@@ -26,8 +27,7 @@ from runner.report import REPORT_CSV, write_reports
 from runner.retry import RetryLimits
 from runner.simulator import Simulator
 from runner.state import RunState
-from runner.stopping import StopSwitch
-from runner.submit import Submitter
+from runner.submit import ImageCache
 from tests.conftest import SIM_KEY, draw_image, fast_engine_config
 
 
@@ -364,20 +364,19 @@ def test_the_image_is_read_once_per_run_of_tasks_and_again_when_it_changes(tmp_p
         reads.append(request.image)
         return kling_i2v.image_payload(request)
 
-    job = types.SimpleNamespace(image_payload=image_payload)
-    submitter = Submitter(None, None, job, None, StopSwitch(), lambda key, task_id: None)
+    images = ImageCache(types.SimpleNamespace(image_payload=image_payload))
     frame = tmp_path / "frame.png"
     Image.new("RGB", (400, 400), (10, 20, 30)).save(frame)
     request = kling_i2v.Request(image=str(frame), prompt="p")
-    first = submitter._image_payload(request)
-    assert submitter._image_payload(request) == first
+    first = images.payload(request)
+    assert images.payload(request) == first
     assert len(reads) == 1
     Image.new("RGB", (500, 400), (90, 20, 30)).save(frame)
-    second = submitter._image_payload(request)
+    second = images.payload(request)
     assert second != first and base64.b64decode(second) == frame.read_bytes()
     assert len(reads) == 2
     url = kling_i2v.Request(image="https://example.com/a.png", prompt="p")
-    assert submitter._image_payload(url) == "https://example.com/a.png"
+    assert images.payload(url) == "https://example.com/a.png"
 
 
 async def test_a_base_url_where_nothing_answers_stops_the_run_instead_of_retrying_all_night(
@@ -419,3 +418,43 @@ async def test_a_run_whose_guard_reports_a_problem_stops(sim, tmp_path):
     assert outcome.stopped_by == "run.lock was removed"
     assert isinstance(outcome.stop_error, FolderChanged)
     assert {r.status for r in state.tasks()} <= {TaskStatus.QUEUED, TaskStatus.PROCESSING}
+
+
+async def test_the_deadline_is_read_from_the_injected_clock_no_waiting(sim, tmp_path):
+    """The default 30-minute deadline, passed by moving the clock, not by sleeping."""
+    sim.hold()  # the API keeps every task queued
+    clock = ManualClock()
+    state = RunState.open(tmp_path / "run")
+    state.sync_plan(plan(load(simple_manifest(tmp_path, 2))).tasks)
+    config = fast_engine_config(
+        poll_policy=PollPolicy(first_delay_s=0.02, min_interval_s=0.02, max_interval_s=0.05)
+    )
+    async with NovitaClient(sim.base_url, SIM_KEY) as client:
+        engine = asyncio.create_task(
+            run_engine(state, client, tmp_path / "run", config, clock=clock)
+        )
+        while sim.stats.polls < 4:  # both submitted, and polled while queued
+            await asyncio.sleep(0.01)
+        assert not engine.done()
+        clock.advance(1801)
+        await asyncio.wait_for(engine, 10)
+    assert state.counts() == {"stalled": 2}
+    assert "past the 1800s deadline (still TASK_STATUS_QUEUED)" in state.get("r0/1").error
+
+
+async def test_not_found_is_asked_again_until_the_grace_ends_on_the_clock(start_sim, tmp_path):
+    sim = await start_sim(result_lag_polls=10_000)  # Task Result never knows the tasks
+    clock = ManualClock()
+    state = RunState.open(tmp_path / "run")
+    state.sync_plan(plan(load(simple_manifest(tmp_path, 1))).tasks)
+    async with NovitaClient(sim.base_url, SIM_KEY) as client:
+        engine = asyncio.create_task(
+            run_engine(state, client, tmp_path / "run", fast_engine_config(), clock=clock)
+        )
+        while sim.stats.polls < 3:
+            await asyncio.sleep(0.01)
+        assert not engine.done()  # 404s within the 60 s grace: asked again
+        clock.advance(61)
+        await asyncio.wait_for(engine, 10)
+    record = state.get("r0/1")
+    assert record.status == TaskStatus.FAILED and record.error.startswith("TASK_NOT_FOUND")

@@ -14,6 +14,7 @@ import time
 
 import pytest
 
+from runner.clock import ManualClock
 from runner.limits import EndpointLimiter, Rate, take_amount
 
 
@@ -151,17 +152,17 @@ async def test_a_cool_down_pauses_every_worker_for_at_least_retry_after():
 
 
 async def test_fresh_429s_slow_the_rate_and_clean_traffic_earns_it_back():
-    limiter = EndpointLimiter(Rate(10, 1), "submit")
-    limiter.cool_down(retry_after=0)  # a fresh 429: 10/s -> 8/s
+    clock = ManualClock()
+    limiter = EndpointLimiter(Rate(10, 1), "submit", clock=clock)
+    limiter.cool_down(retry_after=60)  # a fresh 429: 10/s -> 8/s, and a minute's pause
     assert limiter.effective_per_second == pytest.approx(8.0)
-    limiter._paused_until = asyncio.get_running_loop().time() + 60
-    limiter.cool_down(retry_after=0)  # answers a request sent before the pause: no change
+    limiter.cool_down(retry_after=60)  # answers a request sent before the pause: no change
     assert limiter.effective_per_second == pytest.approx(8.0)
-    limiter._paused_until = 0.0
     for _ in range(20):
+        clock.advance(120)  # the pause is over: the next 429 is a fresh sign again
         limiter.cool_down(retry_after=0)
-        limiter._paused_until = 0.0
     assert limiter.effective_per_second == pytest.approx(2.5)  # never below a quarter
+    clock.advance(120)
     # The slower pace is what acquire() hands out: 3 gaps at 2.5/s, not at 10/s (0.3 s).
     # Only a lower bound: a loaded machine can make sleeps longer, never shorter.
     loop = asyncio.get_running_loop()

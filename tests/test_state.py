@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 import sqlite3
 from pathlib import Path
 
@@ -129,8 +131,14 @@ def test_poll_side_writes_are_group_committed_and_a_crash_only_loses_those(tmp_p
     state.mark_submitting("b/1")
     assert seen_by_another_process() == {"a/1": "succeeded", "b/1": "submitting"}
 
-    state.mark_processing("a/1")  # deferred again, and then the process dies
-    state._db.close()  # no flush: what a kill -9 does to an open transaction
+    state.close()
+    # A process makes a deferred write and dies at once, as kill -9 would: no flush.
+    child = multiprocessing.get_context("fork").Process(
+        target=_defer_then_die, args=(tmp_path, "a/1")
+    )
+    child.start()
+    child.join(10)
+    assert child.exitcode == 9
     reopened = RunState.open(tmp_path)
     record = reopened.get("a/1")
     assert record.status == "succeeded" and record.task_id == "task-a"  # polled again
@@ -160,7 +168,7 @@ def test_a_failed_durable_write_on_its_own_releases_the_ledger(tmp_path):
     state.mark_submitted("a/1", state.mark_submitting("a/1"), "task-a")
     with pytest.raises(PlanConflict):
         state.sync_plan([planned("a/1", prompt="changed"), planned("c/1")])
-    assert not state._db.in_transaction
+    assert not state.uncommitted
     with sqlite3.connect(state.path, timeout=0.1) as other:
         other.execute("UPDATE meta SET value = value")  # would fail if still locked
         assert [row[0] for row in other.execute("SELECT task_key FROM tasks")] == ["a/1"]
@@ -181,3 +189,10 @@ def test_a_first_version_ledger_opens_and_is_migrated_and_a_newer_one_is_refused
         db.execute("PRAGMA user_version = 99")
     with pytest.raises(RunFolderError, match="written by a newer kling-batch"):
         RunState(path)
+
+
+def _defer_then_die(run_dir: Path, key: str) -> None:
+    state = RunState.open(run_dir)
+    state.mark_processing(key)  # deferred: waits for the next commit
+    assert state.uncommitted
+    os._exit(9)  # no flush, no close: the open transaction dies with the process
