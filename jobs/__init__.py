@@ -1,6 +1,7 @@
 """What a job is: one module per Novita async model (fields, limits, body, price).
 
-Adding another model is adding one module here and naming it in ``JOBS``.
+``JOBS`` names the models there are. Today the runner uses ``kling_i2v`` directly; the
+models issue turns this into the registry that ``model:`` in a manifest reads.
 """
 
 from jobs import kling_i2v

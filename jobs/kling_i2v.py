@@ -16,7 +16,7 @@ import hashlib
 import io
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -196,6 +196,17 @@ def check_fields(values: Mapping[str, Any]) -> tuple[dict[str, Any], list[FieldP
         if value is None or (isinstance(value, str) and not value.strip()):
             problems.append(FieldProblem(name, value, "is required"))
 
+    _check_texts(values, typed, problems)
+    _check_choice(values, typed, problems, "duration", _coerce_int, DURATIONS)
+    _check_choice(values, typed, problems, "aspect_ratio", _as_text, ASPECT_RATIOS)
+    _check_settings(values, typed, problems)
+    return typed, problems
+
+
+def _check_texts(
+    values: Mapping[str, Any], typed: dict[str, Any], problems: list[FieldProblem]
+) -> None:
+    """The prompt and the negative prompt: text, at most PROMPT_MAX_CHARS."""
     prompt = values.get("prompt")
     if prompt is not None:
         if not isinstance(prompt, str):
@@ -213,8 +224,11 @@ def check_fields(values: Mapping[str, Any]) -> tuple[dict[str, Any], list[FieldP
         else:
             typed["negative_prompt"] = negative
 
-    _check_choice(values, typed, problems, "duration", _coerce_int, DURATIONS)
-    _check_choice(values, typed, problems, "aspect_ratio", _as_text, ASPECT_RATIOS)
+
+def _check_settings(
+    values: Mapping[str, Any], typed: dict[str, Any], problems: list[FieldProblem]
+) -> None:
+    """cfg_scale, sound and voice_list: coerced from YAML or CSV text, then checked."""
     if values.get("cfg_scale") not in (None, ""):
         cfg = _coerce_float("cfg_scale", values["cfg_scale"])
         low, high = CFG_SCALE_RANGE
@@ -240,7 +254,6 @@ def check_fields(values: Mapping[str, Any]) -> tuple[dict[str, Any], list[FieldP
             )
         else:
             typed["voice_list"] = voices
-    return typed, problems
 
 
 def warnings_for(request: Request, image: ImageFacts | None = None) -> list[FieldProblem]:
@@ -276,7 +289,14 @@ def _as_text(name: str, value: Any) -> str | FieldProblem:
     return FieldProblem(name, value, "must be text")
 
 
-def _check_choice(values, typed, problems, name, coerce, choices) -> None:
+def _check_choice(
+    values: Mapping[str, Any],
+    typed: dict[str, Any],
+    problems: list[FieldProblem],
+    name: str,
+    coerce: Callable[[str, Any], Any],
+    choices: tuple[Any, ...],
+) -> None:
     if values.get(name) in (None, ""):
         return
     value = coerce(name, values[name])

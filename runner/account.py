@@ -96,8 +96,8 @@ def _available_units(data: dict[str, Any]) -> float | None:
 
 
 def _credit_units(data: dict[str, Any]) -> float | None:
-    user = data.get("user") if isinstance(data.get("user"), dict) else data
-    return _number(user.get("credit_balance"))
+    user = data.get("user")
+    return _number((user if isinstance(user, dict) else data).get("credit_balance"))
 
 
 def _number(value: Any) -> float | None:

@@ -39,6 +39,7 @@ from runner.options import RunOptions, option_specs
 from runner.plan import Plan, plan
 from runner.progress import LineProgress, LiveProgress, ProgressSink, progress_line
 from runner.records import TaskRecord, TaskStatus
+from runner.rehearsal import SIMULATOR_API
 from runner.report import write_reports
 from runner.sim_hosting import add_sim_arguments, run_simulator
 from runner.state import RunState
@@ -287,7 +288,7 @@ def _spend(
         to_send = flow.to_send(state, checked.to_resubmit)
         if to_send.tasks and not console.confirm_spend(
             to_send,
-            simulated=connection.api == flow.SIMULATOR_API,
+            simulated=connection.api == SIMULATOR_API,
             budget_usd=options.budget_usd,
             spent_usd=state.committed_spend(),
             balance=checked.account.balance,

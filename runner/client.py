@@ -200,11 +200,11 @@ class NovitaClient:
 
 def parse_task_result(task_id: str, data: dict[str, Any]) -> TaskResult:
     """Lenient on purpose: fields vary by task and by API version; a missing one is None."""
-    task = data.get("task") if isinstance(data.get("task"), dict) else {}
-    videos = data.get("videos") if isinstance(data.get("videos"), list) else []
+    task = _mapping(data.get("task"))
+    listed = data.get("videos")
+    videos: list[Any] = listed if isinstance(listed, list) else []
     video = next((v for v in videos if isinstance(v, dict) and v.get("video_url")), {})
-    extra = data.get("extra") if isinstance(data.get("extra"), dict) else {}
-    debug = extra.get("debug_info") if isinstance(extra.get("debug_info"), dict) else {}
+    debug = _mapping(_mapping(data.get("extra")).get("debug_info"))
     return TaskResult(
         task_id=str(task.get("task_id") or task_id),
         status=str(task.get("status") or "TASK_STATUS_UNKNOWN"),
@@ -270,6 +270,11 @@ def _json(text: str) -> dict[str, Any]:
     except (ValueError, TypeError):
         return {}
     return data if isinstance(data, dict) else {}
+
+
+def _mapping(value: Any) -> dict[str, Any]:
+    """A JSON object, or an empty one when the field is missing or of another type."""
+    return value if isinstance(value, dict) else {}
 
 
 def _snippet(text: str) -> str:

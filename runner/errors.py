@@ -8,6 +8,8 @@ request again cannot pay twice. Anything that might have created a task is
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 
 class KlingBatchError(Exception):
     """Base of every error kling-batch raises on purpose."""
@@ -95,7 +97,7 @@ class UrlExpired(KlingBatchError):
 class ManifestError(KlingBatchError):
     """The manifest cannot be read at all (no such file, malformed YAML, no CSV header)."""
 
-    def __init__(self, problems: list) -> None:
+    def __init__(self, problems: Sequence[object]) -> None:
         self.problems = problems
         super().__init__("\n".join(str(p) for p in problems))
 

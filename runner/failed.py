@@ -29,7 +29,8 @@ from runner.records import TaskRecord, TaskStatus
 
 FAILED_YAML = "failed.yaml"
 FAILED_CSV = "failed.csv"
-RETRYABLE_STATUSES = (TaskStatus.FAILED, TaskStatus.EXPIRED)
+# What failed.yaml lists: tasks that ended without a video and may be run as a new batch.
+LISTED_STATUSES = (TaskStatus.FAILED, TaskStatus.EXPIRED)
 CSV_FIELDS = ("id", *kling_i2v.FIELDS)
 MAX_ID_LENGTH = 100  # the manifest's own limit on row ids
 
@@ -45,7 +46,7 @@ def write_failed_manifests(
     all_records: Sequence[TaskRecord], run_dir: Path
 ) -> FailedManifests | None:
     """Write both files, or remove stale ones when nothing failed (after a good rerun)."""
-    records = [r for r in all_records if r.status in RETRYABLE_STATUSES]
+    records = [r for r in all_records if r.status in LISTED_STATUSES]
     paths = (run_dir / FAILED_YAML, run_dir / FAILED_CSV)
     if not records:
         for path in paths:

@@ -138,5 +138,6 @@ def require_ledger(run_dir: Path) -> None:
 
 def _has(path: Path) -> bool:
     if path.is_dir():
-        return any(os.scandir(path))
+        with os.scandir(path) as entries:
+            return any(entries)
     return path.exists()

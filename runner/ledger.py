@@ -21,7 +21,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import fields
 from pathlib import Path
-from typing import Self
+from typing import Any, Self
 
 from runner.errors import RunFolderError
 from runner.records import MAY_HAVE_PAID, AttemptOutcome, TaskRecord, TaskStatus
@@ -242,13 +242,13 @@ class Ledger:
             "SELECT COUNT(*) FROM tasks WHERE status = ? AND video_path IS NULL",
             (TaskStatus.SUCCEEDED,),
         ).fetchone()
-        return row[0]
+        return int(row[0])
 
     def counts(self) -> dict[str, int]:
         rows = self._db.execute("SELECT status, COUNT(*) AS n FROM tasks GROUP BY status")
         return {row["status"]: row["n"] for row in rows}
 
-    def attempts(self) -> list[dict]:
+    def attempts(self) -> list[dict[str, Any]]:
         rows = self._db.execute("SELECT * FROM attempts ORDER BY task_key, attempt")
         return [dict(row) for row in rows]
 
@@ -257,7 +257,7 @@ class Ledger:
         row = self._db.execute(
             f"SELECT COUNT(*) FROM attempts WHERE outcome IN ({_MAY_HAVE_PAID})"
         ).fetchone()
-        return row[0]
+        return int(row[0])
 
     def committed_spend(self) -> float:
         """Estimated USD of every attempt the API created or may have created.
@@ -296,7 +296,7 @@ class Ledger:
         task_key: str,
         now: float | None = None,
         attempts_change: int = 0,
-        **columns,
+        **columns: Any,
     ) -> None:
         """Set some columns of one task (and ``updated_at``), inside the caller's
         transaction; ``attempts_change`` moves the paid-attempts count in the same
@@ -316,7 +316,7 @@ class Ledger:
         status: TaskStatus,
         now: float,
         attempts_change: int = 0,
-        **columns,
+        **columns: Any,
     ) -> None:
         """A status change: its columns, and the event that records it."""
         self._update(db, task_key, now, attempts_change, status=str(status), **columns)

@@ -76,7 +76,7 @@ def _load_yaml(path: Path, text: str, overrides: dict[str, Any]) -> Manifest:
 
     defaults: dict[str, Any] = {}
     prices: dict[str, Any] = {}
-    rows_node = root
+    rows_node: yaml.Node | None = root
     if isinstance(data, dict):
         unknown = sorted(str(k) for k in set(data) - {"defaults", "rows", "prices"})
         if unknown or "rows" not in data:
@@ -95,12 +95,13 @@ def _load_yaml(path: Path, text: str, overrides: dict[str, Any]) -> Manifest:
                 [Problem(name, None, None, "prices", None, "must be a mapping of tier: USD")]
             )
         data = data["rows"]
-        rows_node = next(v for k, v in root.value if k.value == "rows")
+        rows_node = next(v for k, v in root.value if k.value == "rows") if root else None
     if not isinstance(data, list):
         raise ManifestError(
             [Problem(name, None, 1, None, None, "must be a list of rows, or defaults + rows")]
         )
 
+    assert rows_node is not None and root is not None  # parsed above: data is a list
     lines = [item.start_mark.line + 1 for item in rows_node.value]
     merged_defaults = {**_text_keys(defaults), **overrides}
     problems = _yaml_mapping_problems(name, root)

@@ -19,6 +19,9 @@ from jobs.problems import FieldProblem
 from runner.manifest import Manifest, Problem, TaskSpec, expand
 from runner.records import TaskRecord
 
+# An image reference (as written, or its resolved path) -> (the reference to send, what
+# the file is, its problems): each image is checked once however many tasks name it.
+ImageChecks = dict[object, tuple[str | None, kling_i2v.ImageFacts | None, list[FieldProblem]]]
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -73,11 +76,11 @@ class Plan:
     def cost_breakdown(self) -> list[tuple[int, str, int, float]]:
         """(duration, price tier, tasks, estimated USD), for the estimate table."""
         counts: Counter[tuple[int, str]] = Counter()
-        cost: Counter[tuple[int, str]] = Counter()
+        cost: dict[tuple[int, str], float] = {}
         for task in self.tasks:
             group = (task.request.duration, kling_i2v.price_tier(task.request))
             counts[group] += 1
-            cost[group] += task.est_cost_usd
+            cost[group] = cost.get(group, 0.0) + task.est_cost_usd
         return [(d, tier, counts[d, tier], round(cost[d, tier], 2)) for d, tier in sorted(counts)]
 
 
@@ -106,7 +109,7 @@ def plan(
     ]
     result = Plan(problems=problems, prices=table)
     prices = table
-    image_cache: dict[Path, tuple[kling_i2v.ImageFacts | None, list[FieldProblem]]] = {}
+    image_cache: ImageChecks = {}
     names: dict[str, str] = {}
     for spec in specs:
         task = _plan_one(spec, manifest.base_dir, image_cache, result, prices, job)
@@ -133,7 +136,7 @@ def plan(
 def _plan_one(
     spec: TaskSpec,
     base_dir: Path,
-    image_cache: dict,
+    image_cache: ImageChecks,
     result: Plan,
     prices: Mapping[str, float] | None,
     job: ModuleType,
@@ -163,7 +166,7 @@ def _plan_one(
         key=spec.key,
         row_id=spec.row_id,
         source=spec.source,
-        image=raw_image.strip(),
+        image=str(raw_image).strip(),
         request=request,
         fingerprint=job.fingerprint(request, facts.sha256 if facts else None),
         est_cost_usd=job.estimate_cost(request, prices),
@@ -172,7 +175,10 @@ def _plan_one(
 
 
 def _check_image(
-    raw: str, base_dir: Path, cache: dict, job: ModuleType
+    raw: str,
+    base_dir: Path,
+    cache: ImageChecks,
+    job: ModuleType,
 ) -> tuple[str | None, kling_i2v.ImageFacts | None, list[FieldProblem]]:
     """Check an image once per distinct reference: a big batch names a few images many
     times, and resolving a path costs more than checking a cached answer."""
@@ -201,4 +207,9 @@ def _locate(spec: TaskSpec, problem: FieldProblem) -> Problem:
 def _unique(problems: list[Problem]) -> list[Problem]:
     """One row's expansions share most problems (one bad image, many tasks): say each once."""
     seen: set[str] = set()
-    return [p for p in problems if not (str(p) in seen or seen.add(str(p)))]
+    unique = []
+    for problem in problems:
+        if str(problem) not in seen:
+            seen.add(str(problem))
+            unique.append(problem)
+    return unique

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from typing import Any
 
 from runner.records import IN_FLIGHT, TaskStatus
 from runner.sim_hosting import simulator_in_thread
@@ -18,7 +19,7 @@ from runner.state import RunState
 SIMULATOR_API = "embedded simulator"
 # How long the embedded simulator's tasks take: short enough for a demo, long enough
 # that polling by eta is visible.
-EMBEDDED_SIM_TIMES = {"queue_s": 1.0, "generation_s": 2.0}
+EMBEDDED_SIM_TIMES: dict[str, Any] = {"queue_s": 1.0, "generation_s": 2.0}
 REHEARSAL_BALANCE_USD = 100.0  # what the rehearsal's account check shows
 
 

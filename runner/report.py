@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import pandas as pd
@@ -140,13 +141,14 @@ def _thumbnails(records: Sequence[TaskRecord]) -> dict[str, str]:
     """task key -> a small inline JPEG of its source image (local images only: the page
     must open without a network). Each image file is read once however many tasks use it."""
     by_image: dict[str, str | None] = {}
-    thumbs = {}
+    thumbs: dict[str, str] = {}
     for record in records:
         image = json.loads(record.request_json)["image"]
         if image not in by_image:
             by_image[image] = None if is_url(image) else _thumbnail(Path(image))
-        if by_image[image]:
-            thumbs[record.task_key] = by_image[image]
+        thumb = by_image[image]
+        if thumb:
+            thumbs[record.task_key] = thumb
     return thumbs
 
 
@@ -198,11 +200,12 @@ def render_html(
     )
 
 
-def _rows(frame: pd.DataFrame) -> list[dict]:
-    return frame.astype(object).where(frame.notna(), None).to_dict("records")
+def _rows(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    records = frame.astype(object).where(frame.notna(), None).to_dict("records")
+    return [{str(k): v for k, v in row.items()} for row in records]
 
 
-def _card(row: dict, thumb: str | None) -> str:
+def _card(row: dict[str, Any], thumb: str | None) -> str:
     e = html.escape
     status = row["status"]
     settings = [

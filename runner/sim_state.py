@@ -62,12 +62,12 @@ class SimConfig:
 class SimStats:
     submits: int = 0
     tasks_created: int = 0
-    created_by_prompt: Counter = field(default_factory=Counter)
+    created_by_prompt: Counter[str] = field(default_factory=Counter)
     polls: int = 0
-    polls_by_task: Counter = field(default_factory=Counter)
-    rate_limited: Counter = field(default_factory=Counter)  # endpoint -> 429s sent
-    faults: Counter = field(default_factory=Counter)  # "endpoint:fault" -> count
-    rejected: Counter = field(default_factory=Counter)  # reason -> count
+    polls_by_task: Counter[str] = field(default_factory=Counter)
+    rate_limited: Counter[str] = field(default_factory=Counter)  # endpoint -> 429s sent
+    faults: Counter[str] = field(default_factory=Counter)  # "endpoint:fault" -> count
+    rejected: Counter[str] = field(default_factory=Counter)  # reason -> count
     account_requests: int = 0
     media_requests: int = 0
     media_with_auth_header: int = 0

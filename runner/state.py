@@ -161,7 +161,7 @@ class RunState(Ledger):
                 (task_key, AttemptOutcome.SENDING, now, task_key),
             ).fetchone()[0]
             self._set(db, task_key, TaskStatus.SUBMITTING, now, attempts_change=1, error=None)
-        return attempt
+        return int(attempt)
 
     def mark_submitted(self, task_key: str, attempt: int, task_id: str) -> None:
         """Rule 2: the task id is committed the moment the answer arrives."""

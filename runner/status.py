@@ -10,6 +10,7 @@ import statistics
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from runner.account import Balance
 from runner.records import FINAL, IN_FLIGHT, TaskRecord, TaskStatus
@@ -60,7 +61,7 @@ class RunSummary:
     def oldest(self) -> InFlight | None:
         return max(self.in_flight, key=lambda t: t.age_s, default=None)
 
-    def as_json(self) -> dict:
+    def as_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["done"] = self.done
         data["oldest"] = asdict(self.oldest) if self.oldest else None

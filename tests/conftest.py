@@ -94,7 +94,7 @@ def runner_process(
     can interrupt or kill -9, as a user's shell or the OOM killer would.
     ``preexec_fn`` sets the child's limits (e.g. how much it may write)."""
     env = {**os.environ, "NOVITA_BASE_URL": sim.base_url, "NOVITA_API_KEY": SIM_KEY}
-    return subprocess.Popen(
+    process = subprocess.Popen(
         [sys.executable, "-m", "runner", *args],
         cwd=cwd,
         env=env,
@@ -103,6 +103,23 @@ def runner_process(
         text=True,
         preexec_fn=preexec_fn,
     )
+    _started.append(process)
+    return process
+
+
+_started: list[subprocess.Popen[str]] = []
+
+
+@pytest.fixture(autouse=True)
+def _no_process_outlives_its_test() -> Iterator[None]:
+    """Every runner process a test started is ended and its pipes closed after it,
+    however the test went (a killed process's pipes would otherwise leak)."""
+    yield
+    while _started:
+        process = _started.pop()
+        if process.poll() is None:
+            process.kill()
+        process.communicate()
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@ its own thread over a real socket, the way it would talk to the API."""
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
@@ -112,7 +113,7 @@ def test_run_needs_a_key_and_a_yes_when_there_is_no_terminal(
     assert main(["run", str(good_manifest), "--out", str(tmp_path / "r1"), *FAST]) == 2
     assert "set NOVITA_API_KEY" in capsys.readouterr().err
     monkeypatch.setenv("NOVITA_API_KEY", SIM_KEY)
-    monkeypatch.setattr(sys, "stdin", open(__file__))  # not a TTY  # noqa: SIM115
+    monkeypatch.setattr(sys, "stdin", io.StringIO(""))  # not a TTY
     args = [a for a in FAST if a != "--yes"]
     assert main(["run", str(good_manifest), "--out", str(tmp_path / "r2"), *args]) == 2
     assert "refusing to spend without --yes" in capsys.readouterr().err
@@ -208,17 +209,16 @@ def test_python_dash_m_runner_is_the_same_cli():
 
 
 def test_the_sim_command_serves_the_api_until_stopped():
-    process = subprocess.Popen(
+    with subprocess.Popen(
         [sys.executable, "-m", "runner", "sim", "--port", "0", "--api-key", SIM_KEY],
         stdout=subprocess.PIPE,
         text=True,
-    )
-    try:
-        first_line = process.stdout.readline()  # printed once both listeners are up
-        base_url = first_line.split("API at ")[1].split(",")[0]
-        with urllib.request.urlopen(f"{base_url}/_sim/stats", timeout=5) as answer:
-            stats = json.load(answer)
-        assert stats["tasks_created"] == 0 and stats["submits"] == 0
-    finally:
-        process.terminate()
-        process.wait(10)
+    ) as process:
+        try:
+            first_line = process.stdout.readline()  # printed once both listeners are up
+            base_url = first_line.split("API at ")[1].split(",")[0]
+            with urllib.request.urlopen(f"{base_url}/_sim/stats", timeout=5) as answer:
+                stats = json.load(answer)
+            assert stats["tasks_created"] == 0 and stats["submits"] == 0
+        finally:
+            process.terminate()
