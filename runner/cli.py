@@ -15,9 +15,9 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
 from runner import console, flow
+from runner.arguments import RERUN_FLAGS, build_parser
 from runner.crash import keep_traceback, machine_problem
 from runner.errors import FolderChanged, KlingBatchError, ManifestError
 from runner.exits import (
@@ -41,16 +41,15 @@ from runner.progress import LineProgress, LiveProgress, ProgressSink, progress_l
 from runner.records import TaskRecord, TaskStatus
 from runner.rehearsal import SIMULATOR_API
 from runner.report import write_reports
-from runner.sim_hosting import add_sim_arguments, run_simulator
+from runner.sim_hosting import run_simulator
 from runner.state import RunState
 from runner.status import summarize
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = build_parser().parse_args(argv)
     try:
-        code: int = args.handler(args)
-        return code
+        return COMMANDS[args.command](args)
     except KlingBatchError as exc:  # refused or stopped before anything was sent
         return _refused(exc, args)
     except KeyboardInterrupt:
@@ -91,118 +90,6 @@ def _run_dir(args: argparse.Namespace) -> Path:
     given = getattr(args, "run_dir", None) or getattr(args, "out", None)
     manifest = getattr(args, "manifest", None)
     return Path(given) if given else Path("outputs") / (manifest.stem if manifest else "DIR")
-
-
-# --- the parser ------------------------------------------------------------------
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="kling-batch",
-        description="Batches of Kling V2.6 Pro image-to-video on Novita AI: "
-        "validate, run, resume, report.",
-    )
-    commands = parser.add_subparsers(dest="command", required=True)
-
-    def command(name: str, handler: Callable[[argparse.Namespace], int], text: str) -> Any:
-        sub = commands.add_parser(name, help=text)
-        sub.set_defaults(handler=handler)
-        return sub
-
-    validate = command("validate", cmd_validate, "check a manifest: problems, count, cost")
-    validate.add_argument("manifest", type=Path)
-    _manifest_options(validate)
-
-    run = command("run", cmd_run, "submit, poll, download and report; run again to resume")
-    run.add_argument("manifest", type=Path)
-    _manifest_options(run)
-    run.add_argument("--out", type=Path, help="run folder (default: outputs/<manifest name>)")
-    run.add_argument("--simulate", action="store_true", help="rehearse on an embedded simulator")
-    _spending_options(run)
-
-    resume = command("resume", cmd_resume, "finish a run folder's batch (after a crash or stop)")
-    resume.add_argument("run_dir", type=Path)
-    _spending_options(resume)
-
-    rerun = command("rerun", cmd_rerun, "submit chosen tasks again, as new attempts (costs)")
-    rerun.add_argument("run_dir", type=Path)
-    for flag, text in RERUN_FLAGS.items():
-        rerun.add_argument(f"--{flag}", action="store_true", help=text)
-    rerun.add_argument("--keys", default="", metavar="A,B", help="these task keys, any status")
-    _spending_options(rerun)
-
-    status = command("status", cmd_status, "counts, spend, in flight, what comes next")
-    status.add_argument("run_dir", type=Path)
-    status.add_argument("--json", action="store_true", help="the same, as JSON for scripts")
-
-    report = command("report", cmd_report, "rebuild report.csv and report.html")
-    report.add_argument("run_dir", type=Path)
-    report.add_argument(
-        "--format", action="append", choices=["jsonl"], default=[], help="also report.<format>"
-    )
-
-    add_sim_arguments(command("sim", run_simulator, "start the local API simulator"))
-    return parser
-
-
-RERUN_FLAGS = {
-    "failed": "tasks that failed (each one with a task id is asked about first)",
-    "stalled": "tasks past their deadline: they exist, are billed and may still finish "
-    "(asked about first; one still running is left alone)",
-    "unknown": "tasks whose submit got no answer (they may exist and be billed already)",
-    "expired": "tasks whose video was lost",
-}
-
-
-def _spending_options(parser: argparse.ArgumentParser) -> None:
-    """Every RunOptions field, as its flag. They default to None, so that ``resume`` and
-    ``rerun`` tell "not given" (use what the run folder saved) from a value."""
-    parser.add_argument("--yes", action="store_true", help="spend without asking")
-    for spec in option_specs():
-        text = f"{spec.help} (default {spec.default})" if spec.parse else spec.help
-        if spec.parse is None:
-            parser.add_argument(
-                spec.flag, dest=spec.name, action="store_const", const=spec.switch_value, help=text
-            )
-        else:
-            parser.add_argument(
-                spec.flag,
-                dest=spec.name,
-                type=_argument(spec.parse),
-                metavar=spec.metavar,
-                help=text,
-            )
-    parser.add_argument("-v", "--verbose", action="store_true")
-
-
-def _argument(parse: Callable[[str], Any]) -> Callable[[str], Any]:
-    """argparse shows the message of an ArgumentTypeError, not of a ValueError."""
-
-    def read(text: str) -> Any:
-        try:
-            return parse(text)
-        except ValueError as exc:
-            raise argparse.ArgumentTypeError(str(exc)) from None
-
-    read.__name__ = parse.__name__
-    return read
-
-
-def _manifest_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="a default for every row (beats the manifest's own defaults; rows still win)",
-    )
-    parser.add_argument(
-        "--price-per-second",
-        action="append",
-        default=[],
-        metavar="TIER=USD",
-        help="override the estimate's price (tiers: silent, sound, sound_voices)",
-    )
 
 
 # --- commands ----------------------------------------------------------------------
@@ -369,3 +256,14 @@ def cmd_status(args: argparse.Namespace) -> int:
     else:
         console.status(args.run_dir, summary)
     return EXIT_OK
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "validate": cmd_validate,
+    "run": cmd_run,
+    "resume": cmd_resume,
+    "rerun": cmd_rerun,
+    "status": cmd_status,
+    "report": cmd_report,
+    "sim": run_simulator,
+}

@@ -8,12 +8,14 @@ rebuilds exactly the same files at any time, mid-run or after a crash.
 from __future__ import annotations
 
 import base64
+import functools
 import html
 import io
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from importlib import resources
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -190,7 +192,7 @@ def render_html(
         f"<div><dt>{html.escape(k)}</dt><dd>{html.escape(v)}</dd></div>" for k, v in facts
     )
     counts = " · ".join(f"{n} {html.escape(s)}" for s, n in summary.counts.items())
-    return _PAGE.format(
+    return _page_template().format(
         title=html.escape(title),
         header=header,
         counts=counts or "no tasks",
@@ -262,101 +264,14 @@ def _seconds(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.1f} s"
 
 
-_PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>kling-batch: {title}</title>
-<style>
-body {{ font: 14px/1.45 system-ui, sans-serif; margin: 0; background: #f4f4f6; color: #222; }}
-main {{ padding: 1.5em 2em; }}
-h1 {{ margin: 0 0 .3em; font-size: 1.4em; }}
-dl.summary {{ display: flex; flex-wrap: wrap; gap: .5em 2em; margin: .5em 0 1em; }}
-dl.summary dt {{ font-size: .8em; color: #666; }}
-dl.summary dd {{ margin: 0; font-weight: 600; }}
-.controls {{ position: sticky; top: 0; background: #f4f4f6; padding: .6em 0; z-index: 1;
-  display: flex; flex-wrap: wrap; gap: .4em; align-items: center; }}
-.controls button {{ border: 1px solid #bbb; background: #fff; border-radius: 1em;
-  padding: .2em .8em; cursor: pointer; }}
-.controls button.active {{ background: #222; color: #fff; border-color: #222; }}
-.controls input {{ flex: 1; min-width: 12em; padding: .35em .6em; border: 1px solid #bbb;
-  border-radius: .4em; }}
-#shown {{ color: #666; }}
-.grid {{ display: grid; grid-template-columns: repeat(auto-fill, minmax(320px, 1fr));
-  gap: 1em; }}
-.card {{ background: #fff; border-radius: .6em; box-shadow: 0 1px 3px #0002;
-  overflow: hidden; display: flex; flex-direction: column; }}
-.card[hidden] {{ display: none; }}
-.media video, .novideo {{ width: 100%; aspect-ratio: 16 / 9; background: #111;
-  display: block; }}
-.novideo {{ color: #bbb; display: flex; align-items: center; justify-content: center; }}
-.body {{ padding: .7em .9em; }}
-.source {{ display: flex; gap: .7em; align-items: flex-start; margin: .5em 0; }}
-.thumb {{ width: 72px; height: 72px; object-fit: cover; border-radius: .3em; flex: none; }}
-.thumb.missing {{ background: #ddd; font-size: .7em; color: #666; display: flex;
-  align-items: center; justify-content: center; text-align: center; }}
-.prompt {{ margin: 0; white-space: pre-wrap; overflow-wrap: anywhere; min-width: 0; }}
-.settings {{ overflow-wrap: anywhere; }}
-.settings, .meta {{ color: #555; font-size: .85em; margin: .3em 0; }}
-.error {{ color: #a11; background: #fdecec; padding: .4em .6em; border-radius: .3em;
-  margin: .4em 0; overflow-wrap: anywhere; white-space: pre-wrap; }}
-.badge {{ display: inline-block; padding: .05em .6em; border-radius: 1em; font-size: .8em;
-  font-weight: 600; color: #fff; background: #888; }}
-.s-succeeded {{ background: #2a7d3f; }} .s-failed {{ background: #b3261e; }}
-.s-unknown {{ background: #8a5a00; }} .s-expired {{ background: #6b3fa0; }}
-.s-stalled {{ background: #b86e00; }} .s-retired {{ background: #777; }}
-.s-queued, .s-processing, .s-submitting {{ background: #1f5fa8; }}
-.key {{ margin-left: .4em; }}
-</style></head>
-<body><main>
-<h1>kling-batch: {title}</h1>
-<p class="counts">{counts}</p>
-<dl class="summary">
-{header}
-</dl>
-<div class="controls">
-<button type="button" data-filter="" class="active">all <span>{total}</span></button>
-{buttons}
-<input id="search" type="search" placeholder="search prompt, key, error, task id">
-<span id="shown"></span>
-</div>
-<section class="grid">
-{cards}
-</section>
-</main>
-<script>
-(function () {{
-  const cards = Array.from(document.querySelectorAll(".card"));
-  const buttons = Array.from(document.querySelectorAll("[data-filter]"));
-  const search = document.getElementById("search");
-  const shown = document.getElementById("shown");
-  let status = "";
-  function apply() {{
-    const words = search.value.toLowerCase().split(/\\s+/).filter(Boolean);
-    let n = 0;
-    for (const card of cards) {{
-      const ok = (!status || card.dataset.status === status) &&
-        words.every(w => card.dataset.text.includes(w));
-      card.hidden = !ok;
-      if (ok) n++;
-    }}
-    shown.textContent = n + " of " + cards.length + " shown";
-  }}
-  for (const button of buttons) {{
-    button.addEventListener("click", () => {{
-      status = button.dataset.filter;
-      buttons.forEach(b => b.classList.toggle("active", b === button));
-      apply();
-    }});
-  }}
-  search.addEventListener("input", apply);
-  apply();
-}})();
-</script>
-</body></html>
-"""
-
-
 def _iso(timestamp: float | None) -> str | None:
     if timestamp is None:
         return None
     return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="seconds")
+
+
+@functools.cache
+def _page_template() -> str:
+    """The page's HTML, CSS and script (``runner/assets/report.html``, a ``str.format``
+    template: its literal braces are doubled)."""
+    return resources.files("runner").joinpath("assets/report.html").read_text(encoding="utf-8")

@@ -50,7 +50,7 @@ LAYERS: list[tuple[str, list[str]]] = [
     ("run folder", ["runner.folder", "runner.rehearsal"]),
     ("flow", ["runner.flow"]),
     ("console", ["runner.console"]),
-    ("command line", ["runner.cli", "runner.__main__", "runner"]),
+    ("command line", ["runner.arguments", "runner.cli", "runner.__main__", "runner"]),
 ]
 # The simulator speaks the documented protocol on its own: it shares the job's limits,
 # never the client's, the engine's or the ledger's code.
