@@ -109,7 +109,7 @@ async def run_engine(
     backoff jitter) are shared by every stage; tests pass their own."""
     rng = rng or random.Random()
     started = clock.monotonic()
-    resumed_unknown = state.resume()
+    resumed_unknown = state.settle_cut_off_submits()
     if resumed_unknown:
         log.warning(
             "%d task(s) were cut off mid-submit by an earlier crash: now 'unknown'", resumed_unknown

@@ -23,6 +23,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any, Self
 
+from runner.clock import SYSTEM_CLOCK, Clock
 from runner.errors import RunFolderError
 from runner.records import MAY_HAVE_PAID, AttemptOutcome, TaskRecord, TaskStatus
 
@@ -91,8 +92,9 @@ class Ledger:
     transactions, its meta, and every read. Not thread-safe; use it from the event loop
     only. :class:`runner.state.RunState` adds the transitions a run makes."""
 
-    def __init__(self, path: Path, *, read_only: bool = False):
+    def __init__(self, path: Path, *, read_only: bool = False, clock: Clock = SYSTEM_CLOCK):
         self.path = path
+        self.clock = clock  # what the ledger's timestamps read
         if read_only:
             self._db = _connect_read_only(path)
         else:
@@ -114,10 +116,10 @@ class Ledger:
         self._deferred_since = 0.0
 
     @classmethod
-    def open(cls, run_dir: Path, *, read_only: bool = False) -> Self:
+    def open(cls, run_dir: Path, *, read_only: bool = False, clock: Clock = SYSTEM_CLOCK) -> Self:
         """The folder's ledger; ``read_only`` for readers (``status``, ``report``), which
         then work on a folder they may not write, and never change the file."""
-        return cls(run_dir / STATE_FILE, read_only=read_only)
+        return cls(run_dir / STATE_FILE, read_only=read_only, clock=clock)
 
     def close(self) -> None:
         """Commit what is deferred and close; a second call does nothing."""
@@ -160,12 +162,12 @@ class Ledger:
         Never for the submit path: rule 1 and 2 need each of those on disk at once."""
         if not self._db.in_transaction:
             self._db.execute("BEGIN IMMEDIATE")
-            self._deferred_since = time.monotonic()
+            self._deferred_since = self.clock.monotonic()
         yield self._db
         self._deferred_writes += 1
         if (
             self._deferred_writes >= DEFERRED_MAX_WRITES
-            or time.monotonic() - self._deferred_since >= DEFERRED_MAX_AGE_S
+            or self.clock.monotonic() - self._deferred_since >= DEFERRED_MAX_AGE_S
         ):
             self.flush()
 
@@ -290,8 +292,8 @@ class Ledger:
             (outcome, now, *columns.values(), task_key, attempt),
         )
 
-    @staticmethod
     def _update(
+        self,
         db: sqlite3.Connection,
         task_key: str,
         now: float | None = None,
@@ -301,7 +303,7 @@ class Ledger:
         """Set some columns of one task (and ``updated_at``), inside the caller's
         transaction; ``attempts_change`` moves the paid-attempts count in the same
         statement."""
-        columns["updated_at"] = time.time() if now is None else now
+        columns["updated_at"] = self.clock.time() if now is None else now
         assignments = ", ".join(f"{name} = ?" for name in columns)
         if attempts_change:
             assignments += f", attempts = attempts + {int(attempts_change)}"
@@ -322,11 +324,12 @@ class Ledger:
         self._update(db, task_key, now, attempts_change, status=str(status), **columns)
         self._event(db, task_key, str(status), columns.get("error") or columns.get("task_id"))
 
-    @staticmethod
-    def _event(db: sqlite3.Connection, task_key: str, status: str, detail: str | None) -> None:
+    def _event(
+        self, db: sqlite3.Connection, task_key: str, status: str, detail: str | None
+    ) -> None:
         db.execute(
             "INSERT INTO events (task_key, at, status, detail) VALUES (?, ?, ?, ?)",
-            (task_key, time.time(), status, detail),
+            (task_key, self.clock.time(), status, detail),
         )
 
 

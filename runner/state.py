@@ -13,7 +13,6 @@ polls and downloads learn is deferred (group-committed), see ``runner.ledger``.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -48,7 +47,7 @@ class RunState(Ledger):
         user removed). A retired task the manifest names again is pending again. A key
         already sent whose request changed raises :class:`PlanConflict` and nothing is
         applied: old and new are never silently mixed in one run folder."""
-        now = time.time()
+        now = self.clock.time()
         existing = {
             row["task_key"]: (row["fingerprint"], row["status"])
             for row in self._db.execute("SELECT task_key, fingerprint, status FROM tasks")
@@ -103,10 +102,10 @@ class RunState(Ledger):
                 self._set(db, key, TaskStatus.RETIRED, now, error="no longer in the manifest")
         return SyncResult(added, kept, updated, retired=len(gone), revived=revived)
 
-    def resume(self) -> int:
+    def settle_cut_off_submits(self) -> int:
         """Apply rule 3: a ``submitting`` task found at start was cut off mid-POST by a
         crash; whether the API created it cannot be known, so it becomes ``unknown``."""
-        now = time.time()
+        now = self.clock.time()
         keys = [
             r["task_key"]
             for r in self._db.execute(
@@ -127,7 +126,7 @@ class RunState(Ledger):
         """Make finished tasks pending again, for ``rerun``: the next submit is a new
         attempt. Earlier attempts (and their task ids) stay in ``attempts``; the task's
         own columns are cleared so the report shows the new attempt only."""
-        now = time.time()
+        now = self.clock.time()
         with self._transaction() as db:
             for key in task_keys:
                 self._set(
@@ -152,7 +151,7 @@ class RunState(Ledger):
 
     def mark_submitting(self, task_key: str) -> int:
         """Rule 1, write before you send. Returns the attempt number."""
-        now = time.time()
+        now = self.clock.time()
         with self._transaction() as db:
             attempt = db.execute(
                 "INSERT INTO attempts (task_key, attempt, outcome, started_at) "
@@ -165,7 +164,7 @@ class RunState(Ledger):
 
     def mark_submitted(self, task_key: str, attempt: int, task_id: str) -> None:
         """Rule 2: the task id is committed the moment the answer arrives."""
-        now = time.time()
+        now = self.clock.time()
         with self._transaction() as db:
             self._answer_attempt(
                 db, task_key, attempt, AttemptOutcome.CREATED, now, task_id=task_id
@@ -188,7 +187,7 @@ class RunState(Ledger):
     def mark_not_created(self, task_key: str, attempt: int, error: str) -> None:
         """The API provably created nothing (429, explicit error, no connection): the
         task is pending again, and this attempt does not count as a paid one."""
-        now = time.time()
+        now = self.clock.time()
         with self._transaction() as db:
             self._answer_attempt(
                 db, task_key, attempt, AttemptOutcome.NOT_CREATED, now, error=error
@@ -210,17 +209,17 @@ class RunState(Ledger):
         status: TaskStatus,
         error: str,
     ) -> None:
-        now = time.time()
+        now = self.clock.time()
         with self._transaction() as db:
             self._answer_attempt(db, task_key, attempt, outcome, now, error=error)
             self._set(db, task_key, status, now, error=error, finished_at=now)
 
     def mark_processing(self, task_key: str) -> None:
         with self._deferred() as db:
-            self._set(db, task_key, TaskStatus.PROCESSING, time.time())
+            self._set(db, task_key, TaskStatus.PROCESSING, self.clock.time())
 
     def mark_failed(self, task_key: str, error: str, generation_s: float | None = None) -> None:
-        now = time.time()
+        now = self.clock.time()
         with self._deferred() as db:
             self._set(
                 db,
@@ -239,7 +238,7 @@ class RunState(Ledger):
         expires_at: float | None,
         generation_s: float | None,
     ) -> None:
-        now = time.time()
+        now = self.clock.time()
         with self._deferred() as db:
             self._set(
                 db,
@@ -278,14 +277,14 @@ class RunState(Ledger):
                 db,
                 task_key,
                 TaskStatus.STALLED,
-                time.time(),
+                self.clock.time(),
                 error=error,
                 last_answer_at=last_answer_at,
             )
 
     def mark_expired(self, task_key: str, error: str) -> None:
         with self._deferred() as db:
-            self._set(db, task_key, TaskStatus.EXPIRED, time.time(), error=error)
+            self._set(db, task_key, TaskStatus.EXPIRED, self.clock.time(), error=error)
 
 
 class PlanConflict(Exception):

@@ -30,6 +30,16 @@ def draw_image(path: Path, width: int = 640, height: int = 360, fmt: str | None 
     return path
 
 
+def write_rows(path: Path, count: int, image: str = "frame.png") -> Path:
+    """A YAML manifest of ``count`` silent rows ``r0 .. r{count-1}``, one prompt each
+    (``prompt i``, so the simulator's books count each row's tasks)."""
+    rows = "\n".join(
+        f"  - {{id: r{i}, image: {image}, prompt: 'prompt {i}'}}" for i in range(count)
+    )
+    path.write_text(f"defaults: {{sound: false}}\nrows:\n{rows}\n", encoding="utf-8")
+    return path
+
+
 @pytest.fixture
 def image(tmp_path: Path) -> Callable[..., Path]:
     def make(

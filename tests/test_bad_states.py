@@ -19,7 +19,7 @@ from runner.cli import main
 from runner.crash import machine_problem
 from runner.exits import EXIT_INTERNAL
 from runner.logs import console_to, setup_logging
-from tests.conftest import FAST, draw_image, runner_process
+from tests.conftest import FAST, draw_image, runner_process, write_rows
 
 ROWS = 30
 
@@ -27,12 +27,7 @@ ROWS = 30
 @pytest.fixture
 def manifest(tmp_path: Path) -> Path:
     draw_image(tmp_path / "frame.png")
-    path = tmp_path / "night.yaml"
-    rows = "\n".join(
-        f"  - {{id: r{i}, image: frame.png, prompt: 'prompt {i}'}}" for i in range(ROWS)
-    )
-    path.write_text(f"defaults: {{sound: false}}\nrows:\n{rows}\n", encoding="utf-8")
-    return path
+    return write_rows(tmp_path / "night.yaml", ROWS)
 
 
 def write_at_most(limit_bytes: int):

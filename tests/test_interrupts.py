@@ -17,7 +17,7 @@ import pytest
 
 from runner.sim_hosting import simulator_in_thread
 from runner.simulator import SimConfig, Simulator
-from tests.conftest import FAST, SIM_KEY, draw_image, runner_process, wait_until
+from tests.conftest import FAST, SIM_KEY, draw_image, runner_process, wait_until, write_rows
 
 ROWS = 6
 
@@ -32,12 +32,7 @@ def sim() -> Simulator:
 @pytest.fixture
 def manifest(tmp_path: Path) -> Path:
     draw_image(tmp_path / "frame.png")
-    path = tmp_path / "night.yaml"
-    rows = "\n".join(
-        f"  - {{id: r{i}, image: frame.png, prompt: 'prompt {i}'}}" for i in range(ROWS)
-    )
-    path.write_text(f"defaults: {{sound: false}}\nrows:\n{rows}\n", encoding="utf-8")
-    return path
+    return write_rows(tmp_path / "night.yaml", ROWS)
 
 
 def ledger(run_dir: Path) -> dict[str, sqlite3.Row]:

@@ -22,17 +22,9 @@ import pytest
 
 from runner.cli import main
 from runner.lock import LOCK_FILE, RunFolderLock, lock_holder
-from tests.conftest import FAST, draw_image, runner_process, wait_until
+from tests.conftest import FAST, draw_image, runner_process, wait_until, write_rows
 
 PRICE_5S_SILENT = 0.35  # 5 s x $0.07
-
-
-def write_rows(path: Path, count: int, image: str = "frame.png") -> Path:
-    rows = "\n".join(
-        f"  - {{id: r{i}, image: {image}, prompt: 'prompt {i}'}}" for i in range(count)
-    )
-    path.write_text(f"defaults: {{sound: false}}\nrows:\n{rows}\n", encoding="utf-8")
-    return path
 
 
 @pytest.fixture

@@ -63,7 +63,7 @@ def test_resume_turns_submitting_into_unknown_and_keeps_the_rest(tmp_path):
     state.mark_submitting("a/1")  # crashed mid-POST
     attempt = state.mark_submitting("b/1")
     state.mark_submitted("b/1", attempt, "task-b")
-    assert state.resume() == 1
+    assert state.settle_cut_off_submits() == 1
     assert state.get("a/1").status == TaskStatus.UNKNOWN
     assert "may have created it" in state.get("a/1").error
     assert state.get("b/1").status == TaskStatus.QUEUED
@@ -142,7 +142,9 @@ def test_poll_side_writes_are_group_committed_and_a_crash_only_loses_those(tmp_p
     reopened = RunState.open(tmp_path)
     record = reopened.get("a/1")
     assert record.status == "succeeded" and record.task_id == "task-a"  # polled again
-    assert reopened.resume() == 1  # b/1 was cut off mid-submit: unknown, never resent
+    assert (
+        reopened.settle_cut_off_submits() == 1
+    )  # b/1 was cut off mid-submit: unknown, never resent
 
 
 def test_a_failed_durable_write_keeps_the_deferred_writes_before_it(tmp_path):
