@@ -10,20 +10,43 @@ This module imports nothing from ``runner``: a job describes *what* is sent, nev
 
 from __future__ import annotations
 
-import base64
 import difflib
 import hashlib
-import io
 import json
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
-from pathlib import Path
 from typing import Any
 
-from PIL import Image, UnidentifiedImageError
-
+from jobs import images
+from jobs.images import (
+    IMAGE_ASPECT_RANGE,
+    IMAGE_FORMATS,
+    IMAGE_MAX_BYTES,
+    IMAGE_MIN_SIDE,
+    IMAGE_SUFFIXES,
+    ImageFacts,
+    check_image_bytes,
+    check_image_file,
+    check_image_reference,
+    check_image_url,
+    is_url,
+    orientation,
+)
 from jobs.problems import FieldProblem
+
+__all__ = [
+    "IMAGE_ASPECT_RANGE",
+    "IMAGE_FORMATS",
+    "IMAGE_MAX_BYTES",
+    "IMAGE_MIN_SIDE",
+    "IMAGE_SUFFIXES",
+    "ImageFacts",
+    "check_image_bytes",
+    "check_image_file",
+    "check_image_reference",
+    "check_image_url",
+    "is_url",
+]
 
 NAME = "kling-v2.6-pro-i2v"
 SUBMIT_PATH = "/v3/async/kling-v2.6-pro-i2v"
@@ -34,13 +57,6 @@ DURATIONS = (5, 10)
 CFG_SCALE_RANGE = (0.0, 1.0)
 MAX_VOICES = 2
 ASPECT_RATIOS = ("16:9", "9:16", "1:1")
-IMAGE_FORMATS = {"PNG": "png", "JPEG": "jpeg"}  # Pillow format name -> what users call it
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
-# "At most 10 MB": the page does not say MB or MiB, so take the stricter reading; a
-# file between the two would otherwise pass here and be rejected after queueing.
-IMAGE_MAX_BYTES = 10_000_000
-IMAGE_MIN_SIDE = 300
-IMAGE_ASPECT_RANGE = (1 / 2.5, 2.5)  # width / height
 
 # The API's own defaults. Note sound defaults to *on* (and to its higher price).
 API_DEFAULTS: dict[str, Any] = {
@@ -108,26 +124,6 @@ class Request:
 
 
 _REQUEST_FIELDS = tuple(f.name for f in fields(Request))
-
-
-def is_url(value: str) -> bool:
-    """An http(s) URL; the scheme is case-insensitive (``HTTPS://`` is a URL too)."""
-    return value[:8].lower().startswith(("http://", "https://"))
-
-
-# Any other scheme (ftp://, s3://, file://) is neither a URL the API fetches nor a path.
-_OTHER_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
-
-
-def check_image_reference(value: str) -> list[FieldProblem]:
-    """An image given as a URL of another scheme is a problem, not a local path."""
-    if _OTHER_SCHEME.match(value) and not is_url(value):
-        return [
-            FieldProblem(
-                "image", value, "only http(s) URLs and local files: the API cannot fetch this"
-            )
-        ]
-    return []
 
 
 # --- coercion: manifest values (YAML-typed or CSV strings) -> typed values ---------
@@ -260,8 +256,8 @@ def warnings_for(request: Request, image: ImageFacts | None = None) -> list[Fiel
     """Things that are allowed but probably not what the user meant."""
     found = []
     if image is not None and image.shown_width and image.shown_height:
-        shown = _orientation(image.shown_width, image.shown_height)
-        stored = _orientation(image.width, image.height)
+        shown = orientation(image.shown_width, image.shown_height)
+        stored = orientation(image.width, image.height)
         wanted = {"16:9": "landscape", "9:16": "portrait"}.get(request.aspect_ratio)
         if wanted and shown != stored and shown != wanted:
             found.append(
@@ -277,10 +273,6 @@ def warnings_for(request: Request, image: ImageFacts | None = None) -> list[Fiel
             FieldProblem("voice_list", list(request.voice_list), "voices are ignored: sound is off")
         )
     return found
-
-
-def _orientation(width: int, height: int) -> str:
-    return "landscape" if width > height else "portrait" if height > width else "square"
 
 
 def _as_text(name: str, value: Any) -> str | FieldProblem:
@@ -322,157 +314,12 @@ def _unknown_field_rule(name: str) -> str:
     return f"is not a known field{hint}; known: {', '.join(known)}"
 
 
-# --- images ---------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ImageFacts:
-    """What validation learned about a local image; its digest feeds the fingerprint."""
-
-    format: str
-    width: int
-    height: int
-    size_bytes: int
-    sha256: str
-    shown_width: int = 0  # as a viewer shows it (after EXIF orientation)
-    shown_height: int = 0
-
-
-def check_image_bytes(data: bytes) -> tuple[ImageFacts | None, list[FieldProblem]]:
-    """Check image bytes against every documented limit; used by runner and simulator."""
-    problems: list[FieldProblem] = []
-    if len(data) > IMAGE_MAX_BYTES:
-        problems.append(
-            FieldProblem(
-                "image",
-                f"{len(data)} bytes",
-                f"is larger than {IMAGE_MAX_BYTES // 1_000_000} MB",
-                "IMAGE_FILE_EXCEEDS_MAX_SIZE",
-            )
-        )
-    try:
-        with Image.open(io.BytesIO(data)) as img:
-            fmt, (width, height) = img.format or "", img.size
-            shown = _shown_size(img)
-    except (UnidentifiedImageError, OSError, ValueError):
-        problems.append(
-            FieldProblem(
-                "image", None, "is not a readable PNG or JPEG image", "INVALID_IMAGE_FORMAT"
-            )
-        )
-        return None, problems
-    damage = _decode_problem(data)
-    if damage:
-        problems.append(FieldProblem("image", None, damage, "INVALID_IMAGE_FORMAT"))
-    if fmt not in IMAGE_FORMATS:
-        problems.append(
-            FieldProblem(
-                "image", fmt, "must be a PNG or JPEG (.png, .jpg, .jpeg)", "INVALID_IMAGE_FORMAT"
-            )
-        )
-    if min(width, height) < IMAGE_MIN_SIDE:
-        problems.append(
-            FieldProblem(
-                "image",
-                f"{width}x{height}",
-                f"width and height must both be at least {IMAGE_MIN_SIDE} px",
-                "INVALID_IMAGE_SIZE",
-            )
-        )
-    low, high = IMAGE_ASPECT_RANGE
-    if height and not low - 1e-9 <= width / height <= high + 1e-9:
-        problems.append(
-            FieldProblem(
-                "image",
-                f"{width}x{height}",
-                "aspect ratio must be between 1:2.5 and 2.5:1",
-                "INVALID_IMAGE_SIZE",
-            )
-        )
-    facts = ImageFacts(
-        format=IMAGE_FORMATS.get(fmt, fmt.lower()),
-        width=width,
-        height=height,
-        size_bytes=len(data),
-        sha256=hashlib.sha256(data).hexdigest(),
-        shown_width=shown[0],
-        shown_height=shown[1],
-    )
-    return facts, problems
-
-
-def _decode_problem(data: bytes) -> str | None:
-    """Decode the whole image once: a header can be fine while the data is cut short
-    (a copy that stopped early), and the API would take the task and fail it, paid."""
-    try:
-        with Image.open(io.BytesIO(data)) as img:
-            img.verify()
-        with Image.open(io.BytesIO(data)) as img:
-            img.load()
-    except Exception as exc:  # Pillow raises many kinds for damaged data
-        return f"is damaged or cut short ({exc}): export it again"
-    return None
-
-
-# EXIF orientations that turn the picture by 90 degrees when it is shown.
-_TURNED = frozenset({5, 6, 7, 8})
-
-
-def _shown_size(img: Image.Image) -> tuple[int, int]:
-    """The size as a viewer shows it: EXIF orientation can turn the stored picture."""
-    try:
-        orientation = img.getexif().get(0x0112)
-    except Exception:  # a damaged EXIF block: show it as stored
-        orientation = None
-    width, height = img.size
-    return (height, width) if orientation in _TURNED else (width, height)
-
-
-def check_image_file(path: Path) -> tuple[ImageFacts | None, list[FieldProblem]]:
-    """Check a local first-frame image; a missing or unreadable file is a problem, not a crash."""
-    if path.suffix.lower() not in IMAGE_SUFFIXES:
-        return None, [FieldProblem("image", str(path), "must be a .png, .jpg or .jpeg file")]
-    try:
-        size = path.stat().st_size
-        if size > IMAGE_MAX_BYTES:  # don't read a huge file just to reject it
-            return None, [
-                FieldProblem(
-                    "image", f"{size} bytes", f"is larger than {IMAGE_MAX_BYTES // 1_000_000} MB"
-                )
-            ]
-        data = path.read_bytes()
-    except FileNotFoundError:
-        return None, [FieldProblem("image", str(path), "file not found")]
-    except OSError as exc:
-        return None, [FieldProblem("image", str(path), f"cannot be read: {exc.strerror}")]
-    return check_image_bytes(data)
-
-
-def check_image_url(url: str) -> list[FieldProblem]:
-    """A URL is not fetched here (that would be network during `validate`): only a path
-    that plainly names another image format is refused. Extension-less CDN links pass;
-    the API judges those."""
-    suffix = Path(url.split("?", 1)[0].split("#", 1)[0]).suffix.lower()
-    if suffix in _OTHER_IMAGE_SUFFIXES:
-        return [FieldProblem("image", url, "must be a PNG or JPEG (.png, .jpg, .jpeg)")]
-    return []
-
-
-_OTHER_IMAGE_SUFFIXES = (".webp", ".gif", ".bmp", ".tif", ".tiff", ".heic", ".avif")
-
-
 # --- request body and price -----------------------------------------------------------
 
 
 def image_payload(request: Request) -> str:
-    """The `image` value to send: URLs as they are, local files as raw base64.
-
-    Raw means no ``data:image/png;base64,`` prefix: Kling's own API documents a prefixed
-    value as a wrong input.
-    """
-    if request.image_is_url:
-        return request.image
-    return base64.b64encode(Path(request.image).read_bytes()).decode("ascii")
+    """The `image` value to send: URLs as they are, local files as raw base64."""
+    return images.image_payload(request.image)
 
 
 def build_body(request: Request, image: str) -> dict[str, Any]:
