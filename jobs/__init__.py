@@ -3,8 +3,13 @@ family) on the written contract of ``jobs/contract.py``. ``MODELS`` is the regis
 adding a model is declaring it in its family's module and listing it here.
 """
 
+import json
+from collections.abc import Mapping
+from typing import Any
+
 from jobs import kling_o1, kling_v21, kling_v26, kling_v30
-from jobs.contract import Model
+from jobs.contract import Model, Request
+from jobs.problems import FieldProblem
 
 DEFAULT_MODEL = kling_v26.NAME  # what a manifest that names no model gets
 MODELS: dict[str, Model] = {
@@ -17,3 +22,53 @@ JOBS = MODELS  # the older name
 def model_named(name: str | None) -> Model:
     """The model of that name (the default when None); KeyError for an unknown one."""
     return MODELS[name or DEFAULT_MODEL]
+
+
+def request_from_json(text: str) -> Request:
+    """A request as the ledger keeps it; one without a ``model`` key is the seed model's
+    (every run folder from before models had names)."""
+    data = json.loads(text)
+    model = model_named(data.pop("model", None))
+    values = {}
+    for spec in model.fields:
+        value = data.get(spec.name, spec.default)
+        if isinstance(value, list):
+            value = tuple(dict(v) if isinstance(v, dict) else v for v in value)
+        values[spec.name] = value
+    return Request(model, values)
+
+
+PriceTables = dict[str, dict[str, float]]
+
+
+def price_tables(overrides: Mapping[str, Any]) -> tuple[PriceTables, list[FieldProblem]]:
+    """Every model's USD per second by tier, with ``overrides`` applied: a bare tier
+    (``sound: 0.12``) sets it on every model that has that tier; ``model.tier``, or a
+    mapping under the model's name, on that model only. Estimates, all of them."""
+    tables = {name: dict(model.prices) for name, model in MODELS.items()}
+    problems: list[FieldProblem] = []
+    flat: dict[str, Any] = {}
+    for key, value in overrides.items():
+        if isinstance(value, Mapping) and key in MODELS:
+            flat.update({f"{key}.{tier}": usd for tier, usd in value.items()})
+        else:
+            flat[str(key)] = value
+    for key, value in flat.items():
+        model_name, _, tier = (
+            key.rpartition(".") if key.rpartition(".")[0] in MODELS else ("", "", key)
+        )
+        targets = [model_name] if model_name else [n for n, t in tables.items() if tier in t]
+        if not targets:
+            known = sorted({t for table in tables.values() for t in table})
+            problems.append(
+                FieldProblem(f"prices.{key}", value, f"is not a price tier ({', '.join(known)})")
+            )
+        elif isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+            problems.append(
+                FieldProblem(f"prices.{key}", value, "must be USD per second, e.g. 0.07")
+            )
+        else:
+            for name in targets:
+                if tier in tables[name]:
+                    tables[name][tier] = float(value)
+    return tables, problems

@@ -176,6 +176,13 @@ class Request:
     model: Model
     values: dict[str, Any]
 
+    def __getattr__(self, name: str) -> Any:
+        """A field's value as an attribute (``request.prompt``), for readable callers."""
+        try:
+            return self.__dict__["values"][name]
+        except KeyError:
+            raise AttributeError(name) from None
+
     def get(self, name: str, default: Any = None) -> Any:
         value = self.values.get(name)
         return default if value is None else value
@@ -243,7 +250,8 @@ def read(spec: Field, raw: Any) -> Any:
             spec.name, value, f"must be between {spec.range[0]} and {spec.range[1]}"
         )
     if spec.max_items is not None and len(value) > spec.max_items:
-        return FieldProblem(spec.name, list(value), f"at most {spec.max_items}")
+        noun = "voices" if spec.wire == Wire.VOICES else "items"
+        return FieldProblem(spec.name, list(value), f"at most {spec.max_items} {noun}")
     return value
 
 

@@ -202,3 +202,21 @@ def image_payload(reference: str) -> str:
     if is_url(reference):
         return reference
     return base64.b64encode(Path(reference).read_bytes()).decode("ascii")
+
+
+def orientation_warning(image: ImageFacts | None, aspect_ratio: str | None) -> FieldProblem | None:
+    """An image whose EXIF orientation turns it against the requested aspect ratio: the
+    model may or may not apply EXIF, so the video may go the other way."""
+    if image is None or not image.shown_width or not image.shown_height:
+        return None
+    shown = orientation(image.shown_width, image.shown_height)
+    stored = orientation(image.width, image.height)
+    wanted = {"16:9": "landscape", "9:16": "portrait"}.get(aspect_ratio or "")
+    if not wanted or shown in (stored, wanted):
+        return None
+    return FieldProblem(
+        "image",
+        f"{image.width}x{image.height} shown {image.shown_width}x{image.shown_height}",
+        f"its EXIF orientation shows it {shown}, but aspect_ratio is "
+        f"{aspect_ratio} ({wanted}): check which way the video should go",
+    )

@@ -40,12 +40,15 @@ def problems(found: Sequence[object]) -> None:
 
 def estimate(result: Plan, title: str) -> None:
     print(title)
-    for duration, tier, count, cost in result.cost_breakdown():
-        print(f"  {count:>6} x {duration:>2}s {TIER_LABELS[tier]:<15} ~ ${cost:,.2f}")
+    several = len(result.prices) > 1
+    for model, duration, tier, count, cost in result.cost_breakdown():
+        label = TIER_LABELS.get(tier, tier)
+        on = f" on {model}" if several else ""
+        print(f"  {count:>6} x {duration:>2}s {label:<15} ~ ${cost:,.2f}{on}")
     print(f"  total (estimate) ~ ${result.total_cost:,.2f}")
-    if result.prices:
-        shown = ", ".join(f"{tier} ${usd:g}/s" for tier, usd in result.prices.items())
-        print(f"  prices: {shown}")
+    for model, table in result.prices.items():
+        shown = ", ".join(f"{tier} ${usd:g}/s" for tier, usd in table.items())
+        print(f"  prices{f' ({model})' if several else ''}: {shown}")
     if result.sound_by_default:
         print(
             f"  note: {result.sound_by_default} task(s) say nothing about sound, so they get it "

@@ -16,9 +16,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType
 
-from jobs import kling_i2v
 from runner.client import NovitaClient
 from runner.clock import SYSTEM_CLOCK, Clock
 from runner.errors import FolderChanged, Interrupted
@@ -93,7 +91,6 @@ async def run_engine(
     client: NovitaClient,
     run_dir: Path,
     config: EngineConfig,
-    job: ModuleType = kling_i2v,
     stop: StopSwitch | None = None,
     progress: ProgressSink | None = None,
     guard: Callable[[], str | None] | None = None,
@@ -148,7 +145,6 @@ async def run_engine(
     submitter = Submitter(
         state,
         client,
-        job,
         EndpointLimiter(config.submit_rate, "submit", rng, clock),
         stop,
         on_submitted,

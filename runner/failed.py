@@ -23,7 +23,7 @@ from pathlib import Path
 
 import yaml
 
-from jobs import kling_i2v
+from jobs import DEFAULT_MODEL, MODELS, request_from_json
 from runner.atomic import write_text_atomically
 from runner.records import TaskRecord, TaskStatus
 
@@ -31,7 +31,10 @@ FAILED_YAML = "failed.yaml"
 FAILED_CSV = "failed.csv"
 # What failed.yaml lists: tasks that ended without a video and may be run as a new batch.
 LISTED_STATUSES = (TaskStatus.FAILED, TaskStatus.EXPIRED)
-CSV_FIELDS = ("id", *kling_i2v.FIELDS)
+# Every field any model takes, in the order the models declare them: one header for all.
+CSV_FIELDS = tuple(
+    dict.fromkeys(["id", "model", *(f.name for m in MODELS.values() for f in m.fields)])
+)
 MAX_ID_LENGTH = 100  # the manifest's own limit on row ids
 
 
@@ -61,21 +64,21 @@ def write_failed_manifests(
 
 def _row(record: TaskRecord) -> dict[str, object]:
     """Every setting of the task, explicit: the new batch must not depend on defaults."""
-    request = kling_i2v.Request.from_json(record.request_json)
+    request = request_from_json(record.request_json)
     row_id = record.task_key.replace("/", "-")
     if len(row_id) > MAX_ID_LENGTH:
         row_id = f"task-{record.position}"
-    row: dict[str, object] = {"id": row_id, "image": request.image, "prompt": request.prompt}
-    if request.negative_prompt:
-        row["negative_prompt"] = request.negative_prompt
-    row.update(
-        duration=request.duration,
-        aspect_ratio=request.aspect_ratio,
-        cfg_scale=request.cfg_scale,
-        sound=request.sound,
-    )
-    if request.voice_list:
-        row["voice_list"] = list(request.voice_list)
+    row: dict[str, object] = {"id": row_id}
+    if request.model.name != DEFAULT_MODEL:
+        row["model"] = request.model.name
+    for name, value in request.values.items():
+        if value is None or value == "" or value == ():
+            continue
+        row[name] = (
+            [dict(v) if isinstance(v, dict) else v for v in value]
+            if isinstance(value, tuple)
+            else value
+        )
     return row
 
 
@@ -124,8 +127,17 @@ def _csv_text(rows: Sequence[dict[str, object]]) -> str:
     writer = csv.DictWriter(out, fieldnames=CSV_FIELDS, lineterminator="\n")
     writer.writeheader()
     for row in rows:
-        cells = dict(row)
-        cells["voice_list"] = ";".join(row.get("voice_list", []))  # type: ignore[arg-type]
-        cells["sound"] = "true" if row["sound"] else "false"
-        writer.writerow(cells)
+        writer.writerow({name: _cell(value) for name, value in row.items()})
     return out.getvalue()
+
+
+def _cell(value: object) -> object:
+    """A value as a CSV manifest spells it: lists ``;``-separated, segments as
+    ``prompt|seconds``, booleans as true/false."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return ";".join(
+            f"{v['prompt']}|{v['duration']}" if isinstance(v, dict) else str(v) for v in value
+        )
+    return value

@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-ROW_ONLY_FIELDS = ("id", "repeat")
+ROW_ONLY_FIELDS = ("id", "repeat")  # ``model`` is a setting like any other: it expands
 MAX_REPEAT = 1000
 
 
@@ -59,6 +59,9 @@ class Row:
     number: int
     line: int | None
     values: dict[str, Any]
+    # Names whose value came from ``defaults`` or ``--set``, not from the row itself: a
+    # default that a row's model does not take is skipped, not an error.
+    defaulted: frozenset[str] = frozenset()
 
     @property
     def row_id(self) -> str:
@@ -89,6 +92,7 @@ class TaskSpec:
     file: str
     line: int | None
     values: dict[str, Any]
+    defaulted: frozenset[str] = frozenset()
 
     @property
     def source(self) -> str:
@@ -164,7 +168,7 @@ def expand(manifest: Manifest) -> tuple[list[TaskSpec], list[Problem]]:
         for _ in range(repeat):
             for combo in combos:
                 key = f"{row_id}/{next(number)}"
-                tasks.append(TaskSpec(key, row_id, name, row.line, combo))
+                tasks.append(TaskSpec(key, row_id, name, row.line, combo, row.defaulted))
     return tasks, problems
 
 

@@ -114,7 +114,10 @@ def _load_yaml(path: Path, text: str, overrides: dict[str, Any]) -> Manifest:
                 )
             )
             continue
-        rows.append(Row(number, line, {**merged_defaults, **_text_keys(item)}))
+        own = _text_keys(item)
+        rows.append(
+            Row(number, line, {**merged_defaults, **own}, frozenset(merged_defaults) - set(own))
+        )
     return Manifest(path, rows, problems, prices)
 
 
@@ -229,7 +232,7 @@ def _load_csv(path: Path, text: str, overrides: dict[str, Any]) -> Manifest:
         values = {k.strip(): v for k, v in record.items() if v is not None and v.strip() != ""}
         if not values:  # a blank line, or Excel's leftover row of only commas
             continue
-        rows.append(Row(number, line, {**overrides, **values}))
+        rows.append(Row(number, line, {**overrides, **values}, frozenset(overrides) - set(values)))
     return Manifest(path, rows, problems)
 
 

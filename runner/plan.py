@@ -1,8 +1,9 @@
 """Turn expanded tasks into validated, priced requests: everything checked before a cent.
 
-Validation runs over *every* task and collects every problem, so a user fixes a
-manifest in one pass instead of one error per attempt. Each local image is read once
-however many tasks use it.
+Each task names its model (``model:``, the seed model when it names none); the model's
+contract (``jobs.contract``) reads and checks its settings, and every image it takes is
+checked once however many tasks use it. Validation runs over *every* task and collects
+every problem, so a user fixes a manifest in one pass instead of one error per attempt.
 """
 
 from __future__ import annotations
@@ -12,16 +13,25 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType
+from typing import Any
 
-from jobs import kling_i2v
+from jobs import DEFAULT_MODEL, MODELS, PriceTables, price_tables, request_from_json
+from jobs.contract import Model, Request
+from jobs.images import (
+    ImageFacts,
+    check_image_file,
+    check_image_reference,
+    check_image_url,
+    is_url,
+    orientation_warning,
+)
 from jobs.problems import FieldProblem
 from runner.manifest import Manifest, Problem, TaskSpec, expand
 from runner.records import TaskRecord
 
 # An image reference (as written, or its resolved path) -> (the reference to send, what
 # the file is, its problems): each image is checked once however many tasks name it.
-ImageChecks = dict[object, tuple[str | None, kling_i2v.ImageFacts | None, list[FieldProblem]]]
+ImageChecks = dict[object, tuple[str | None, ImageFacts | None, list[FieldProblem]]]
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -32,8 +42,8 @@ class PlannedTask:
     key: str
     row_id: str
     source: str
-    image: str  # as written in the manifest
-    request: kling_i2v.Request
+    image: str  # the first frame as written in the manifest ("" for text-to-video)
+    request: Request
     fingerprint: str
     est_cost_usd: float
     video_name: str
@@ -42,14 +52,14 @@ class PlannedTask:
         return self.request.to_json()
 
     @classmethod
-    def from_record(cls, record: TaskRecord, job: ModuleType = kling_i2v) -> PlannedTask:
+    def from_record(cls, record: TaskRecord) -> PlannedTask:
         """A ledger task as planned, for the estimates ``resume`` and ``rerun`` show."""
         return cls(
             key=record.task_key,
             row_id=record.row_id,
             source=record.source,
             image=record.image,
-            request=job.Request.from_json(record.request_json),
+            request=request_from_json(record.request_json),
             fingerprint=record.fingerprint,
             est_cost_usd=record.est_cost_usd,
             video_name=record.video_name,
@@ -63,7 +73,7 @@ class Plan:
     warnings: list[Problem] = field(default_factory=list)
     url_images: int = 0
     sound_by_default: int = 0  # tasks that get sound (and its price) only from the API default
-    prices: dict[str, float] = field(default_factory=dict)  # USD per second by tier, as used
+    prices: PriceTables = field(default_factory=dict)  # USD per second, by model and tier
 
     @property
     def ok(self) -> bool:
@@ -73,15 +83,19 @@ class Plan:
     def total_cost(self) -> float:
         return round(sum(t.est_cost_usd for t in self.tasks), 2)
 
-    def cost_breakdown(self) -> list[tuple[int, str, int, float]]:
-        """(duration, price tier, tasks, estimated USD), for the estimate table."""
-        counts: Counter[tuple[int, str]] = Counter()
-        cost: dict[tuple[int, str], float] = {}
+    @property
+    def models(self) -> list[str]:
+        return sorted({t.request.model.name for t in self.tasks})
+
+    def cost_breakdown(self) -> list[tuple[str, int, str, int, float]]:
+        """(model, duration, price tier, tasks, estimated USD), for the estimate table."""
+        counts: Counter[tuple[str, int, str]] = Counter()
+        cost: dict[tuple[str, int, str], float] = {}
         for task in self.tasks:
-            group = (task.request.duration, kling_i2v.price_tier(task.request))
+            group = (task.request.model.name, task.request.duration, task.request.tier())
             counts[group] += 1
             cost[group] = cost.get(group, 0.0) + task.est_cost_usd
-        return [(d, tier, counts[d, tier], round(cost[d, tier], 2)) for d, tier in sorted(counts)]
+        return [(*group, counts[group], round(cost[group], 2)) for group in sorted(counts)]
 
 
 def video_file_name(task_key: str) -> str:
@@ -90,29 +104,25 @@ def video_file_name(task_key: str) -> str:
     return f"{stem[:120]}.mp4"
 
 
-def plan(
-    manifest: Manifest,
-    prices: Mapping[str, float] | None = None,
-    job: ModuleType = kling_i2v,
-) -> Plan:
+def plan(manifest: Manifest, prices: Mapping[str, Any] | None = None) -> Plan:
     """Validate and price every task. ``prices`` (``--price-per-second``) beat the
-    manifest's ``prices:``, which beat the job's own table."""
+    manifest's ``prices:``, which beat each model's own table."""
     specs, problems = expand(manifest)
-    table, from_file = job.check_prices(manifest.prices)
-    given, from_option = job.check_prices(prices or {})
-    table.update({tier: given[tier] for tier in prices or {} if tier in given})
+    _, from_file = price_tables(manifest.prices)
+    _, from_option = price_tables(prices or {})
+    tables, _ = price_tables({**manifest.prices, **(prices or {})})
     problems += [
         Problem(str(manifest.path), None, None, p.field, p.value, p.rule) for p in from_file
     ]
     problems += [
         Problem("--price-per-second", None, None, p.field, p.value, p.rule) for p in from_option
     ]
-    result = Plan(problems=problems, prices=table)
-    prices = table
+    result = Plan(problems=problems)
     image_cache: ImageChecks = {}
     names: dict[str, str] = {}
+    skipped: set[tuple[str, str]] = set()
     for spec in specs:
-        task = _plan_one(spec, manifest.base_dir, image_cache, result, prices, job)
+        task = _plan_one(spec, manifest.base_dir, image_cache, result, tables, skipped)
         if task is None:
             continue
         clash = names.get(task.video_name)
@@ -128,9 +138,44 @@ def plan(
             continue
         names[task.video_name] = task.key
         result.tasks.append(task)
+    result.prices = {name: tables[name] for name in result.models}
     result.problems = _unique(result.problems)
     result.warnings = _unique(result.warnings)
     return result
+
+
+def _model_of(spec: TaskSpec) -> Model | FieldProblem:
+    name = spec.values.get("model") or DEFAULT_MODEL
+    if not isinstance(name, str) or name not in MODELS:
+        return FieldProblem("model", name, f"is not a model; known: {', '.join(MODELS)}")
+    return MODELS[name]
+
+
+def _settings(
+    spec: TaskSpec, model: Model, result: Plan, skipped: set[tuple[str, str]]
+) -> dict[str, Any]:
+    """The task's settings for its model: a default (``defaults``, ``--set``) that the
+    model does not take is skipped for that task, and said once per model."""
+    values = {}
+    for name, value in spec.values.items():
+        if name == "model":
+            continue
+        if name in spec.defaulted and not model.takes(name):
+            if (name, model.name) not in skipped:
+                skipped.add((name, model.name))
+                result.warnings.append(
+                    Problem(
+                        spec.file,
+                        None,
+                        None,
+                        name,
+                        None,
+                        f"a default that {model.name} does not take: skipped for its tasks",
+                    )
+                )
+            continue
+        values[name] = value
+    return values
 
 
 def _plan_one(
@@ -138,54 +183,70 @@ def _plan_one(
     base_dir: Path,
     image_cache: ImageChecks,
     result: Plan,
-    prices: Mapping[str, float] | None,
-    job: ModuleType,
+    tables: PriceTables,
+    skipped: set[tuple[str, str]],
 ) -> PlannedTask | None:
-    typed, field_problems = job.check_fields(spec.values)
-    image_ref, facts = None, None
-    raw_image = spec.values.get("image")
-    if isinstance(raw_image, str) and raw_image.strip():
-        image_ref, facts, image_problems = _check_image(
-            raw_image.strip(), base_dir, image_cache, job
-        )
-        field_problems += image_problems
-        if image_ref and job.is_url(image_ref):
+    model = _model_of(spec)
+    if isinstance(model, FieldProblem):
+        result.problems.append(_locate(spec, model))
+        return None
+    typed, field_problems = model.check(_settings(spec, model, result, skipped))
+    digests: dict[str, str | None] = {}
+    facts_by_field: dict[str, ImageFacts | None] = {}
+    for name in model.image_fields:
+        raw = typed.get(name)
+        if not isinstance(raw, str) or not raw:
+            continue
+        reference, facts, image_problems = _check_image(raw, base_dir, image_cache)
+        field_problems += [FieldProblem(name, p.value, p.rule, p.code) for p in image_problems]
+        typed[name] = reference
+        digests[name] = facts.sha256 if facts else None
+        facts_by_field[name] = facts
+        if reference and is_url(reference):
             result.url_images += 1
-    elif raw_image is not None and not isinstance(raw_image, str):
-        field_problems.append(
-            FieldProblem("image", raw_image, "must be a file path or an http(s) URL")
-        )
     if field_problems:
         result.problems.extend(_locate(spec, p) for p in field_problems)
         return None
-    request = job.Request(image=image_ref, **typed)
-    if "sound" not in typed and request.sound:
+    request = model.request(typed)
+    if "sound" not in typed and request.get("sound"):
         result.sound_by_default += 1
-    result.warnings.extend(_locate(spec, w) for w in job.warnings_for(request, facts))
+    result.warnings.extend(
+        _locate(spec, w) for w in _warnings(request, facts_by_field.get("image"))
+    )
+    raw_image = spec.values.get("image")
     return PlannedTask(
         key=spec.key,
         row_id=spec.row_id,
         source=spec.source,
-        image=str(raw_image).strip(),
+        image=raw_image.strip() if isinstance(raw_image, str) else "",
         request=request,
-        fingerprint=job.fingerprint(request, facts.sha256 if facts else None),
-        est_cost_usd=job.estimate_cost(request, prices),
+        fingerprint=request.fingerprint(digests),
+        est_cost_usd=request.estimate(tables[model.name]),
         video_name=video_file_name(spec.key),
     )
 
 
+def _warnings(request: Request, first_frame: ImageFacts | None) -> list[FieldProblem]:
+    """Allowed, but probably not what the user meant."""
+    found = []
+    turned = orientation_warning(first_frame, request.get("aspect_ratio"))
+    if turned is not None:
+        found.append(turned)
+    if request.get("voice_list") and not request.get("sound"):
+        voices = list(request.get("voice_list"))
+        found.append(FieldProblem("voice_list", voices, "voices are ignored: sound is off"))
+    return found
+
+
 def _check_image(
-    raw: str,
-    base_dir: Path,
-    cache: ImageChecks,
-    job: ModuleType,
-) -> tuple[str | None, kling_i2v.ImageFacts | None, list[FieldProblem]]:
+    raw: str, base_dir: Path, cache: ImageChecks
+) -> tuple[str | None, ImageFacts | None, list[FieldProblem]]:
     """Check an image once per distinct reference: a big batch names a few images many
     times, and resolving a path costs more than checking a cached answer."""
     if raw not in cache:
-        if job.is_url(raw):
-            cache[raw] = (raw, None, job.check_image_url(raw))
-        elif problems := job.check_image_reference(raw):
+        if is_url(raw):
+            cache[raw] = (raw, None, check_image_url(raw))
+        elif problems := check_image_reference(raw):
             cache[raw] = (None, None, problems)
         else:
             path = Path(raw).expanduser()
@@ -193,7 +254,7 @@ def _check_image(
                 path = base_dir / path
             path = path.resolve()
             if path not in cache:  # two spellings of one file share its check
-                facts, problems = job.check_image_file(path)
+                facts, problems = check_image_file(path)
                 cache[path] = (str(path), facts, problems)
             cache[raw] = cache[path]
     reference, facts, problems = cache[raw]

@@ -23,7 +23,8 @@ from urllib.parse import quote
 import pandas as pd
 from PIL import Image
 
-from jobs.kling_i2v import is_url
+from jobs import request_from_json
+from jobs.images import is_url
 from runner.atomic import write_text_atomically
 from runner.failed import write_failed_manifests
 from runner.records import TaskRecord
@@ -62,7 +63,22 @@ COLUMNS = [
     "cfg_scale",
     "voice_list",
     "last_answer_at",
+    "model",
+    "settings",  # the model's other settings (mode, end_image, multi_prompt, ...), as JSON
 ]
+# Settings with a column of their own; the rest of a model's settings go in "settings".
+_OWN_COLUMNS = frozenset(
+    {
+        "image",
+        "prompt",
+        "duration",
+        "aspect_ratio",
+        "sound",
+        "negative_prompt",
+        "cfg_scale",
+        "voice_list",
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -75,17 +91,18 @@ class ReportFiles:
 def build_frame(records: Sequence[TaskRecord]) -> pd.DataFrame:
     rows = []
     for record in records:
-        request = json.loads(record.request_json)
+        request = request_from_json(record.request_json)
+        voices = request.get("voice_list")
         rows.append(
             {
                 "task_key": record.task_key,
                 "row_id": record.row_id,
                 "source": record.source,
                 "image": record.image,
-                "prompt": request["prompt"],
-                "duration": request["duration"],
-                "aspect_ratio": request["aspect_ratio"],
-                "sound": request["sound"],
+                "prompt": request.get("prompt"),
+                "duration": request.get("duration"),
+                "aspect_ratio": request.get("aspect_ratio"),
+                "sound": request.get("sound"),
                 "status": str(record.status),
                 "task_id": record.task_id,
                 "attempts": record.attempts,
@@ -99,12 +116,23 @@ def build_frame(records: Sequence[TaskRecord]) -> pd.DataFrame:
                 else round(record.generation_s, 1),
                 "est_cost_usd": record.est_cost_usd,
                 "negative_prompt": request.get("negative_prompt"),
-                "cfg_scale": request["cfg_scale"],
-                "voice_list": ";".join(request.get("voice_list") or []),
+                "cfg_scale": request.get("cfg_scale"),
+                "voice_list": ";".join(voices) if voices is not None else None,
                 "last_answer_at": _iso(record.last_answer_at),
+                "model": request.model.name,
+                "settings": _other_settings(request.values),
             }
         )
     return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def _other_settings(values: dict[str, Any]) -> str | None:
+    other = {
+        name: list(value) if isinstance(value, tuple) else value
+        for name, value in values.items()
+        if name not in _OWN_COLUMNS and value not in (None, "", ())
+    }
+    return json.dumps(other, ensure_ascii=False, sort_keys=True) if other else None
 
 
 def write_reports(state: RunState, run_dir: Path, formats: Sequence[str] = ()) -> ReportFiles:
@@ -145,7 +173,9 @@ def _thumbnails(records: Sequence[TaskRecord]) -> dict[str, str]:
     by_image: dict[str, str | None] = {}
     thumbs: dict[str, str] = {}
     for record in records:
-        image = json.loads(record.request_json)["image"]
+        image = json.loads(record.request_json).get("image")
+        if not image:
+            continue  # text to video: no source image
         if image not in by_image:
             by_image[image] = None if is_url(image) else _thumbnail(Path(image))
         thumb = by_image[image]
@@ -211,10 +241,12 @@ def _card(row: dict[str, Any], thumb: str | None) -> str:
     e = html.escape
     status = row["status"]
     settings = [
+        str(row["model"]),
         f"{row['duration']} s",
-        str(row["aspect_ratio"]),
-        "sound" if row["sound"] else "no sound",
-        f"cfg {row['cfg_scale']}",
+        *([str(row["aspect_ratio"])] if row["aspect_ratio"] else []),
+        *([] if row["sound"] is None else ["sound" if row["sound"] else "no sound"]),
+        *([] if row["cfg_scale"] is None else [f"cfg {row['cfg_scale']}"]),
+        *([row["settings"]] if row["settings"] else []),
     ]
     if row["voice_list"]:
         settings.append(f"voices {row['voice_list']}")

@@ -106,7 +106,7 @@ class SimTask:
                 return rng.lognormvariate(math.log(seconds), config.time_sigma)
             return max(0.0, seconds * (1 + rng.uniform(-config.jitter, config.jitter)))
 
-        long_clip = 2.0 if body.get("duration") == 10 else 1.0
+        long_clip = 2.0 if int(body.get("duration") or 5) >= 10 else 1.0
         return cls(
             task_id=str(uuid.UUID(int=rng.getrandbits(128), version=4)),
             prompt=body["prompt"],

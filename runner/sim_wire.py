@@ -13,7 +13,8 @@ from typing import Any
 
 from aiohttp import web
 
-from jobs import kling_i2v
+from jobs.contract import Field, Model, Request, Wire
+from jobs.images import check_image_bytes, check_image_url, is_url
 from jobs.problems import FieldProblem
 from runner.sim_state import SimTask
 
@@ -41,47 +42,74 @@ def error_answer(status: int, reason: str, message: str) -> web.Response:
     )
 
 
-def check_body(body: Any) -> FieldProblem | None:
-    """Apply the job's own limits to a submitted body, as the real API would."""
+def check_body(model: Model, body: Any) -> tuple[Request | None, FieldProblem | None]:
+    """Apply the model's own contract to a submitted body, as the real API would: its
+    wire names and types (``"5"`` where the model wants a string), its values, its
+    rules across fields, and every image. Returns the request (for its price) or the
+    first problem."""
     if not isinstance(body, dict):
-        return FieldProblem("body", body, "must be a JSON object")
-    if "duration" in body and (
-        isinstance(body["duration"], bool) or not isinstance(body["duration"], int)
-    ):
-        return FieldProblem("duration", body["duration"], "must be an integer")
-    voices = body.get("voice_list", [])
-    if not isinstance(voices, list) or not all(
-        isinstance(v, dict) and isinstance(v.get("voice_id"), str) for v in voices
-    ):
-        return FieldProblem("voice_list", voices, 'items must be {"voice_id": "<id>"}')
-    values = {**body, "voice_list": [v["voice_id"] for v in voices]}
-    image = values.pop("image", None)
-    _, problems = kling_i2v.check_fields({**values, "image": image})
+        return None, FieldProblem("body", body, "must be a JSON object")
+    by_wire = {spec.sent_as: spec for spec in model.fields}
+    values: dict[str, Any] = {}
+    for wire_name, raw in body.items():
+        spec = by_wire.get(wire_name)
+        if spec is None:
+            return None, FieldProblem(wire_name, raw, f"is not a field of {model.name}")
+        if not _WIRE_TYPES[spec.wire](raw):
+            return None, FieldProblem(wire_name, raw, f"must be sent as {spec.wire.value}")
+        values[spec.name] = _from_wire(spec, raw)
+    typed, problems = model.check(values)
     if problems:
-        return problems[0]
-    if kling_i2v.is_url(image):
-        problems = kling_i2v.check_image_url(image)
+        return None, problems[0]
+    for name in model.image_fields:
+        if typed.get(name):
+            problem = _image_problem(name, typed[name])
+            if problem is not None:
+                return None, problem
+    return model.request(typed), None
+
+
+def _image_problem(name: str, image: str) -> FieldProblem | None:
+    if is_url(image):
+        problems = check_image_url(image)
         return problems[0] if problems else None
     if image.startswith("data:"):
         return FieldProblem(
-            "image", image[:30], "raw base64 without a data: prefix", "INVALID_IMAGE_FORMAT"
+            name, image[:30], "raw base64 without a data: prefix", "INVALID_IMAGE_FORMAT"
         )
     try:
         data = base64.b64decode(image, validate=True)
     except (binascii.Error, ValueError):
-        return FieldProblem("image", None, "is neither a URL nor base64", "INVALID_IMAGE_FORMAT")
+        return FieldProblem(name, None, "is neither a URL nor base64", "INVALID_IMAGE_FORMAT")
     problems = _image_problems(hashlib.sha256(data).digest(), data)
     return problems[0] if problems else None
 
 
-def request_for_price(body: dict[str, Any]) -> kling_i2v.Request:
-    return kling_i2v.Request(
-        image="",
-        prompt=body["prompt"],
-        duration=body.get("duration", kling_i2v.API_DEFAULTS["duration"]),
-        sound=body.get("sound", kling_i2v.API_DEFAULTS["sound"]),
-        voice_list=tuple(v["voice_id"] for v in body.get("voice_list", [])),
-    )
+def _is_int(raw: Any) -> bool:
+    return isinstance(raw, int) and not isinstance(raw, bool)
+
+
+_WIRE_TYPES: dict[Wire, Any] = {
+    Wire.TEXT: lambda raw: isinstance(raw, str),
+    Wire.CHOICE: lambda raw: isinstance(raw, str),
+    Wire.INT: _is_int,
+    Wire.INT_AS_TEXT: lambda raw: isinstance(raw, str) and raw.isdigit(),
+    Wire.NUMBER: lambda raw: _is_int(raw) or isinstance(raw, float),
+    Wire.BOOL: lambda raw: isinstance(raw, bool),
+    Wire.IMAGE: lambda raw: isinstance(raw, str),
+    Wire.VOICES: lambda raw: (
+        isinstance(raw, list)
+        and all(isinstance(v, dict) and isinstance(v.get("voice_id"), str) for v in raw)
+    ),
+    Wire.SEGMENTS: lambda raw: isinstance(raw, list) and all(isinstance(v, dict) for v in raw),
+}
+
+
+def _from_wire(spec: Field, raw: Any) -> Any:
+    """A wire value as a manifest would give it, for the model's own checks."""
+    if spec.wire == Wire.VOICES:
+        return [v["voice_id"] for v in raw]
+    return raw
 
 
 def task_result_answer(
@@ -159,5 +187,5 @@ def _image_problems(digest: bytes, data: bytes) -> list[FieldProblem]:
     if digest not in _checked_images:
         if len(_checked_images) >= 64:
             _checked_images.clear()
-        _checked_images[digest] = kling_i2v.check_image_bytes(data)[1]
+        _checked_images[digest] = check_image_bytes(data)[1]
     return _checked_images[digest]

@@ -3,7 +3,8 @@
 It is a real aiohttp server speaking the documented protocol (shared/novita-api.md):
 ``POST /v3/async/kling-v2.6-pro-i2v`` and ``GET /v3/async/task-result``, answering in
 exactly the documented shapes (the official ``novita-client`` SDK parses them), with
-bearer auth and the same input limits as the runner (both use ``jobs.kling_i2v``).
+bearer auth and the same input limits as the runner (both use the job contract, for
+every model in ``jobs.MODELS``, each at its own path).
 Finished videos are served by a *second* listener, as a pre-signed-style URL that
 expires, the way Novita hands out object-store links.
 
@@ -18,6 +19,7 @@ Everything it saw is counted in :attr:`Simulator.stats` for tests to assert on.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hmac
 import json
 import random
@@ -29,7 +31,8 @@ from typing import Any
 
 from aiohttp import web
 
-from jobs import kling_i2v
+from jobs import MODELS
+from jobs.contract import Model
 from runner.sim_faults import Faults
 from runner.sim_state import SimConfig, SimStats, SimTask
 from runner.sim_wire import (
@@ -44,7 +47,6 @@ from runner.sim_wire import (
     bad_gateway,
     check_body,
     error_answer,
-    request_for_price,
     task_result_answer,
 )
 
@@ -131,7 +133,8 @@ class Simulator:
     async def start(self, host: str = "127.0.0.1", port: int = 0, media_port: int = 0) -> Simulator:
         self._loop = asyncio.get_running_loop()
         api = web.Application(client_max_size=32 * 1024 * 1024)
-        api.router.add_post(kling_i2v.SUBMIT_PATH, self._submit)
+        for model in MODELS.values():  # every model's path, each with its own contract
+            api.router.add_post(model.path, functools.partial(self._submit, model=model))
         api.router.add_get(TASK_RESULT_PATH, self._task_result)
         api.router.add_get(BALANCE_PATH, self._balance_detail)
         api.router.add_get(USER_PATH, self._user)
@@ -166,7 +169,7 @@ class Simulator:
 
     # --- handlers -----------------------------------------------------------------------
 
-    async def _submit(self, request: web.Request) -> web.StreamResponse:
+    async def _submit(self, request: web.Request, model: Model) -> web.StreamResponse:
         self.stats.submits += 1
         refused = self._check_auth(request) or self._check_rate("submit")
         if refused is not None:
@@ -179,10 +182,11 @@ class Simulator:
             body = await request.json()
         except (json.JSONDecodeError, UnicodeDecodeError):
             return self._reject("INVALID_REQUEST_BODY", "body is not JSON")
-        problem = check_body(body)
+        checked, problem = check_body(model, body)
         if problem is not None:
             return self._reject(problem.code, f"{problem.field}: {problem.rule}")
-        price = kling_i2v.estimate_cost(request_for_price(body))
+        assert checked is not None  # no problem: the body is a request
+        price = checked.estimate()
         if self.config.balance_usd is not None:
             if self.config.balance_usd < price:
                 return self._reject("BILLING_BALANCE_NOT_ENOUGH", "balance not enough")

@@ -13,9 +13,9 @@ import os
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
-from types import ModuleType
-from typing import Any
 
+from jobs import request_from_json
+from jobs.images import image_payload, is_url
 from runner.client import NovitaClient
 from runner.clock import SYSTEM_CLOCK, Clock
 from runner.errors import (
@@ -57,23 +57,23 @@ class Budget:
 
 
 class ImageCache:
-    """A request's image as sent, read at submit time (memory stays flat on big
-    batches). The last one is kept: list values and ``repeat`` send one image several
-    times in a row, and encoding a 10 MB frame costs milliseconds each time. Keyed by
-    path, size and mtime, so an image replaced mid-run is read again."""
+    """An image as sent, read at submit time (memory stays flat on big batches). The
+    last one is kept: list values and ``repeat`` send one image several times in a row,
+    and encoding a 10 MB frame costs milliseconds each time. Keyed by path, size and
+    mtime, so an image replaced mid-run is read again. ``read`` turns a reference into
+    what is sent (a test may count its calls)."""
 
-    def __init__(self, job: ModuleType):
-        self.job = job
+    def __init__(self, read: Callable[[str], str] = image_payload):
+        self.read = read
         self._last: tuple[tuple[str, int, int], str] | None = None
 
-    def payload(self, request: Any) -> str:
-        if request.image_is_url:
-            payload: str = self.job.image_payload(request)
-            return payload
-        stat = os.stat(request.image)
-        key = (request.image, stat.st_size, stat.st_mtime_ns)
+    def payload(self, reference: str) -> str:
+        if is_url(reference):
+            return self.read(reference)
+        stat = os.stat(reference)
+        key = (reference, stat.st_size, stat.st_mtime_ns)
         if self._last is None or self._last[0] != key:
-            self._last = (key, self.job.image_payload(request))
+            self._last = (key, self.read(reference))
         return self._last[1]
 
 
@@ -82,7 +82,6 @@ class Submitter:
         self,
         state: RunState,
         client: NovitaClient,
-        job: ModuleType,
         limiter: EndpointLimiter,
         stop: StopSwitch,
         on_submitted: Callable[[str, str], None],
@@ -97,7 +96,6 @@ class Submitter:
     ):
         self.state = state
         self.client = client
-        self.job = job
         self.limiter = limiter
         self.stop = stop
         self.on_submitted = on_submitted
@@ -110,7 +108,7 @@ class Submitter:
         self.unreachable_after_s = unreachable_after_s
         self.created = 0
         self._unreachable_since: float | None = None  # first connection failure in a row
-        self.images = ImageCache(job)
+        self.images = ImageCache()
 
     async def run(self, tasks: list[TaskRecord]) -> None:
         """Submit every task (as the ledger had it at the start of the run). The first
@@ -138,9 +136,14 @@ class Submitter:
 
     async def submit_one(self, record: TaskRecord) -> None:
         key = record.task_key
-        request = self.job.Request.from_json(record.request_json)
+        request = request_from_json(record.request_json)
         try:  # read the image now, not at planning: memory stays flat on big batches
-            body = self.job.build_body(request, self.images.payload(request))
+            images = {
+                name: self.images.payload(reference)
+                for name in request.model.image_fields
+                if (reference := request.get(name))
+            }
+            body = request.body(images)
         except OSError as exc:
             self.state.mark_failed(key, f"image could not be read at submit time: {exc}")
             return
@@ -158,7 +161,7 @@ class Submitter:
                 return
             attempt = self.state.mark_submitting(key)
             try:
-                task_id = await self.client.submit(self.job.SUBMIT_PATH, body)
+                task_id = await self.client.submit(request.model.path, body)
             except asyncio.CancelledError:
                 # A second Ctrl-C: the POST was sent and its answer abandoned.
                 self.state.mark_unknown(key, attempt, "interrupted while the submit was in flight")

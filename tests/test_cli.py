@@ -91,7 +91,8 @@ def test_validate_lists_every_problem_with_file_line_row_and_field(bad_manifest,
     assert "6 problem(s); nothing was submitted" in err
     for expected in (
         f"{bad_manifest}:2: row 'small': image = '200x200': width and height must both be at least",
-        f"{bad_manifest}:3: row 'typo': durration = 10: is not a known field (did you mean 'durat",
+        f"{bad_manifest}:3: row 'typo': durration = 10: is not a field of kling-v2.6-pro-i2v "
+        "(did you mean 'duration'?)",
         f"{bad_manifest}:4: row 'seven': duration = 7: must be one of 5, 10",
         f"{bad_manifest}:4: row 'seven': aspect_ratio = '4:3': must be one of 16:9, 9:16, 1:1",
         f"{bad_manifest}:5: row 'gone': image = ",

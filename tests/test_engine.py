@@ -6,14 +6,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import textwrap
-import types
 from pathlib import Path
 
 import pandas as pd
 import pytest
 from PIL import Image
 
-from jobs import kling_i2v
+from jobs.images import image_payload
 from runner.client import NovitaClient
 from runner.clock import ManualClock
 from runner.engine import EngineConfig, RunOutcome, run_engine
@@ -360,23 +359,21 @@ def test_the_image_is_read_once_per_run_of_tasks_and_again_when_it_changes(tmp_p
     once, and read again as soon as the file changes (size or mtime)."""
     reads: list[str] = []
 
-    def image_payload(request):
-        reads.append(request.image)
-        return kling_i2v.image_payload(request)
+    def read(reference: str) -> str:
+        reads.append(reference)
+        return image_payload(reference)
 
-    images = ImageCache(types.SimpleNamespace(image_payload=image_payload))
+    images = ImageCache(read)
     frame = tmp_path / "frame.png"
     Image.new("RGB", (400, 400), (10, 20, 30)).save(frame)
-    request = kling_i2v.Request(image=str(frame), prompt="p")
-    first = images.payload(request)
-    assert images.payload(request) == first
+    first = images.payload(str(frame))
+    assert images.payload(str(frame)) == first
     assert len(reads) == 1
     Image.new("RGB", (500, 400), (90, 20, 30)).save(frame)
-    second = images.payload(request)
+    second = images.payload(str(frame))
     assert second != first and base64.b64decode(second) == frame.read_bytes()
     assert len(reads) == 2
-    url = kling_i2v.Request(image="https://example.com/a.png", prompt="p")
-    assert images.payload(url) == "https://example.com/a.png"
+    assert images.payload("https://example.com/a.png") == "https://example.com/a.png"
 
 
 async def test_a_base_url_where_nothing_answers_stops_the_run_instead_of_retrying_all_night(

@@ -13,7 +13,18 @@ ROOT = Path(__file__).resolve().parent.parent
 # anyway: Python would fail at import).
 LAYERS: list[tuple[str, list[str]]] = [
     ("records", ["runner.records", "runner.errors", "runner.clock", "jobs.problems"]),
-    ("jobs", ["jobs.contract", "jobs.images", "jobs", "jobs.kling_i2v"]),
+    ("contract", ["jobs.contract", "jobs.images"]),
+    (
+        "jobs",
+        [
+            "jobs.kling_v26",
+            "jobs.kling_v21",
+            "jobs.kling_o1",
+            "jobs.kling_v30",
+            "jobs",
+            "jobs.kling_i2v",
+        ],
+    ),
     (
         "basics",
         [
