@@ -24,6 +24,12 @@ def model_named(name: str | None) -> Model:
     return MODELS[name or DEFAULT_MODEL]
 
 
+def model_of(request_json: str) -> str:
+    """The model a ledger's request belongs to (the seed model's carry no name)."""
+    name = json.loads(request_json).get("model")
+    return name if isinstance(name, str) else DEFAULT_MODEL
+
+
 def request_from_json(text: str) -> Request:
     """A request as the ledger keeps it; one without a ``model`` key is the seed model's
     (every run folder from before models had names)."""

@@ -56,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--format", action="append", choices=["jsonl"], default=[], help="also report.<format>"
     )
 
+    models = command("models", "every model: its fields, limits and estimate prices")
+    models.add_argument("--json", action="store_true", help="the same, as JSON for scripts")
+
     add_sim_arguments(command("sim", "start the local API simulator"))
     return parser
 

@@ -12,10 +12,13 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from jobs import DEFAULT_MODEL, MODELS
+from jobs.contract import model_as_json
 from runner import console, flow
 from runner.arguments import RERUN_FLAGS, build_parser
 from runner.crash import keep_traceback, machine_problem
@@ -55,6 +58,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         console.error("\ninterrupted: state is saved; `kling-batch resume DIR` continues")
         return EXIT_INTERRUPTED
+    except BrokenPipeError:  # `kling-batch models | head`: the reader left, nothing is wrong
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
     except Exception as exc:  # the last line of defence: no traceback reaches a user
         return _unexpected(exc, args)
 
@@ -258,6 +264,14 @@ def cmd_status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_models(args: argparse.Namespace) -> int:
+    if args.json:
+        print(json.dumps([model_as_json(m) for m in MODELS.values()], indent=2))
+    else:
+        console.models(list(MODELS.values()), DEFAULT_MODEL)
+    return EXIT_OK
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "validate": cmd_validate,
     "run": cmd_run,
@@ -265,5 +279,6 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "rerun": cmd_rerun,
     "status": cmd_status,
     "report": cmd_report,
+    "models": cmd_models,
     "sim": run_simulator,
 }

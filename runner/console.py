@@ -10,6 +10,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from jobs.contract import Model
 from runner.account import Balance, tasks_covered
 from runner.engine import RunOutcome
 from runner.errors import Interrupted
@@ -197,6 +198,10 @@ def status(run_dir: Path, summary: RunSummary) -> None:
     print(f"{run_dir}: {summary.done}/{summary.total} done ({counts})")
     if summary.live_run:
         print(f"  live: a run holds this folder: {summary.live_run}")
+    if len(summary.by_model) > 1:
+        for model, by_status in summary.by_model.items():
+            shown = ", ".join(f"{n} {s}" for s, n in by_status.items())
+            print(f"  {model}: {shown}")
     print(
         f"  spent ~ ${summary.spent_usd:,.2f} of an estimated ${summary.est_total_usd:,.2f} "
         "for every task once"
@@ -244,3 +249,17 @@ def _balance(summary: RunSummary) -> None:
 
 def clock(at: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(at))
+
+
+def models(listed: Sequence[Model], default: str) -> None:
+    """``kling-batch models``: what each model takes, and the prices estimates use."""
+    for model in listed:
+        mark = " (the default)" if model.name == default else ""
+        print(f"{model.name}{mark}: {model.kind.value}, POST {model.path}")
+        print(f"  {model.doc_url}")
+        for spec in model.fields:
+            print(f"  {spec.name:<16} {spec.describe()}")
+        prices = ", ".join(f"{tier} ${usd:g}/s" for tier, usd in model.prices.items())
+        print(f"  prices (estimates): {prices}")
+        if model.notes:
+            print(f"  note: {model.notes}")

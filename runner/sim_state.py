@@ -63,6 +63,7 @@ class SimStats:
     submits: int = 0
     tasks_created: int = 0
     created_by_prompt: Counter[str] = field(default_factory=Counter)
+    created_by_model: Counter[str] = field(default_factory=Counter)
     polls: int = 0
     polls_by_task: Counter[str] = field(default_factory=Counter)
     rate_limited: Counter[str] = field(default_factory=Counter)  # endpoint -> 429s sent
@@ -88,6 +89,7 @@ class SimTask:
     queue_s: float
     generation_s: float
     fate: str
+    model: str = ""  # the path it was created at
     finished_seen_at: float | None = None  # first time a poll could see it finished
 
     @property
@@ -96,7 +98,13 @@ class SimTask:
 
     @classmethod
     def new(
-        cls, body: dict[str, Any], config: SimConfig, rng: random.Random, fate: str, now: float
+        cls,
+        body: dict[str, Any],
+        config: SimConfig,
+        rng: random.Random,
+        fate: str,
+        now: float,
+        model: str = "",
     ) -> SimTask:
         """A task just created from a submit ``body``: its id and times drawn from
         ``rng`` (one seed decides a whole night), 10 s clips taking twice as long."""
@@ -116,4 +124,5 @@ class SimTask:
             queue_s=vary(config.queue_s),
             generation_s=vary(config.generation_s * long_clip),
             fate=fate,
+            model=model,
         )

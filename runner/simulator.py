@@ -191,7 +191,7 @@ class Simulator:
             if self.config.balance_usd < price:
                 return self._reject("BILLING_BALANCE_NOT_ENOUGH", "balance not enough")
             self.config.balance_usd -= price
-        task = self._create(body)
+        task = self._create(body, model.name)
         if fault == "502_html":
             return bad_gateway()
         if fault == "drop_after_create":
@@ -335,12 +335,13 @@ class Simulator:
         self.stats.rejected[reason] += 1
         return error_answer(400, reason, message)
 
-    def _create(self, body: dict[str, Any]) -> SimTask:
+    def _create(self, body: dict[str, Any], model: str) -> SimTask:
         fate = self.faults.next_fate()
-        task = SimTask.new(body, self.config, self._rng, fate, self.now())
+        task = SimTask.new(body, self.config, self._rng, fate, self.now(), model)
         self.tasks[task.task_id] = task
         self.stats.tasks_created += 1
         self.stats.created_by_prompt[task.prompt] += 1
+        self.stats.created_by_model[model] += 1
         return task
 
     def _result(self, task: SimTask) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from jobs import model_of
 from runner.account import Balance
 from runner.records import FINAL, IN_FLIGHT, TaskRecord, TaskStatus
 from runner.state import RunState
@@ -44,6 +45,7 @@ class RunSummary:
     balance_first_usd: float | None = None  # the account at this folder's first run
     balance_latest_usd: float | None = None
     balance_latest_at: float | None = None
+    by_model: dict[str, dict[str, int]] = field(default_factory=dict)  # model -> status counts
 
     @property
     def measured_spend_usd(self) -> float | None:
@@ -82,8 +84,11 @@ def summarize(
     now = time.time() if now is None else now
     records = state.tasks() if records is None else records
     counts = {str(s): 0 for s in TaskStatus}
+    by_model: dict[str, dict[str, int]] = {}
     for record in records:
         counts[record.status] += 1
+        model = by_model.setdefault(model_of(record.request_json), {})
+        model[record.status] = model.get(record.status, 0) + 1
     in_flight = [
         InFlight(r.task_key, str(r.status), r.task_id or "", now - (r.submitted_at or now))
         for r in records
@@ -121,6 +126,7 @@ def summarize(
         balance_first_usd=first.usd if first else None,
         balance_latest_usd=latest.usd if latest else None,
         balance_latest_at=latest.at if latest else None,
+        by_model=by_model,
     )
 
 
