@@ -382,6 +382,14 @@ def segments_fill_duration(values: Mapping[str, Any]) -> FieldProblem | None:
     return None
 
 
+def voices_need_sound(values: Mapping[str, Any]) -> FieldProblem | None:
+    """A warning: voices with sound off are ignored by the API."""
+    if values.get("voice_list") and not values.get("sound"):
+        voices = list(values["voice_list"])
+        return FieldProblem("voice_list", voices, "voices are ignored: sound is off")
+    return None
+
+
 def price_by_sound(values: Mapping[str, Any]) -> str:
     if not values.get("sound"):
         return "silent"

@@ -9,7 +9,15 @@ other hosts charge about $0.07/s silent, $0.14/s with sound, $0.168/s with voice
 
 from __future__ import annotations
 
-from jobs.contract import PROMPT_MAX_CHARS, Field, Kind, Model, Wire, price_by_sound
+from jobs.contract import (
+    PROMPT_MAX_CHARS,
+    Field,
+    Kind,
+    Model,
+    Wire,
+    price_by_sound,
+    voices_need_sound,
+)
 
 NAME = "kling-v2.6-pro-i2v"
 
@@ -29,6 +37,7 @@ MODEL = Model(
     ),
     prices={"silent": 0.07, "sound": 0.14, "sound_voices": 0.168},
     tier=price_by_sound,
+    warnings=(voices_need_sound,),
     legacy_json=True,
     notes=f"sound is on unless set off (the API's default); prompts at most {PROMPT_MAX_CHARS}",
 )

@@ -60,6 +60,8 @@ def estimate(result: Plan, title: str) -> None:
 def validated(result: Plan, manifest: Path) -> None:
     rows = len({t.row_id for t in result.tasks})
     estimate(result, f"{manifest}: OK, {len(result.tasks)} task(s) from {rows} row(s)")
+    for pattern, files in result.patterns.items():
+        print(f"  image {pattern}: {files} file(s)")
     if result.url_images:
         print(f"  {result.url_images} task(s) use image URLs: the API fetches and checks those")
 

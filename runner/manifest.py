@@ -1,8 +1,9 @@
 """Load a manifest (YAML or CSV) and expand its rows into tasks with stable keys.
 
 Expansion rules (one row can become several tasks):
-- a list value expands into one task per value; several lists combine as a product;
-  ``voice_list`` is itself a list, so only a list *of lists* expands it;
+- a list value expands into one task per value; several lists combine as a product
+  (``model: [a, b]`` runs the row on both); a field whose one value is a list
+  (``voice_list``, ``multi_prompt``) expands only from a list *of lists*;
 - ``repeat: N`` runs every combination N times.
 
 Task keys are ``<row id>/<n>``, numbered with ``repeat`` as the *outer* loop, so raising
@@ -20,7 +21,14 @@ from typing import Any
 
 import yaml
 
+from jobs import MODELS
+from jobs.contract import Wire
+
 ROW_ONLY_FIELDS = ("id", "repeat")  # ``model`` is a setting like any other: it expands
+# Fields whose one value is itself a list (voice ids, multi-shot segments), by contract.
+LIST_VALUED = frozenset(
+    f.name for m in MODELS.values() for f in m.fields if f.wire in (Wire.VOICES, Wire.SEGMENTS)
+)
 MAX_REPEAT = 1000
 
 
@@ -77,6 +85,8 @@ class Manifest:
     problems: list[Problem] = field(default_factory=list)
     # `prices:` at the top of a YAML manifest: USD per second by tier, checked by the job.
     prices: dict[str, Any] = field(default_factory=dict)
+    # Each image pattern (a glob, or a folder) and how many files it matched.
+    patterns: dict[str, int] = field(default_factory=dict)
 
     @property
     def base_dir(self) -> Path:
@@ -185,7 +195,7 @@ def _repeat(value: Any) -> int | None:
 def _expands(name: str, value: Any) -> bool:
     if not isinstance(value, list):
         return False
-    if name == "voice_list":  # a list of ids is one value; a list of lists expands
+    if name in LIST_VALUED:  # a list of ids or segments is one value; a list of lists expands
         return bool(value) and all(isinstance(v, list) for v in value)
     return True
 

@@ -13,6 +13,7 @@ import difflib
 import io
 import re
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -58,9 +59,9 @@ def load(path: Path, overrides: Mapping[str, Any] | None = None) -> Manifest:
             ]
         ) from None
     if path.suffix.lower() in YAML_SUFFIXES:
-        return _load_yaml(path, text, overrides)
+        return _with_image_patterns(_load_yaml(path, text, overrides))
     if path.suffix.lower() == ".csv":
-        return _load_csv(path, text, overrides)
+        return _with_image_patterns(_load_csv(path, text, overrides))
     raise ManifestError(
         [Problem(str(path), None, None, None, None, "must be a .yaml, .yml or .csv file")]
     )
@@ -218,7 +219,10 @@ def _load_csv(path: Path, text: str, overrides: dict[str, Any]) -> Manifest:
     delimiter = _delimiter(text)
     reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter)
     header = [h.strip() for h in (reader.fieldnames or [])]
-    missing = [col for col in ("image", "prompt") if col not in header]
+    # Required columns, unless --set gives them to every row; a text-to-video batch
+    # (a ``model`` column or --set model=...) needs no image.
+    needed = ("prompt",) if "model" in header or "model" in overrides else ("image", "prompt")
+    missing = [col for col in needed if col not in header and col not in overrides]
     if missing:
         raise ManifestError([Problem(name, None, 1, None, None, _header_rule(header, missing))])
     rows, problems = [], []
@@ -258,3 +262,59 @@ def _header_rule(header: list[str], missing: list[str]) -> str:
     if hints:
         rule += f" (did you mean {', '.join(hints)}?)"
     return rule
+
+
+# --- images in bulk --------------------------------------------------------------------
+
+_GLOB = re.compile(r"[*?[]")
+IMAGE_FILES = (".png", ".jpg", ".jpeg")
+
+
+def _with_image_patterns(manifest: Manifest) -> Manifest:
+    """A row whose ``image`` is a glob (``frames/*.png``) or a folder becomes one row per
+    matching file, sorted, each with an id from its file name (``<row id>-<name>``, or
+    the name alone for a row without an id): adding a file later adds tasks and never
+    renumbers the ones already paid for. A pattern that matches nothing is a problem."""
+    rows: list[Row] = []
+    problems = list(manifest.problems)
+    patterns: dict[str, int] = {}
+    for row in manifest.rows:
+        image = row.values.get("image")
+        files = _matches(manifest.base_dir, image) if isinstance(image, str) else None
+        if files is None:
+            rows.append(row)
+            continue
+        patterns[str(image)] = len(files)
+        if not files:
+            problems.append(
+                Problem(
+                    str(manifest.path),
+                    row.row_id,
+                    row.line,
+                    "image",
+                    image,
+                    "matches no .png, .jpg or .jpeg file",
+                )
+            )
+        given = row.values.get("id")
+        for file in files:
+            stem = re.sub(r"[^A-Za-z0-9._-]+", "_", file.stem)
+            row_id = f"{given}-{stem}" if given not in (None, "") else stem
+            values = {**row.values, "image": str(file), "id": row_id}
+            rows.append(Row(row.number, row.line, values, row.defaulted - {"image"}))
+    return replace(manifest, rows=rows, problems=problems, patterns=patterns)
+
+
+def _matches(base_dir: Path, image: str) -> list[Path] | None:
+    """The image files a pattern or folder names, sorted; None for a single image."""
+    if "://" in image:
+        return None
+    path = Path(image).expanduser()
+    path = path if path.is_absolute() else base_dir / path
+    if path.is_dir():
+        found = [p for p in path.iterdir() if p.suffix.lower() in IMAGE_FILES]
+    elif _GLOB.search(image):
+        found = [p for p in path.parent.glob(path.name) if p.suffix.lower() in IMAGE_FILES]
+    else:
+        return None
+    return sorted(p for p in found if p.is_file())

@@ -74,6 +74,7 @@ class Plan:
     url_images: int = 0
     sound_by_default: int = 0  # tasks that get sound (and its price) only from the API default
     prices: PriceTables = field(default_factory=dict)  # USD per second, by model and tier
+    patterns: dict[str, int] = field(default_factory=dict)  # image glob or folder -> files
 
     @property
     def ok(self) -> bool:
@@ -117,7 +118,7 @@ def plan(manifest: Manifest, prices: Mapping[str, Any] | None = None) -> Plan:
     problems += [
         Problem("--price-per-second", None, None, p.field, p.value, p.rule) for p in from_option
     ]
-    result = Plan(problems=problems)
+    result = Plan(problems=problems, patterns=dict(manifest.patterns))
     image_cache: ImageChecks = {}
     names: dict[str, str] = {}
     skipped: set[tuple[str, str]] = set()
@@ -232,9 +233,7 @@ def _warnings(request: Request, first_frame: ImageFacts | None) -> list[FieldPro
     turned = orientation_warning(first_frame, request.get("aspect_ratio"))
     if turned is not None:
         found.append(turned)
-    if request.get("voice_list") and not request.get("sound"):
-        voices = list(request.get("voice_list"))
-        found.append(FieldProblem("voice_list", voices, "voices are ignored: sound is off"))
+    found += [w for rule in request.model.warnings if (w := rule(request.values)) is not None]
     return found
 
 

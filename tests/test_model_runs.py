@@ -87,3 +87,42 @@ def test_a_field_the_model_does_not_take_names_the_model_and_what_it_takes(tmp_p
     assert "negative_prompt = 'blur': is not a field of kling-o1-i2v" in err
     assert "it takes: aspect_ratio, duration, end_image, image, last_image, prompt" in err
     assert "model = 'kling-v9': is not a model; known: kling-v2.6-pro-i2v" in err
+
+
+def test_images_in_bulk_a_glob_or_a_folder_is_one_task_per_file(tmp_path, capsys):
+    for name in ("b.png", "a.jpg", "c.jpeg"):
+        draw_image(tmp_path / "frames" / name)
+    (tmp_path / "frames" / "notes.txt").write_text("not an image", encoding="utf-8")
+    path = tmp_path / "bulk.csv"
+    path.write_text("image\nframes/*.png\nframes\n", encoding="utf-8")
+    assert (
+        main(["validate", str(path), "--set", "prompt=slow push in", "--set", "sound=false"]) == 2
+    )
+    err = capsys.readouterr().err
+    assert "row 'b': id = 'b': is used twice" in err  # b.png matched by both lines
+
+    path.write_text("id,image\nshot,frames\n", encoding="utf-8")
+    assert (
+        main(["validate", str(path), "--set", "prompt=slow push in", "--set", "sound=false"]) == 0
+    )
+    out = capsys.readouterr().out
+    assert "OK, 3 task(s) from 3 row(s)" in out and "image frames: 3 file(s)" in out
+
+    path.write_text("image,prompt\nframes/*.gif,p\n", encoding="utf-8")
+    assert main(["validate", str(path)]) == 2
+    assert "image = 'frames/*.gif': matches no .png, .jpg or .jpeg file" in capsys.readouterr().err
+
+
+def test_a_folder_runs_with_keys_from_the_file_names(tmp_path, threaded_sim):
+    for name in ("dawn.png", "dusk.png"):
+        draw_image(tmp_path / "frames" / name)
+    path = tmp_path / "bulk.yaml"
+    path.write_text(
+        "defaults: {sound: false}\nrows:\n  - {image: frames, prompt: slow push in}\n",
+        encoding="utf-8",
+    )
+    run_dir = tmp_path / "run"
+    assert main(["run", str(path), "--out", str(run_dir), *FAST]) == 0
+    with (run_dir / "report.csv").open(encoding="utf-8") as report:
+        keys = [r["task_key"] for r in csv.DictReader(report)]
+    assert keys == ["dawn/1", "dusk/1"]
