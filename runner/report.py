@@ -201,7 +201,8 @@ def render_html(
     """A page a person looks at in the morning: the summary, then one card per task with
     its source image, settings, status, the video playing from its local file, and the
     reason for a failure; filter by status and search by text. No network needed."""
-    cards = "\n".join(_card(row, thumbs.get(row["task_key"])) for row in _rows(frame))
+    rows = _rows(frame)
+    cards = "\n".join(_card(row, thumbs.get(row["task_key"])) for row in rows)
     buttons = "\n".join(
         f'<button type="button" data-filter="{html.escape(s)}">{html.escape(s)} '
         f"<span>{n}</span></button>"
@@ -223,12 +224,68 @@ def render_html(
     )
     counts = " · ".join(f"{n} {html.escape(s)}" for s, n in summary.counts.items())
     return _page_template().format(
+        compare=_comparison(rows, thumbs),
         title=html.escape(title),
         header=header,
         counts=counts or "no tasks",
         buttons=buttons,
         total=summary.total,
         cards=cards,
+    )
+
+
+def _comparison(rows: list[dict[str, Any]], thumbs: dict[str, str]) -> str:
+    """Models side by side, when a run has several: one line per input (image, prompt,
+    settings), one column per model, each cell the video (or why there is none) with
+    its generation time and estimated cost; buttons show one model's column at a time."""
+    models = sorted({str(row["model"]) for row in rows})
+    if len(models) < 2:
+        return ""
+    e = html.escape
+    lines: dict[tuple[str, ...], dict[str, dict[str, Any]]] = {}
+    firsts: dict[tuple[str, ...], dict[str, Any]] = {}
+    for row in rows:
+        # One input: the same row, image, prompt and length; models differ in the rest.
+        same_input = tuple(str(row[c]) for c in ("row_id", "image", "prompt", "duration"))
+        lines.setdefault(same_input, {}).setdefault(str(row["model"]), row)
+        firsts.setdefault(same_input, row)
+    head = "".join(f'<th data-model="{e(m)}">{e(m)}</th>' for m in models)
+    body = []
+    for same_input, by_model in lines.items():
+        first = firsts[same_input]
+        thumb = thumbs.get(str(first["task_key"]))
+        image = f'<img class="thumb" alt="source image" src="{thumb}">' if thumb else ""
+        settings = f"{first['duration']} s" + (
+            f" · {first['aspect_ratio']}" if first["aspect_ratio"] else ""
+        )
+        cells = "".join(_compare_cell(by_model.get(m), m) for m in models)
+        body.append(
+            f'<tr><td class="input">{image}<p>{e(str(first["prompt"]))}</p>'
+            f'<p class="meta">{e(settings)}</p></td>{cells}</tr>'
+        )
+    buttons = '<button type="button" data-model-filter="" class="active">all models</button>'
+    buttons += "".join(
+        f'<button type="button" data-model-filter="{e(m)}">{e(m)}</button>' for m in models
+    )
+    return (
+        f'<section id="compare"><h2>Models side by side</h2><div class="controls">{buttons}'
+        f'</div><table class="compare"><thead><tr><th>input</th>{head}</tr></thead>'
+        f"<tbody>{''.join(body)}</tbody></table></section>"
+    )
+
+
+def _compare_cell(row: dict[str, Any] | None, model: str) -> str:
+    e = html.escape
+    if row is None:
+        return f'<td data-model="{e(model)}" class="none">not asked for</td>'
+    if row["video_path"]:
+        media = f'<video controls preload="metadata" src="{e(quote(row["video_path"]))}"></video>'
+    else:
+        media = f'<span class="badge s-{e(row["status"])}">{e(row["status"])}</span>'
+    timing = f"{row['generation_s']} s · " if row["generation_s"] is not None else ""
+    return (
+        f'<td data-model="{e(model)}">{media}'
+        f'<p class="meta">{e(timing)}${row["est_cost_usd"]:.2f}</p></td>'
     )
 
 

@@ -134,3 +134,51 @@ def test_the_report_shows_every_task_and_filters_in_a_real_browser(browser, fini
     ARTIFACTS.mkdir(exist_ok=True)
     shot = ARTIFACTS / "report.png"
     assert browser.save_screenshot(str(shot)) and shot.stat().st_size > 10_000
+
+
+def test_models_side_by_side_in_a_real_browser(browser, tmp_path, threaded_sim):
+    """A comparison run (two inputs on three models): one line per input, one column per
+    model, each cell a playing video with its time and cost; a model button shows one
+    model's column."""
+    from selenium.webdriver.common.by import By
+
+    draw_image(tmp_path / "a.png", 640, 360)
+    draw_image(tmp_path / "b.jpg", 360, 640)
+    models = ["kling-v2.6-pro-i2v", "kling-v2.1-i2v", "kling-o1-i2v"]
+    manifest = tmp_path / "compare.yaml"
+    listed = ", ".join(models)
+    manifest.write_text(
+        "rows:\n"
+        f"  - {{id: cat, image: a.png, prompt: 'a cat turns its head', model: [{listed}]}}\n"
+        f"  - {{id: tower, image: b.jpg, prompt: 'a lighthouse at dusk', model: [{listed}]}}\n",
+        encoding="utf-8",
+    )
+    run_dir = tmp_path / "run"
+    assert main(["run", str(manifest), "--out", str(run_dir), *FAST]) == 0
+    browser.get((run_dir / "report.html").as_uri())
+
+    headers = [th.text for th in browser.find_elements(By.CSS_SELECTOR, "#compare thead th")]
+    assert headers == ["input", *sorted(models)]
+    lines = browser.find_elements(By.CSS_SELECTOR, "#compare tbody tr")
+    assert [line.find_element(By.CSS_SELECTOR, "td.input p").text for line in lines] == [
+        "a cat turns its head",
+        "a lighthouse at dusk",
+    ]
+    for line in lines:
+        cells = line.find_elements(By.CSS_SELECTOR, "td[data-model]")
+        assert len(cells) == 3 and all(c.find_elements(By.TAG_NAME, "video") for c in cells)
+        assert all("$" in c.find_element(By.CSS_SELECTOR, ".meta").text for c in cells)
+
+    def shown_columns() -> list[str]:
+        return [
+            th.text
+            for th in browser.find_elements(By.CSS_SELECTOR, "#compare thead th[data-model]")
+            if th.is_displayed()
+        ]
+
+    browser.find_element(By.CSS_SELECTOR, '[data-model-filter="kling-o1-i2v"]').click()
+    assert shown_columns() == ["kling-o1-i2v"]
+    browser.find_element(By.CSS_SELECTOR, '[data-model-filter=""]').click()
+    assert shown_columns() == sorted(models)
+    ARTIFACTS.mkdir(exist_ok=True)
+    assert browser.save_screenshot(str(ARTIFACTS / "compare.png"))
