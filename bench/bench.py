@@ -42,7 +42,8 @@ from typing import Any
 import aiohttp
 from PIL import Image
 
-from jobs import kling_i2v
+from jobs import DEFAULT_MODEL, model_named
+from jobs.images import image_payload
 from runner.client import NovitaClient
 from runner.engine import EngineConfig, run_engine
 from runner.fetch import download
@@ -53,6 +54,7 @@ from runner.poll import PollPolicy
 from runner.simulator import SimConfig, Simulator
 from runner.state import RunState
 
+SUBMIT_PATH = model_named(DEFAULT_MODEL).path
 KEY = "sk_bench_7c1d"
 WINDOW_S = 10.0
 
@@ -175,7 +177,7 @@ def sdk_side(base_url: str, tasks: int, threads: int) -> dict:
     def one(i: int) -> None:
         try:
             body = {"image": image, "prompt": f"bench shot {i}", "sound": False}
-            task_id = client._post(kling_i2v.SUBMIT_PATH, body)["task_id"]
+            task_id = client._post(SUBMIT_PATH, body)["task_id"]
             result = client.wait_for_task_v3(task_id)
             video = requests.get(result.videos[0].video_url, timeout=60)
             (folder / f"{i}.mp4").write_bytes(video.content)
@@ -202,7 +204,7 @@ def parts_side(base_url: str, count: int) -> dict:
     folder, planned, state = _planned_run(count)
     keys = [task.key for task in planned.tasks]
     request = planned.tasks[0].request
-    body = kling_i2v.build_body(request, kling_i2v.image_payload(request))
+    body = request.body({"image": image_payload(request.image)})
     videos = folder / "videos"
     videos.mkdir()
 
@@ -210,7 +212,7 @@ def parts_side(base_url: str, count: int) -> dict:
         cost: dict[str, float] = {}
         async with NovitaClient(base_url, KEY) as client, aiohttp.ClientSession() as plain:
             started = time.process_time()
-            ids = [await client.submit(kling_i2v.SUBMIT_PATH, body) for _ in keys]
+            ids = [await client.submit(SUBMIT_PATH, body) for _ in keys]
             cost["submit"] = time.process_time() - started
             await asyncio.sleep(0.5)  # the parts simulator finishes tasks at once
             started = time.process_time()

@@ -12,7 +12,7 @@ import socket
 import aiohttp
 import pytest
 
-from jobs import kling_i2v
+from jobs import DEFAULT_MODEL, model_named
 from runner.client import NovitaClient, Timeouts, parse_task_result, retry_after_seconds
 from runner.errors import (
     AuthError,
@@ -28,6 +28,8 @@ from runner.errors import (
 from runner.fetch import download
 from tests.conftest import SIM_KEY
 
+SUBMIT_PATH = model_named(DEFAULT_MODEL).path
+
 
 @pytest.fixture
 def body(image) -> dict:
@@ -37,7 +39,7 @@ def body(image) -> dict:
 
 async def test_submit_then_result_follows_the_task_to_success(sim, body):
     async with NovitaClient(sim.base_url, SIM_KEY) as client:
-        task_id = await client.submit(kling_i2v.SUBMIT_PATH, body)
+        task_id = await client.submit(SUBMIT_PATH, body)
         assert task_id in sim.tasks
         early = await client.task_result(task_id)
         assert early.status == "TASK_STATUS_QUEUED" and early.eta_s and early.eta_s > 0
@@ -65,7 +67,7 @@ async def test_submit_errors_are_retryable_only_when_nothing_was_created(
     sim.script("submit", fault)
     async with NovitaClient(sim.base_url, SIM_KEY) as client:
         with pytest.raises(error) as caught:
-            await client.submit(kling_i2v.SUBMIT_PATH, body)
+            await client.submit(SUBMIT_PATH, body)
     assert caught.value.retryable is retryable
     created = sim.stats.tasks_created
     assert created == (0 if retryable else 1)
@@ -75,7 +77,7 @@ async def test_a_submit_that_never_answers_times_out_as_unknown(sim, body):
     sim.script("submit", "hang_after_create")
     async with NovitaClient(sim.base_url, SIM_KEY, timeouts=Timeouts(submit_total=0.3)) as client:
         with pytest.raises(SubmitOutcomeUnknown, match="no answer"):
-            await client.submit(kling_i2v.SUBMIT_PATH, body)
+            await client.submit(SUBMIT_PATH, body)
     assert sim.stats.tasks_created == 1
 
 
@@ -83,7 +85,7 @@ async def test_429_carries_retry_after(sim, body):
     sim.script("submit", "429")
     async with NovitaClient(sim.base_url, SIM_KEY) as client:
         with pytest.raises(RateLimited) as caught:
-            await client.submit(kling_i2v.SUBMIT_PATH, body)
+            await client.submit(SUBMIT_PATH, body)
     assert caught.value.retry_after == 1.0
 
 
@@ -91,9 +93,9 @@ async def test_server_side_rate_limit_answers_429(start_sim, body):
     sim = await start_sim(submit_limit=2, limit_window_s=60)
     async with NovitaClient(sim.base_url, SIM_KEY) as client:
         for _ in range(2):
-            await client.submit(kling_i2v.SUBMIT_PATH, body)
+            await client.submit(SUBMIT_PATH, body)
         with pytest.raises(RateLimited) as caught:
-            await client.submit(kling_i2v.SUBMIT_PATH, body)
+            await client.submit(SUBMIT_PATH, body)
     assert caught.value.retry_after and 1 <= caught.value.retry_after <= 60
     assert sim.stats.rate_limited["submit"] == 1
 
@@ -103,7 +105,7 @@ async def test_wrong_key_is_an_auth_error_that_stops_the_run(start_sim, body, st
     sim = await start_sim(auth_failure_status=status)
     async with NovitaClient(sim.base_url, "wrong-key") as client:
         with pytest.raises(AuthError) as caught:
-            await client.submit(kling_i2v.SUBMIT_PATH, body)
+            await client.submit(SUBMIT_PATH, body)
     assert caught.value.stops_run and caught.value.status == status
     assert "wrong-key" not in str(caught.value)
 
@@ -112,7 +114,7 @@ async def test_out_of_balance_stops_the_run(start_sim, body):
     sim = await start_sim(balance_usd=0.5)
     async with NovitaClient(sim.base_url, SIM_KEY) as client:
         with pytest.raises(BalanceExhausted) as caught:
-            await client.submit(kling_i2v.SUBMIT_PATH, body)  # $0.70 with sound
+            await client.submit(SUBMIT_PATH, body)  # $0.70 with sound
     assert caught.value.stops_run and caught.value.reason == "BILLING_BALANCE_NOT_ENOUGH"
 
 
@@ -128,7 +130,7 @@ async def test_out_of_balance_stops_the_run(start_sim, body):
 async def test_the_simulator_refuses_what_the_api_refuses(sim, body, change, reason):
     async with NovitaClient(sim.base_url, SIM_KEY) as client:
         with pytest.raises(InvalidRequest) as caught:
-            await client.submit(kling_i2v.SUBMIT_PATH, {**body, **change})
+            await client.submit(SUBMIT_PATH, {**body, **change})
     assert caught.value.reason == reason and not caught.value.retryable
     assert sim.stats.tasks_created == 0
 
@@ -137,7 +139,7 @@ async def test_too_small_image_is_refused_with_its_reason(sim, image):
     small = base64.b64encode(image("s.png", 200, 200).read_bytes()).decode()
     async with NovitaClient(sim.base_url, SIM_KEY) as client:
         with pytest.raises(InvalidRequest) as caught:
-            await client.submit(kling_i2v.SUBMIT_PATH, {"image": small, "prompt": "p"})
+            await client.submit(SUBMIT_PATH, {"image": small, "prompt": "p"})
     assert caught.value.reason == "INVALID_IMAGE_SIZE"
 
 
@@ -156,7 +158,7 @@ async def test_a_task_id_is_sent_whole_in_the_poll_url(sim, body):
     """The poll URL is built by hand: a ``#`` or ``&`` in an id must be encoded, not cut
     the id short (which would poll another task)."""
     async with NovitaClient(sim.base_url, SIM_KEY) as client:
-        task_id = await client.submit(kling_i2v.SUBMIT_PATH, body)
+        task_id = await client.submit(SUBMIT_PATH, body)
         assert (await client.task_result(task_id)).task_id == task_id
         for suffix in ("#x", "&task_id=other", " x", "/x"):
             with pytest.raises(TaskNotFound):
@@ -179,7 +181,7 @@ async def test_a_dropped_poll_is_resent_once_by_aiohttp_then_surfaces(sim):
 async def test_wrong_base_path_stops_the_run(sim, body):
     async with NovitaClient(sim.base_url + "/nope", SIM_KEY) as client:
         with pytest.raises(EndpointNotFound):
-            await client.submit(kling_i2v.SUBMIT_PATH, body)
+            await client.submit(SUBMIT_PATH, body)
 
 
 async def test_connection_refused_is_retryable_because_nothing_was_sent(body):
@@ -188,13 +190,13 @@ async def test_connection_refused_is_retryable_because_nothing_was_sent(body):
         port = probe.getsockname()[1]
     async with NovitaClient(f"http://127.0.0.1:{port}", SIM_KEY) as client:
         with pytest.raises(TransportError) as caught:
-            await client.submit(kling_i2v.SUBMIT_PATH, body)
+            await client.submit(SUBMIT_PATH, body)
     assert caught.value.retryable
 
 
 async def test_the_key_goes_to_the_api_and_never_to_the_video_host(sim, body, tmp_path):
     async with NovitaClient(sim.base_url, SIM_KEY) as client:
-        task_id = await client.submit(kling_i2v.SUBMIT_PATH, body)
+        task_id = await client.submit(SUBMIT_PATH, body)
         sim.advance(10)
         result = await client.task_result(task_id)
     async with aiohttp.ClientSession() as session:

@@ -22,7 +22,6 @@ LAYERS: list[tuple[str, list[str]]] = [
             "jobs.kling_o1",
             "jobs.kling_v30",
             "jobs",
-            "jobs.kling_i2v",
         ],
     ),
     (

@@ -9,10 +9,12 @@ import pytest
 from novita_client import NovitaClient as OfficialClient
 from novita_client.proto import V3TaskResponseStatus
 
-from jobs import kling_i2v
+from jobs import DEFAULT_MODEL, model_named
 from runner.sim_hosting import simulator_in_thread
 from runner.simulator import SimConfig
 from tests.conftest import SIM_KEY
+
+SUBMIT_PATH = model_named(DEFAULT_MODEL).path
 
 
 @pytest.fixture
@@ -26,7 +28,7 @@ def test_the_official_sdk_parses_every_stage_of_a_task(body):
         SimConfig(api_key=SIM_KEY, queue_s=5, generation_s=5, jitter=0)
     ) as sim:
         sdk = OfficialClient(SIM_KEY, base_url=sim.base_url)
-        task_id = sdk._post(kling_i2v.SUBMIT_PATH, body)["task_id"]
+        task_id = sdk._post(SUBMIT_PATH, body)["task_id"]
 
         queued = sdk.async_task_result(task_id)
         assert queued.task.status == V3TaskResponseStatus.TASK_STATUS_QUEUED
@@ -51,7 +53,7 @@ def test_the_official_sdk_parses_a_failed_task(body):
     with simulator_in_thread(SimConfig(api_key=SIM_KEY, queue_s=0, generation_s=0)) as sim:
         sim.script_fates("fail")
         sdk = OfficialClient(SIM_KEY, base_url=sim.base_url)
-        task_id = sdk._post(kling_i2v.SUBMIT_PATH, body)["task_id"]
+        task_id = sdk._post(SUBMIT_PATH, body)["task_id"]
         result = sdk.wait_for_task_v3(task_id)
     assert result.task.status == V3TaskResponseStatus.TASK_STATUS_FAILED
     assert result.task.reason == SimConfig.fail_reason

@@ -13,11 +13,13 @@ import traceback
 
 import pytest
 
-from jobs import kling_i2v
+from jobs import DEFAULT_MODEL, model_named
 from runner.client import NovitaClient, Timeouts
 from runner.errors import KlingBatchError
 from runner.logs import RUN_LOG, setup_logging
 from tests.conftest import SIM_KEY
+
+SUBMIT_PATH = model_named(DEFAULT_MODEL).path
 
 
 def everything_shown(exc: BaseException) -> str:
@@ -35,7 +37,7 @@ async def test_submit_errors_never_show_the_key(sim, body, fault):
     sim.script("submit", fault)
     async with NovitaClient(sim.base_url, SIM_KEY) as client:
         with pytest.raises(KlingBatchError) as caught:
-            await client.submit(kling_i2v.SUBMIT_PATH, body)
+            await client.submit(SUBMIT_PATH, body)
     assert SIM_KEY not in everything_shown(caught.value)
 
 
@@ -51,14 +53,14 @@ async def test_auth_timeout_and_refused_connection_never_show_the_key(start_sim,
     sim.config.api_key = wrong_key
     async with NovitaClient(sim.base_url, wrong_key, timeouts=Timeouts(submit_total=0.3)) as client:
         with pytest.raises(KlingBatchError) as caught:
-            await client.submit(kling_i2v.SUBMIT_PATH, body)
+            await client.submit(SUBMIT_PATH, body)
         shown.append(everything_shown(caught.value))
     with socket.socket() as unused:
         unused.bind(("127.0.0.1", 0))
         port = unused.getsockname()[1]
     async with NovitaClient(f"http://127.0.0.1:{port}", wrong_key) as client:
         with pytest.raises(KlingBatchError) as caught:
-            await client.submit(kling_i2v.SUBMIT_PATH, body)
+            await client.submit(SUBMIT_PATH, body)
         shown.append(everything_shown(caught.value))
     assert len(shown) == 3 and not any(wrong_key in text for text in shown)
     assert not any(SIM_KEY in text for text in shown)

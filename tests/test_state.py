@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from jobs import kling_i2v
+from jobs import DEFAULT_MODEL, model_named
 from runner.errors import RunFolderError
 from runner.plan import PlannedTask
 from runner.records import TaskStatus
@@ -17,14 +17,17 @@ from runner.state import PlanConflict, RunState
 
 
 def planned(key: str, prompt: str = "p") -> PlannedTask:
-    request = kling_i2v.Request(image="https://example.com/a.png", prompt=prompt)
+    model = model_named(DEFAULT_MODEL)
+    request = model.request(
+        model.check({"image": "https://example.com/a.png", "prompt": prompt})[0]
+    )
     return PlannedTask(
         key=key,
         row_id=key.split("/")[0],
         source="m.yaml:2",
         image="https://example.com/a.png",
         request=request,
-        fingerprint=kling_i2v.fingerprint(request, None),
+        fingerprint=request.fingerprint({}),
         est_cost_usd=0.7,
         video_name=key.replace("/", "_") + ".mp4",
     )

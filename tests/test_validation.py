@@ -8,10 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from jobs import kling_i2v
+from jobs import DEFAULT_MODEL, model_named
+from jobs.images import IMAGE_MAX_BYTES, check_image_file, image_payload
 from runner.manifest_files import load
 from runner.plan import Plan, plan, video_file_name
 from tests.conftest import draw_image
+
+SEED = model_named(DEFAULT_MODEL)
 
 
 def plan_rows(tmp_path: Path, rows: str, defaults: str = "") -> Plan:
@@ -135,7 +138,7 @@ def test_image_over_10_mb_is_refused_without_reading_it(tmp_path):
     big = tmp_path / "big.png"
     draw_image(big, 640, 360)
     with big.open("ab") as handle:
-        handle.truncate(kling_i2v.IMAGE_MAX_BYTES + 1)
+        handle.truncate(IMAGE_MAX_BYTES + 1)
     assert "larger than 10 MB" in only_problem(
         plan_rows(tmp_path, "  - {id: r, image: big.png, prompt: p}\n")
     )
@@ -178,27 +181,34 @@ def test_sound_by_default_is_counted_and_priced(tmp_path, ok_image):
     assert result.tasks[0].est_cost_usd == pytest.approx(5 * 0.14)
 
 
+def seed(**values):
+    """A request of the seed model from manifest-style values."""
+    typed, problems = SEED.check(values)
+    assert not problems, problems
+    return SEED.request(typed)
+
+
 def test_body_sends_raw_base64_urls_as_they_are_and_voice_items(ok_image):
-    request = kling_i2v.Request(image=str(ok_image), prompt="p", voice_list=("v1", "v2"))
-    body = kling_i2v.build_body(request, kling_i2v.image_payload(request))
+    request = seed(image=str(ok_image), prompt="p", voice_list=["v1", "v2"])
+    body = request.body({"image": image_payload(request.image)})
     assert base64.b64decode(body["image"], validate=True) == ok_image.read_bytes()
     assert not body["image"].startswith("data:")
     assert body["voice_list"] == [{"voice_id": "v1"}, {"voice_id": "v2"}]
     assert body["duration"] == 5 and isinstance(body["duration"], int)
-    url_request = kling_i2v.Request(image="https://example.com/a.png", prompt="p")
-    assert kling_i2v.image_payload(url_request) == "https://example.com/a.png"
-    assert "voice_list" not in kling_i2v.build_body(url_request, "u")
+    url_request = seed(image="https://example.com/a.png", prompt="p")
+    assert image_payload(url_request.image) == "https://example.com/a.png"
+    assert "voice_list" not in url_request.body({"image": "u"})
 
 
 def test_fingerprint_follows_image_content_and_settings(tmp_path):
     path = draw_image(tmp_path / "a.png", 640, 360)
-    request = kling_i2v.Request(image=str(path), prompt="p")
-    digest = kling_i2v.check_image_file(path)[0].sha256
-    same = kling_i2v.fingerprint(request, digest)
-    assert kling_i2v.fingerprint(kling_i2v.Request(image=str(path), prompt="p"), digest) == same
-    assert kling_i2v.fingerprint(kling_i2v.Request(image=str(path), prompt="q"), digest) != same
+    request = seed(image=str(path), prompt="p")
+    digest = check_image_file(path)[0].sha256
+    same = request.fingerprint({"image": digest})
+    assert seed(image=str(path), prompt="p").fingerprint({"image": digest}) == same
+    assert seed(image=str(path), prompt="q").fingerprint({"image": digest}) != same
     draw_image(path, 640, 400)  # same path, new picture
-    assert kling_i2v.fingerprint(request, kling_i2v.check_image_file(path)[0].sha256) != same
+    assert request.fingerprint({"image": check_image_file(path)[0].sha256}) != same
 
 
 @pytest.mark.parametrize(
@@ -206,13 +216,9 @@ def test_fingerprint_follows_image_content_and_settings(tmp_path):
     [(False, (), 5, 0.35), (True, (), 5, 0.70), (True, ("v",), 5, 0.84), (True, (), 10, 1.40)],
 )
 def test_price_table(sound, voices, duration, usd):
-    request = kling_i2v.Request(
-        image="x", prompt="p", sound=sound, voice_list=voices, duration=duration
-    )
-    assert kling_i2v.estimate_cost(request) == pytest.approx(usd)
-    assert (
-        kling_i2v.estimate_cost(request, {"silent": 0.1, "sound": 0.2, "sound_voices": 0.3}) != usd
-    )
+    request = seed(image="x", prompt="p", sound=sound, voice_list=list(voices), duration=duration)
+    assert request.estimate() == pytest.approx(usd)
+    assert request.estimate({"silent": 0.1, "sound": 0.2, "sound_voices": 0.3}) != usd
 
 
 @pytest.mark.parametrize(
