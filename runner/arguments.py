@@ -16,7 +16,7 @@ def build_parser() -> argparse.ArgumentParser:
     """Every command and option; ``args.command`` names the command to run."""
     parser = argparse.ArgumentParser(
         prog="kling-batch",
-        description="Batches of Kling V2.6 Pro image-to-video on Novita AI: "
+        description="Batches of Kling video generations on Novita AI: "
         "validate, run, resume, report.",
     )
     commands = parser.add_subparsers(dest="command", required=True)
