@@ -313,11 +313,12 @@ def _card(row: dict[str, Any], thumb: str | None) -> str:
         media = f'<video controls preload="metadata" src="{e(quote(row["video_path"]))}"></video>'
     else:
         media = f'<div class="novideo">{e(_no_video_reason(status))}</div>'
-    source = (
-        f'<img class="thumb" alt="source image" src="{thumb}">'
-        if thumb
-        else f'<div class="thumb missing" title="{e(row["image"])}">image not shown</div>'
-    )
+    if thumb:
+        source = f'<img class="thumb" alt="source image" src="{thumb}">'
+    elif row["image"]:
+        source = f'<div class="thumb missing" title="{e(row["image"])}">image not shown</div>'
+    else:
+        source = '<div class="thumb missing">text to video</div>'  # no source image
     error = f'<p class="error">{e(row["error"])}</p>' if row["error"] else ""
     timing = f" · {row['generation_s']} s" if row["generation_s"] is not None else ""
     searchable = " ".join(
