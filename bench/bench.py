@@ -243,12 +243,24 @@ def validate_side(rows: int) -> dict:
 # --- figures -------------------------------------------------------------------------------
 
 
-def sim_config(rate: float, seed: int) -> SimConfig:
+# Task times of the scenarios: (queue s, generation s, spread, eta reported). A spread
+# below 1 is log-normal sigma; "uniform" spreads are jitter fractions (4 s ± 2 s = 0.5).
+SCENARIOS = {
+    "default": (2.0, 6.0, ("sigma", 0.3), True),
+    "eta": (1.0, 4.0, ("uniform", 0.5), True),  # speed issue, table 1
+    "no-eta": (1.0, 30.0, ("uniform", 0.5), False),  # speed issue, table 2
+}
+
+
+def sim_config(rate: float, seed: int, scenario: str = "default") -> SimConfig:
+    queue_s, generation_s, (spread, amount), eta = SCENARIOS[scenario]
     return SimConfig(
         api_key=KEY,
-        queue_s=2.0,
-        generation_s=6.0,
-        time_sigma=0.3,
+        queue_s=queue_s,
+        generation_s=generation_s,
+        time_sigma=amount if spread == "sigma" else None,
+        jitter=amount if spread == "uniform" else 0.25,
+        report_eta=eta,
         submit_limit=int(rate * WINDOW_S),
         limit_window_s=WINDOW_S,
         seed=seed,
@@ -296,12 +308,15 @@ def main() -> None:
     parser.add_argument("--validate-rows", type=int, default=100_000)
     parser.add_argument("--skip", action="append", default=[], choices=["sdk", "scale"])
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--scenario", choices=sorted(SCENARIOS), default="default", help="task times and eta"
+    )
     args = parser.parse_args()
 
     print(f"validate: {args.validate_rows:,} rows ...", flush=True)
     checked = _in_process(validate_side, args.validate_rows)
     print(f"kling-batch: {args.tasks:,} tasks at {args.rate:g}/s ...", flush=True)
-    config = sim_config(args.rate, args.seed)
+    config = sim_config(args.rate, args.seed, args.scenario)
     ours = measure(kling_batch_side, config, args.tasks, args.rate, args.rate, args.poll_rate)
     theirs = None
     if "sdk" not in args.skip:

@@ -76,6 +76,14 @@ class TaskResult:
     video_url_ttl_s: int | None
     submit_time_ms: int | None
     complete_time_ms: int | None
+    execute_time_ms: int | None = None
+
+    @property
+    def queued_s(self) -> float | None:
+        """How long the API kept it queued, by its own clock (0 or missing: unknown)."""
+        if self.submit_time_ms and self.execute_time_ms:
+            return max(0.0, (self.execute_time_ms - self.submit_time_ms) / 1000)
+        return None
 
     @property
     def generation_s(self) -> float | None:
@@ -215,6 +223,7 @@ def parse_task_result(task_id: str, data: dict[str, Any]) -> TaskResult:
         video_url_ttl_s=_integer(video.get("video_url_ttl")),
         submit_time_ms=_integer(debug.get("submit_time_ms")),
         complete_time_ms=_integer(debug.get("complete_time_ms")),
+        execute_time_ms=_integer(debug.get("execute_time_ms")),
     )
 
 

@@ -25,6 +25,7 @@ from runner.errors import KlingBatchError, RateLimited, TaskNotFound
 from runner.limits import EndpointLimiter
 from runner.records import TaskStatus
 from runner.retry import Action, Decision, after_poll_error
+from runner.schedule import Durations, Seen, next_delay
 from runner.state import RunState
 from runner.stopping import StopSwitch
 
@@ -34,7 +35,6 @@ SUCCEED = "TASK_STATUS_SUCCEED"
 FAILED = "TASK_STATUS_FAILED"
 PROCESSING = "TASK_STATUS_PROCESSING"
 KNOWN_RUNNING = frozenset({"TASK_STATUS_QUEUED", PROCESSING})
-LEARN_AFTER = 20  # finished tasks before the first poll follows what this batch takes
 
 
 @dataclass(frozen=True)
@@ -53,12 +53,15 @@ class PollPolicy:
     # nothing but 404s is the task failed.
     not_found_grace_s: float = 60.0
 
-    def next_delay(self, result: TaskResult, quiet_polls: int) -> float:
-        if result.eta_s and result.eta_s > 0:
-            delay = result.eta_s
-        else:
-            delay = self.min_interval_s * self.growth**quiet_polls
-        return min(self.max_interval_s, max(self.min_interval_s, delay))
+    def next_delay(self, seen: Seen, durations: Durations, quiet_polls: int) -> float:
+        return next_delay(
+            seen,
+            durations,
+            quiet_polls,
+            min_s=self.min_interval_s,
+            max_s=self.max_interval_s,
+            growth=self.growth,
+        )
 
 
 @dataclass
@@ -102,8 +105,8 @@ class PollScheduler:
         self._tracked: dict[str, _Tracked] = {}
         # Submit-to-final seconds of the latest tasks: what the progress ETA uses.
         self.finished_after_s: deque[float] = deque(maxlen=200)
-        self._learned: tuple[int, float] | None = None
-        self._finishes = 0
+        # What tasks took as the API reports it: what the schedule learns from.
+        self.durations = Durations()
         self._wakeup = asyncio.Event()
         self._closed = False
         self._active = 0
@@ -137,20 +140,14 @@ class PollScheduler:
     def first_delay(self) -> float:
         """When to look at a new task for the first time.
 
-        At first ``first_delay_s``; once enough tasks have finished, the time by which
-        the quickest tenth of them were done (never less than ``first_delay_s``). A
-        first poll that comes too early costs a poll just to learn the eta; one that
-        comes at the fast end of what this batch takes often finds the task done or
-        nearly, which saves that poll on most tasks and delays only the fastest few."""
-        epoch = self._finishes // LEARN_AFTER  # re-learn every LEARN_AFTER finishes
-        if epoch == 0:
+        At first ``first_delay_s``; once the API has reported enough tasks finished, the
+        time by which the quickest tenth of them were done (submit to complete, by the
+        API's clock). A first look then finds most tasks running, with an ``eta`` or a
+        progress to schedule the next one by, and delays only the quickest few."""
+        quick = self.durations.quickest_tenth()
+        if quick is None:
             return self.policy.first_delay_s
-        if self._learned is None or self._learned[0] != epoch:
-            durations = sorted(self.finished_after_s)
-            quick = durations[len(durations) // 10]
-            limited = min(self.policy.max_interval_s, max(self.policy.first_delay_s, quick))
-            self._learned = (epoch, limited)
-        return self._learned[1]
+        return min(self.policy.max_interval_s, max(self.policy.min_interval_s, quick))
 
     def close(self) -> None:
         """No more tasks will be added: :meth:`run` returns once the heap drains."""
@@ -259,6 +256,8 @@ class PollScheduler:
         log.warning("%s: the API does not know task %s", key, tracked.task_id)
 
     def _handle(self, key: str, tracked: _Tracked, result: TaskResult) -> None:
+        if result.generation_s is not None and result.status in (SUCCEED, FAILED):
+            self.durations.add(result.generation_s)
         if result.status == SUCCEED:
             self._finish(key)
             expires_at = (
@@ -282,8 +281,16 @@ class PollScheduler:
         if result.status == PROCESSING and tracked.status == TaskStatus.QUEUED:
             tracked.status = TaskStatus.PROCESSING
             self.state.mark_processing(key)
-        tracked.quiet_polls = 0 if result.eta_s else tracked.quiet_polls + 1
-        self._schedule(key, self.policy.next_delay(result, tracked.quiet_polls))
+        tracked.quiet_polls = (
+            0 if result.eta_s or result.progress_percent else (tracked.quiet_polls + 1)
+        )
+        seen = Seen(
+            age_s=self.clock.time() - tracked.submitted_at,
+            eta_s=result.eta_s,
+            progress_percent=result.progress_percent,
+            queued_s=result.queued_s,
+        )
+        self._schedule(key, self.policy.next_delay(seen, self.durations, tracked.quiet_polls))
 
     def _past_deadline(self, key: str, tracked: _Tracked, last_seen: str) -> bool:
         """Past its deadline, a task is ``stalled``, not failed: it keeps its task id, may
@@ -310,4 +317,3 @@ class PollScheduler:
         tracked = self._tracked.pop(key, None)
         if tracked is not None:
             self.finished_after_s.append(self.clock.time() - tracked.submitted_at)
-            self._finishes += 1

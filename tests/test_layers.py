@@ -35,7 +35,7 @@ LAYERS: list[tuple[str, list[str]]] = [
             "runner.exits",
         ],
     ),
-    ("rates", ["runner.limits", "runner.options", "runner.stopping"]),
+    ("rates", ["runner.limits", "runner.options", "runner.stopping", "runner.schedule"]),
     ("inputs", ["runner.ledger", "runner.manifest"]),
     ("ledger and plan", ["runner.state", "runner.manifest_files", "runner.plan"]),
     (

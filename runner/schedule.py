@@ -1,0 +1,99 @@
+"""When to look at a task again: the poll schedule's decisions, as plain functions.
+
+Polls are a budget (Task Result is rate limited), and a finished task should be seen
+within a second. What the API says about time is used in this order:
+
+1. ``eta``: poll when it says the task will be done;
+2. ``progress_percent`` with the time the task has been processing (the API's own
+   submit/execute times, so no clock skew): extrapolate the finish;
+3. what this batch's tasks took, *as the API reports it* (submit to complete): poll
+   when the next tenth of the batch would be done;
+4. otherwise a backoff that grows while the task says nothing.
+
+Never learned from when we happened to notice a task done: a task seen on its first
+poll can never look quicker than that poll, so such learning only ratchets upward.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections import deque
+from dataclasses import dataclass
+
+LEARN_AFTER = 20  # tasks the API reported finished before the batch's spread is trusted
+_DECILES = tuple(i / 10 for i in range(1, 10))
+
+
+class Durations:
+    """The batch's recent task durations (seconds from submit to complete, as the API
+    reports them), and the deciles that the schedule reads."""
+
+    def __init__(self, keep: int = 200):
+        self._recent: deque[float] = deque(maxlen=keep)
+        self._deciles: list[float] | None = None
+        self._added = 0
+
+    def add(self, seconds: float) -> None:
+        self._recent.append(seconds)
+        self._added += 1
+        if self._added % 10 == 0:
+            self._deciles = None  # re-learn every ten reports, not on every one
+
+    @property
+    def learned(self) -> bool:
+        return len(self._recent) >= LEARN_AFTER
+
+    def deciles(self) -> list[float]:
+        if self._deciles is None:
+            ordered = sorted(self._recent)
+            last = len(ordered) - 1
+            self._deciles = [ordered[min(last, int(q * len(ordered)))] for q in _DECILES]
+        return self._deciles
+
+    def quickest_tenth(self) -> float | None:
+        """By when the quickest tenth of the batch was done: the first look at a task."""
+        return self.deciles()[0] if self.learned else None
+
+    def next_after(self, age_s: float) -> float | None:
+        """When the next tenth of the batch is done, for a task already ``age_s`` old."""
+        if not self.learned:
+            return None
+        deciles = self.deciles()
+        index = bisect.bisect_right(deciles, age_s)
+        return deciles[index] if index < len(deciles) else None
+
+
+@dataclass(frozen=True)
+class Seen:
+    """What one answer said about a running task, and how old the task is."""
+
+    age_s: float  # since our submit
+    eta_s: float | None
+    progress_percent: float | None
+    queued_s: float | None  # the API's own execute minus submit time, when it says
+
+
+def next_delay(
+    seen: Seen,
+    durations: Durations,
+    quiet_polls: int,
+    *,
+    min_s: float,
+    max_s: float,
+    growth: float,
+) -> float:
+    """Seconds until the next poll of a task still running (see the module docstring)."""
+    delay: float | None = None
+    if seen.eta_s and seen.eta_s > 0:
+        delay = seen.eta_s
+    elif seen.progress_percent and 0 < seen.progress_percent < 100 and seen.queued_s is not None:
+        processing = seen.age_s - seen.queued_s
+        if processing > 0:
+            delay = processing * (100 - seen.progress_percent) / seen.progress_percent
+    if delay is None:
+        finish = durations.next_after(seen.age_s)
+        if finish is not None:
+            delay = finish - seen.age_s
+    if delay is None:
+        delay = min_s * growth**quiet_polls
+    return min(max_s, max(min_s, delay))

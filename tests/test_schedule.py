@@ -1,0 +1,55 @@
+"""The poll schedule's decisions, as a table: eta first, then progress extrapolated on the
+API's own clock, then the batch's spread (as the API reports durations), then backoff."""
+
+from __future__ import annotations
+
+import pytest
+
+from runner.schedule import LEARN_AFTER, Durations, Seen, next_delay
+
+
+def learned(*seconds: float) -> Durations:
+    durations = Durations()
+    for value in seconds:
+        durations.add(value)
+    return durations
+
+
+SPREAD = learned(*[10.0 + i for i in range(LEARN_AFTER)])  # 10 s .. 29 s, as reported
+NOTHING = Durations()
+
+
+@pytest.mark.parametrize(
+    ("seen", "durations", "quiet", "delay"),
+    [
+        (Seen(12, eta_s=4, progress_percent=40, queued_s=2), SPREAD, 0, 4.0),  # eta first
+        (Seen(20, eta_s=0, progress_percent=40, queued_s=4), NOTHING, 0, 24.0),  # 16 s -> 40%
+        (Seen(20, eta_s=None, progress_percent=80, queued_s=4), NOTHING, 0, 4.0),
+        (Seen(20, eta_s=0, progress_percent=99, queued_s=4), NOTHING, 0, 1.0),  # min 1 s
+        (Seen(20, eta_s=0, progress_percent=40, queued_s=None), SPREAD, 0, 2.0),  # next tenth
+        (Seen(30, eta_s=0, progress_percent=0, queued_s=1), SPREAD, 3, 4.096),  # past them all
+        (Seen(5, eta_s=0, progress_percent=None, queued_s=None), NOTHING, 2, 2.56),  # backoff
+        (Seen(5, eta_s=600, progress_percent=None, queued_s=None), NOTHING, 0, 60.0),  # max
+    ],
+)
+def test_the_next_poll(seen, durations, quiet, delay):
+    assert next_delay(seen, durations, quiet, min_s=1.0, max_s=60.0, growth=1.6) == pytest.approx(
+        delay
+    )
+
+
+def test_the_spread_is_learned_only_from_enough_reports():
+    durations = learned(*[5.0] * (LEARN_AFTER - 1))
+    assert durations.quickest_tenth() is None and durations.next_after(1.0) is None
+    durations.add(5.0)
+    assert durations.quickest_tenth() == 5.0
+    assert SPREAD.quickest_tenth() == 12.0 and SPREAD.next_after(12.0) == 14.0
+
+
+def test_what_is_learned_can_come_down_again():
+    """The old schedule learned from when *we* saw tasks done, and so only went up."""
+    durations = learned(*[30.0] * 200)
+    assert durations.quickest_tenth() == 30.0
+    for _ in range(200):
+        durations.add(6.0)  # the batch got quicker (as the API reports it)
+    assert durations.quickest_tenth() == 6.0
