@@ -53,7 +53,7 @@ class PollPolicy:
     # nothing but 404s is the task failed.
     not_found_grace_s: float = 60.0
 
-    def next_delay(self, seen: Seen, durations: Durations, quiet_polls: int) -> float:
+    def next_delay(self, seen: Seen, durations: Durations, quiet_polls: int) -> tuple[float, bool]:
         return next_delay(
             seen,
             durations,
@@ -100,7 +100,8 @@ class PollScheduler:
         self.clock = clock
         self.rng = rng or random.Random()
         self.polls = 0
-        self._heap: list[tuple[float, int, str]] = []
+        self._heap: list[tuple[float, int, str]] = []  # looks that gather information
+        self._likely_done: list[tuple[float, int, str]] = []  # polls timed by eta/progress
         self._seq = itertools.count()
         self._tracked: dict[str, _Tracked] = {}
         # Submit-to-final seconds of the latest tasks: what the progress ETA uses.
@@ -154,29 +155,45 @@ class PollScheduler:
         self._closed = True
         self._wakeup.set()
 
-    def _schedule(self, task_key: str, delay: float) -> None:
-        heapq.heappush(self._heap, (self.clock.monotonic() + delay, next(self._seq), task_key))
+    def _schedule(self, task_key: str, delay: float, likely_done: bool = False) -> None:
+        """Queue a poll. One ``likely_done`` (its time comes from an eta or from the
+        task's progress) goes before looks that only gather information, whenever both
+        are due: with the poll rate as the limit, the budget goes first to the tasks most
+        likely to have just finished."""
+        heap = self._likely_done if likely_done else self._heap
+        heapq.heappush(heap, (self.clock.monotonic() + delay, next(self._seq), task_key))
         self._wakeup.set()
+
+    def _due(self) -> list[tuple[float, int, str]] | float | None:
+        """The queue to poll from now, else seconds until one is due (None: both empty)."""
+        now = self.clock.monotonic()
+        queues = [q for q in (self._likely_done, self._heap) if q]
+        for queue in queues:
+            if queue[0][0] <= now:
+                return queue
+        return min(q[0][0] for q in queues) - now if queues else None
 
     async def run(self) -> None:
         slots = asyncio.Semaphore(self.concurrency)
         async with asyncio.TaskGroup() as group:
             while not self.stop.is_set:
-                if not self._heap:
+                due = self._due()
+                if due is None:
                     if self._closed and self._active == 0:
                         return
                     await self._sleep(None)
                     continue
-                wait = self._heap[0][0] - self.clock.monotonic()
-                if wait > 0:
-                    await self._sleep(wait)
+                if isinstance(due, float):
+                    await self._sleep(due)
                     continue
                 await slots.acquire()
                 await self.limiter.acquire()
                 if self.stop.is_set:
                     slots.release()
                     return
-                _, _, key = heapq.heappop(self._heap)
+                # Time passed waiting for a slot: a likelier poll may have come due.
+                queue = self._due()
+                _, _, key = heapq.heappop(queue if isinstance(queue, list) else due)
                 self._active += 1
                 group.create_task(self._poll(key, slots))
 
@@ -290,7 +307,8 @@ class PollScheduler:
             progress_percent=result.progress_percent,
             queued_s=result.queued_s,
         )
-        self._schedule(key, self.policy.next_delay(seen, self.durations, tracked.quiet_polls))
+        delay, likely_done = self.policy.next_delay(seen, self.durations, tracked.quiet_polls)
+        self._schedule(key, delay, likely_done)
 
     def _past_deadline(self, key: str, tracked: _Tracked, last_seen: str) -> bool:
         """Past its deadline, a task is ``stalled``, not failed: it keeps its task id, may

@@ -5,7 +5,8 @@ within a second. What the API says about time is used in this order:
 
 1. ``eta``: poll when it says the task will be done;
 2. ``progress_percent`` with the time the task has been processing (the API's own
-   submit/execute times, so no clock skew): extrapolate the finish;
+   submit/execute times, so no clock skew): extrapolate the finish, and again at each
+   look, so an early rough guess is refined;
 3. what this batch's tasks took, *as the API reports it* (submit to complete): poll
    when the next tenth of the batch would be done;
 4. otherwise a backoff that grows while the task says nothing.
@@ -21,6 +22,7 @@ from collections import deque
 from dataclasses import dataclass
 
 LEARN_AFTER = 20  # tasks the API reported finished before the batch's spread is trusted
+ROUGH_PROGRESS = 20  # below this many percent, a whole-number progress is a rough guide
 _DECILES = tuple(i / 10 for i in range(1, 10))
 
 
@@ -81,19 +83,29 @@ def next_delay(
     min_s: float,
     max_s: float,
     growth: float,
-) -> float:
-    """Seconds until the next poll of a task still running (see the module docstring)."""
+) -> tuple[float, bool]:
+    """Seconds until the next poll of a task still running (see the module docstring),
+    and whether that poll is timed by what the task itself said (eta, or progress past
+    the rough start): then it is likely to find the task done, and goes first."""
     delay: float | None = None
+    likely_done = False
     if seen.eta_s and seen.eta_s > 0:
-        delay = seen.eta_s
+        delay, likely_done = seen.eta_s, True
     elif seen.progress_percent and 0 < seen.progress_percent < 100 and seen.queued_s is not None:
         processing = seen.age_s - seen.queued_s
         if processing > 0:
-            delay = processing * (100 - seen.progress_percent) / seen.progress_percent
+            # A whole-number progress of p means somewhere in [p, p + 1). Early on
+            # (p < 20) that is a wide range: take its top, the earliest finish the
+            # answer allows (p = 1 after a second read as 1% would put the next look far
+            # too late); the next look refines it. Later, take p itself: at worst a
+            # fraction of a second late, and never a poll spent before the finish.
+            p = seen.progress_percent
+            done = min(99.9, p + 1 if p < ROUGH_PROGRESS else p)
+            delay, likely_done = processing * (100 - done) / done, p >= ROUGH_PROGRESS
     if delay is None:
         finish = durations.next_after(seen.age_s)
         if finish is not None:
             delay = finish - seen.age_s
     if delay is None:
         delay = min_s * growth**quiet_polls
-    return min(max_s, max(min_s, delay))
+    return min(max_s, max(min_s, delay)), likely_done

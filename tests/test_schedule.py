@@ -23,8 +23,9 @@ NOTHING = Durations()
     ("seen", "durations", "quiet", "delay"),
     [
         (Seen(12, eta_s=4, progress_percent=40, queued_s=2), SPREAD, 0, 4.0),  # eta first
-        (Seen(20, eta_s=0, progress_percent=40, queued_s=4), NOTHING, 0, 24.0),  # 16 s -> 40%
-        (Seen(20, eta_s=None, progress_percent=80, queued_s=4), NOTHING, 0, 4.0),
+        (Seen(20, eta_s=0, progress_percent=40, queued_s=4), NOTHING, 0, 16 * 60 / 40),
+        (Seen(20, eta_s=None, progress_percent=80, queued_s=4), NOTHING, 0, 16 * 20 / 80),
+        (Seen(2, eta_s=0, progress_percent=3, queued_s=1), NOTHING, 0, 96 / 4),  # early
         (Seen(20, eta_s=0, progress_percent=99, queued_s=4), NOTHING, 0, 1.0),  # min 1 s
         (Seen(20, eta_s=0, progress_percent=40, queued_s=None), SPREAD, 0, 2.0),  # next tenth
         (Seen(30, eta_s=0, progress_percent=0, queued_s=1), SPREAD, 3, 4.096),  # past them all
@@ -33,9 +34,22 @@ NOTHING = Durations()
     ],
 )
 def test_the_next_poll(seen, durations, quiet, delay):
-    assert next_delay(seen, durations, quiet, min_s=1.0, max_s=60.0, growth=1.6) == pytest.approx(
-        delay
-    )
+    got, _ = next_delay(seen, durations, quiet, min_s=1.0, max_s=60.0, growth=1.6)
+    assert got == pytest.approx(delay)
+
+
+@pytest.mark.parametrize(
+    ("seen", "likely_done"),
+    [
+        (Seen(12, eta_s=4, progress_percent=None, queued_s=None), True),
+        (Seen(20, eta_s=0, progress_percent=60, queued_s=4), True),
+        (Seen(2, eta_s=0, progress_percent=3, queued_s=1), False),  # a rough early guess
+        (Seen(5, eta_s=0, progress_percent=None, queued_s=None), False),
+    ],
+)
+def test_polls_timed_by_the_task_itself_are_the_ones_likely_to_find_it_done(seen, likely_done):
+    kw = {"min_s": 1.0, "max_s": 60.0, "growth": 1.6}
+    assert next_delay(seen, SPREAD, 0, **kw)[1] is likely_done
 
 
 def test_the_spread_is_learned_only_from_enough_reports():
