@@ -53,6 +53,7 @@ class SimConfig:
     account_answer: str = "ok"
     # Task Result lags behind: each task's first N polls answer 404 TASK_NOT_FOUND.
     result_lag_polls: int = 0
+    video_bytes: int | None = None  # serve videos of this size (None: the small sample)
     # Task Result answers 503 from START to END seconds after the simulator started.
     poll_outage_s: tuple[float, float] | None = None
     seed: int = 0

@@ -67,7 +67,10 @@ class Simulator:
         self.faults = Faults(self.config, self.stats, self._rng)
         self._windows: dict[str, deque[float]] = {"submit": deque(), "poll": deque()}
         self._secret = uuid.uuid4().bytes
-        self._video = resources.files("runner").joinpath("assets/sample.mp4").read_bytes()
+        sample = resources.files("runner").joinpath("assets/sample.mp4").read_bytes()
+        # A real video is 5 to 20 MB: ``video_bytes`` pads the sample to that size (the
+        # padding follows the file's last box, which players ignore).
+        self._video = sample + bytes(max(0, (self.config.video_bytes or 0) - len(sample)))
         self._stopping = asyncio.Event()
         self._answers_released = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None

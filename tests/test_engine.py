@@ -455,3 +455,14 @@ async def test_not_found_is_asked_again_until_the_grace_ends_on_the_clock(start_
         await asyncio.wait_for(engine, 10)
     record = state.get("r0/1")
     assert record.status == TaskStatus.FAILED and record.error.startswith("TASK_NOT_FOUND")
+
+
+async def test_a_large_video_is_written_whole_from_a_thread(start_sim, tmp_path):
+    """A 9 MB video goes to disk in pieces as it arrives (the disk work off the event
+    loop), and ends whole under its own name, with no .part left."""
+    sim = await start_sim(video_bytes=9_000_000)
+    state, _ = await run_batch(sim, simple_manifest(tmp_path, 2), tmp_path / "run")
+    for record in state.tasks():
+        video = tmp_path / "run" / record.video_path
+        assert video.stat().st_size == 9_000_000
+    assert not list((tmp_path / "run" / "videos").glob("*.part"))
