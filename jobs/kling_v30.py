@@ -42,29 +42,25 @@ _I2V_FIELDS = (
     Field("end_image", Wire.IMAGE, aliases=("last_image",)),
     Field("multi_prompt", Wire.SEGMENTS),
 )
-_RULES = (not_both("end_image", "multi_prompt"), segments_fill_duration)
 
-STD_I2V = Model(
-    name="kling-v3.0-std-i2v",
-    kind=Kind.IMAGE_TO_VIDEO,
-    doc_url="https://novita.ai/docs/api-reference/model-apis-kling-v3.0-std-i2v",
-    fields=_I2V_FIELDS,
-    prices={"silent": 0.084, "sound": 0.126, "sound_voices": 0.126},
-    tier=price_by_sound,
-    rules=_RULES,
-    notes="sound off by default; end_image xor multi_prompt",
-)
 
-PRO_I2V = Model(
-    name="kling-v3.0-pro-i2v",
-    kind=Kind.IMAGE_TO_VIDEO,
-    doc_url="https://novita.ai/docs/api-reference/model-apis-kling-v3.0-pro-i2v",
-    fields=_I2V_FIELDS,
-    prices={"silent": 0.112, "sound": 0.168, "sound_voices": 0.168},
-    tier=price_by_sound,
-    rules=_RULES,
-    notes="sound off by default; end_image xor multi_prompt",
-)
+def _i2v(tier: str, prices: dict[str, float]) -> Model:
+    """The std and pro image-to-video endpoints take the same fields and rules."""
+    name = f"kling-v3.0-{tier}-i2v"
+    return Model(
+        name=name,
+        kind=Kind.IMAGE_TO_VIDEO,
+        doc_url=f"https://novita.ai/docs/api-reference/model-apis-{name}",
+        fields=_I2V_FIELDS,
+        prices=prices,
+        tier=price_by_sound,
+        rules=(not_both("end_image", "multi_prompt"), segments_fill_duration),
+        notes="sound off by default; end_image xor multi_prompt",
+    )
+
+
+STD_I2V = _i2v("std", {"silent": 0.084, "sound": 0.126, "sound_voices": 0.126})
+PRO_I2V = _i2v("pro", {"silent": 0.112, "sound": 0.168, "sound_voices": 0.168})
 
 STD_T2V = Model(
     name="kling-v3.0-std-t2v",
