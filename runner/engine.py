@@ -79,6 +79,7 @@ class RunOutcome:
     elapsed_s: float
     spent_usd: float = 0.0  # estimated spend of the run folder so far, all runs
     budget_reached: bool = False  # submitting stopped at --budget; the rest is pending
+    poll_lateness_s: tuple[float, ...] = ()  # sent minus due, the latest polls
 
     @property
     def interrupted(self) -> bool:
@@ -221,6 +222,7 @@ async def run_engine(
         elapsed_s=clock.monotonic() - started,
         spent_usd=budget.spent_usd,
         budget_reached=budget.exhausted,
+        poll_lateness_s=tuple(scheduler.lateness_s),
     )
 
 

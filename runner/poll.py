@@ -108,6 +108,9 @@ class PollScheduler:
         self.finished_after_s: deque[float] = deque(maxlen=200)
         # What tasks took as the API reports it: what the schedule learns from.
         self.durations = Durations()
+        # How late the latest polls went out (sent minus due), for the benchmark: a
+        # loop blocked by disk work, or a poll budget spent badly, shows here first.
+        self.lateness_s: deque[float] = deque(maxlen=20_000)
         self._wakeup = asyncio.Event()
         self._closed = False
         self._active = 0
@@ -193,7 +196,8 @@ class PollScheduler:
                     return
                 # Time passed waiting for a slot: a likelier poll may have come due.
                 queue = self._due()
-                _, _, key = heapq.heappop(queue if isinstance(queue, list) else due)
+                when, _, key = heapq.heappop(queue if isinstance(queue, list) else due)
+                self.lateness_s.append(self.clock.monotonic() - when)
                 self._active += 1
                 group.create_task(self._poll(key, slots))
 
