@@ -16,7 +16,6 @@ MODELS: dict[str, Model] = {
     model.name: model
     for model in (kling_v26.MODEL, *kling_v21.MODELS, *kling_o1.MODELS, *kling_v30.MODELS)
 }
-JOBS = MODELS  # the older name
 
 
 def model_named(name: str | None) -> Model:
