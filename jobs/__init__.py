@@ -59,14 +59,16 @@ def price_tables(overrides: Mapping[str, Any]) -> tuple[PriceTables, list[FieldP
         else:
             flat[str(key)] = value
     for key, value in flat.items():
-        model_name, _, tier = (
-            key.rpartition(".") if key.rpartition(".")[0] in MODELS else ("", "", key)
-        )
-        targets = [model_name] if model_name else [n for n, t in tables.items() if tier in t]
+        model_name, _, tier = key.rpartition(".")
+        if model_name not in MODELS:
+            model_name, tier = "", key
+        targets = [n for n, t in tables.items() if tier in t and model_name in ("", n)]
         if not targets:
-            known = sorted({t for table in tables.values() for t in table})
+            tiers = tables[model_name] if model_name else _all_tiers(tables)
             problems.append(
-                FieldProblem(f"prices.{key}", value, f"is not a price tier ({', '.join(known)})")
+                FieldProblem(
+                    f"prices.{key}", value, f"is not a price tier ({', '.join(sorted(tiers))})"
+                )
             )
         elif isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
             problems.append(
@@ -74,6 +76,9 @@ def price_tables(overrides: Mapping[str, Any]) -> tuple[PriceTables, list[FieldP
             )
         else:
             for name in targets:
-                if tier in tables[name]:
-                    tables[name][tier] = float(value)
+                tables[name][tier] = float(value)
     return tables, problems
+
+
+def _all_tiers(tables: PriceTables) -> set[str]:
+    return {tier for table in tables.values() for tier in table}

@@ -17,6 +17,7 @@ one declaration (see ``jobs/kling_*.py``); this module imports nothing from ``ru
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 from collections.abc import Callable, Mapping
@@ -156,8 +157,6 @@ class Model:
         return Request(self, {f.name: typed.get(f.name, f.default) for f in self.fields})
 
     def _unknown(self, name: str) -> str:
-        import difflib
-
         known = sorted(self.by_name)
         close = difflib.get_close_matches(name, [*known, "id", "repeat", "model"], n=1)
         hint = f" (did you mean '{close[0]}'?)" if close else ""

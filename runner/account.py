@@ -15,12 +15,13 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from runner.client import NovitaClient
 from runner.errors import ApiError, ApiUnreachable, AuthError, TransportError
+from runner.ledger import Ledger
 
 BALANCE_PATH = "/openapi/v1/billing/balance/detail"
 USER_PATH = "/v3/user"
@@ -120,10 +121,12 @@ def tasks_covered(costs_usd: Sequence[float], balance_usd: float) -> int:
     return covered
 
 
-def record_balance(meta: dict[str, str], set_meta: Callable[..., None], balance: Balance) -> None:
+def record_balance(ledger: Ledger, balance: Balance | None) -> None:
     """Keep the first balance a run folder saw and the latest: their difference is the
     measured spend (an upper bound when anything else uses the account meanwhile)."""
+    if balance is None:
+        return
     values = {"balance_last": balance.to_json()}
-    if "balance_first" not in meta:
+    if "balance_first" not in ledger.meta():
         values["balance_first"] = balance.to_json()
-    set_meta(**values)
+    ledger.set_meta(**values)

@@ -20,6 +20,7 @@ from pathlib import Path
 from jobs import DEFAULT_MODEL, MODELS
 from jobs.contract import model_as_json
 from runner import console, flow
+from runner.account import record_balance
 from runner.arguments import RERUN_FLAGS, build_parser
 from runner.crash import keep_traceback, machine_problem
 from runner.errors import FolderChanged, KlingBatchError, ManifestError
@@ -175,7 +176,7 @@ def _spend(
         checked = asyncio.run(flow.preflight(state, url, connection.api_key, options, rerun))
         if checked.account.warning:
             console.error(f"warning: {checked.account.warning}; going on without it")
-        flow.remember_balance(state, checked.account.balance)
+        record_balance(state, checked.account.balance)
         if checked.rechecked is not None:
             console.rechecked(checked.rechecked)
         to_send = flow.to_send(state, checked.to_resubmit)
@@ -211,7 +212,7 @@ def _execute(folder: RunFolder, url: str, api_key: str, options: RunOptions, ver
         else:
             console.ledger_rescued(run_dir, *flow.rescue_ledger(state), outcome.stopped_by or "")
         return EXIT_STOPPED
-    flow.remember_balance(state, balance)
+    record_balance(state, balance)
     missing = state.missing_videos() if options.download else 0
     console.outcome(run_dir, outcome, write_reports(state, run_dir), missing)
     if outcome.stopped_by:

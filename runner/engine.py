@@ -21,13 +21,14 @@ from runner.client import NovitaClient
 from runner.clock import SYSTEM_CLOCK, Clock
 from runner.errors import FolderChanged, Interrupted
 from runner.fetch import Fetcher
+from runner.ledger import DEFERRED_MAX_AGE_S
 from runner.limits import EndpointLimiter, Rate
 from runner.options import RunOptions
 from runner.poll import PollPolicy, PollScheduler
 from runner.progress import LineProgress, ProgressSink, Snapshot
 from runner.records import IN_FLIGHT, TaskRecord, TaskStatus
 from runner.retry import DEFAULT_LIMITS, RetryLimits
-from runner.state import DEFERRED_MAX_AGE_S, RunState
+from runner.state import RunState
 from runner.stopping import StopSwitch
 from runner.submit import Budget, Submitter
 

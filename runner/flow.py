@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from runner.account import AccountCheck, Balance, check_account, record_balance
+from runner.account import AccountCheck, Balance, check_account
 from runner.client import DEFAULT_BASE_URL, NovitaClient
 from runner.engine import EngineConfig, RunOutcome, run_engine
 from runner.errors import KlingBatchError, UsageError
@@ -127,11 +127,6 @@ def commit(
     state.set_meta(**meta, **({"manifest": manifest} if manifest else {}))
     if to_resubmit:
         state.requeue([r.task_key for r in to_resubmit], "rerun requested")
-
-
-def remember_balance(state: RunState, balance: Balance | None) -> None:
-    if balance is not None:
-        record_balance(state.meta(), state.set_meta, balance)
 
 
 async def run_batch(

@@ -12,10 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from runner.errors import RunFolderError
+from runner.ledger import STATE_FILE
 from runner.lock import RunFolderLock
 from runner.plan import PlannedTask
 from runner.records import SETTLED, TaskRecord, TaskStatus
-from runner.state import STATE_FILE, PlanConflict, RunState
+from runner.state import PlanConflict, RunState
 
 # What a finished or half-finished run leaves beside its ledger.
 RESULT_FILES = ("report.csv", "report.html", "failed.yaml", "failed.csv", "videos")

@@ -16,10 +16,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from runner.ledger import DEFERRED_MAX_AGE_S, STATE_FILE, Ledger
+from runner.ledger import Ledger
 from runner.records import AttemptOutcome, Planned, TaskStatus
-
-__all__ = ["DEFERRED_MAX_AGE_S", "STATE_FILE", "PlanConflict", "RunState", "SyncResult"]
 
 
 @dataclass(frozen=True)

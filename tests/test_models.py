@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from jobs import DEFAULT_MODEL, MODELS, model_named, request_from_json
+from jobs import DEFAULT_MODEL, MODELS, model_named, price_tables, request_from_json
 from jobs.contract import Kind
 
 IMAGE = "/frames/cat.png"
@@ -153,3 +153,12 @@ def test_every_model_is_declared_whole():
         assert ("image" in model.image_fields) == (model.kind == Kind.IMAGE_TO_VIDEO)
         for tier_values in ({}, {"sound": True}, {"mode": "Professional"}):
             assert model.tier(tier_values) in model.prices
+
+
+def test_a_price_override_must_name_a_tier_the_model_has():
+    tables, problems = price_tables({"kling-o1-i2v.standard": 0.2, "sound": 0.12})
+    assert not problems and tables["kling-o1-i2v"]["standard"] == 0.2
+    assert tables["kling-v2.6-pro-i2v"]["sound"] == tables["kling-v3.0-std-i2v"]["sound"] == 0.12
+    _, problems = price_tables({"kling-o1-i2v.sound": 0.2, "loud": 1})
+    assert [p.field for p in problems] == ["prices.kling-o1-i2v.sound", "prices.loud"]
+    assert "is not a price tier (standard)" in problems[0].rule
