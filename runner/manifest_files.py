@@ -96,7 +96,7 @@ def _load_yaml(path: Path, text: str, overrides: dict[str, Any]) -> Manifest:
                 [Problem(name, None, None, "prices", None, "must be a mapping of tier: USD")]
             )
         data = data["rows"]
-        rows_node = next(v for k, v in root.value if k.value == "rows") if root else None
+        rows_node = _child(root, "rows")
     if not isinstance(data, list):
         raise ManifestError(
             [Problem(name, None, 1, None, None, "must be a list of rows, or defaults + rows")]
@@ -104,10 +104,13 @@ def _load_yaml(path: Path, text: str, overrides: dict[str, Any]) -> Manifest:
 
     assert rows_node is not None and root is not None  # parsed above: data is a list
     lines = [item.start_mark.line + 1 for item in rows_node.value]
-    merged_defaults = {**_text_keys(defaults), **overrides}
+    defaults_node = _child(root, "defaults")
+    merged_defaults = {**_without(defaults, defaults_node), **overrides}
     problems = _yaml_mapping_problems(name, root)
     rows = []
-    for number, (item, line) in enumerate(zip(data, lines, strict=True), start=1):
+    for number, (item, node, line) in enumerate(
+        zip(data, rows_node.value, lines, strict=True), start=1
+    ):
         if not isinstance(item, dict):
             problems.append(
                 Problem(
@@ -115,11 +118,18 @@ def _load_yaml(path: Path, text: str, overrides: dict[str, Any]) -> Manifest:
                 )
             )
             continue
-        own = _text_keys(item)
+        own = _without(item, node)
         rows.append(
             Row(number, line, {**merged_defaults, **own}, frozenset(merged_defaults) - set(own))
         )
     return Manifest(path, rows, problems, prices)
+
+
+def _child(node: yaml.Node | None, name: str) -> yaml.Node | None:
+    """The value node under ``name`` in a top-level mapping, or None."""
+    if not isinstance(node, yaml.MappingNode):
+        return None
+    return next((v for k, v in node.value if k.value == name), None)
 
 
 def _text_keys(mapping: dict[Any, Any]) -> dict[str, Any]:
@@ -183,12 +193,7 @@ def _yaml_mapping_problems(name: str, root: yaml.Node) -> list[Problem]:
                     )
                 )
             seen.setdefault(key.value, line)
-            if (
-                isinstance(value, yaml.ScalarNode)
-                and value.style is None
-                and value.tag != "tag:yaml.org,2002:str"
-                and _SEXAGESIMAL.match(value.value)
-            ):
+            if key.value in _base60_keys(node):
                 problems.append(
                     Problem(
                         name,
@@ -200,6 +205,28 @@ def _yaml_mapping_problems(name: str, root: yaml.Node) -> list[Problem]:
                     )
                 )
     return problems
+
+
+def _base60_keys(node: yaml.Node) -> set[str]:
+    """Keys of a mapping whose value is an unquoted ratio YAML reads as a number: the
+    problem is said once, and the value is dropped, so no second message about 969."""
+    if not isinstance(node, yaml.MappingNode):
+        return set()
+    return {
+        key.value
+        for key, value in node.value
+        if isinstance(key, yaml.ScalarNode)
+        and isinstance(value, yaml.ScalarNode)
+        and value.style is None
+        and value.tag != "tag:yaml.org,2002:str"
+        and _SEXAGESIMAL.match(value.value)
+    }
+
+
+def _without(mapping: dict[Any, Any], node: yaml.Node | None) -> dict[str, Any]:
+    """Text keys only, less the unquoted ratios (see :func:`_base60_keys`)."""
+    dropped = _base60_keys(node) if node is not None else set()
+    return {k: v for k, v in _text_keys(mapping).items() if k not in dropped}
 
 
 def _mappings(node: yaml.Node) -> Iterable[yaml.MappingNode]:
