@@ -255,7 +255,11 @@ SCENARIOS = {
 
 
 def sim_config(
-    rate: float, seed: int, scenario: str = "default", video_mb: float = 0.0
+    rate: float,
+    seed: int,
+    scenario: str = "default",
+    video_mb: float = 0.0,
+    poll_rate: float | None = None,
 ) -> SimConfig:
     queue_s, generation_s, (spread, amount), eta = SCENARIOS[scenario]
     return SimConfig(
@@ -267,6 +271,7 @@ def sim_config(
         jitter=amount if spread == "uniform" else 0.25,
         report_eta=eta,
         submit_limit=int(rate * WINDOW_S),
+        poll_limit=int(poll_rate * WINDOW_S) if poll_rate else None,
         limit_window_s=WINDOW_S,
         seed=seed,
     )
@@ -328,7 +333,7 @@ def main() -> None:
     print(f"validate: {args.validate_rows:,} rows ...", flush=True)
     checked = _in_process(validate_side, args.validate_rows)
     print(f"kling-batch: {args.tasks:,} tasks at {args.rate:g}/s ...", flush=True)
-    config = sim_config(args.rate, args.seed, args.scenario, args.video_mb)
+    config = sim_config(args.rate, args.seed, args.scenario, args.video_mb, args.poll_rate)
     ours = measure(kling_batch_side, config, args.tasks, args.rate, args.rate, args.poll_rate)
     theirs = None
     if "sdk" not in args.skip:

@@ -1,10 +1,16 @@
 """Poll every task in flight from one schedule, within the poll rate limit.
 
 Polls are a budget: Task Result is rate limited like any endpoint, and a batch can have
-thousands of tasks in flight. So there is one heap ordered by next-due time (not a
-coroutine sleeping per task); the most overdue task is polled first; and the next poll
-of a task is chosen from what the API said: its ``eta`` when it gives one, otherwise a
-backoff that grows while the task reports nothing new.
+thousands of tasks in flight. So there is one schedule (not a coroutine sleeping per
+task), in three queues, each ordered by when its polls are due:
+
+1. polls timed to find a task done (its ``eta``, or a progress precise enough): a late
+   one is a late detection, so they go first;
+2. looks that narrow a rough progress, or back off while a task says nothing;
+3. first looks at new tasks. These are due when the quickest tenth of the batch is
+   done, but may go early, into any slot the other two leave free, once a task is
+   ``first_delay_s`` old: when submits use the whole poll rate, first looks due later
+   would meet the first finishes head on and arrive after some of them.
 """
 
 from __future__ import annotations
@@ -52,6 +58,9 @@ class PollPolicy:
     # in Task Result, and a proxy can answer for the API. Only after this long of
     # nothing but 404s is the task failed.
     not_found_grace_s: float = 60.0
+    # A progress that puts the finish within this many seconds is polled once, at the
+    # window's end; a wider one gets a look in between first (see runner.schedule).
+    finish_window_s: float = 4.0
 
     def next_delay(self, seen: Seen, durations: Durations, quiet_polls: int) -> tuple[float, bool]:
         return next_delay(
@@ -61,7 +70,11 @@ class PollPolicy:
             min_s=self.min_interval_s,
             max_s=self.max_interval_s,
             growth=self.growth,
+            finish_window_s=self.finish_window_s,
         )
+
+
+_Entry = tuple[float, int, str, float]  # due (monotonic), tie-break, task key, may go from
 
 
 @dataclass
@@ -100,8 +113,9 @@ class PollScheduler:
         self.clock = clock
         self.rng = rng or random.Random()
         self.polls = 0
-        self._heap: list[tuple[float, int, str]] = []  # looks that gather information
-        self._likely_done: list[tuple[float, int, str]] = []  # polls timed by eta/progress
+        self._likely_done: list[_Entry] = []  # polls timed to find the task done
+        self._heap: list[_Entry] = []  # looks that gather information
+        self._first: list[_Entry] = []  # first looks at new tasks (may go early)
         self._seq = itertools.count()
         self._tracked: dict[str, _Tracked] = {}
         # Submit-to-final seconds of the latest tasks: what the progress ETA uses.
@@ -139,7 +153,14 @@ class PollScheduler:
             last_answer_at=last_answer_at,
             status=TaskStatus.QUEUED if status == TaskStatus.STALLED else status,
         )
-        self._schedule(task_key, self.first_delay() if delay is None else delay)
+        if delay is not None:
+            self._schedule(task_key, delay)
+            return
+        now = self.clock.monotonic()
+        due = now + self.first_delay()
+        early = min(due, now + self.policy.first_delay_s)
+        heapq.heappush(self._first, (due, next(self._seq), task_key, early))
+        self._wakeup.set()
 
     def first_delay(self) -> float:
         """When to look at a new task for the first time.
@@ -164,17 +185,22 @@ class PollScheduler:
         are due: with the poll rate as the limit, the budget goes first to the tasks most
         likely to have just finished."""
         heap = self._likely_done if likely_done else self._heap
-        heapq.heappush(heap, (self.clock.monotonic() + delay, next(self._seq), task_key))
+        due = self.clock.monotonic() + delay
+        heapq.heappush(heap, (due, next(self._seq), task_key, due))
         self._wakeup.set()
 
-    def _due(self) -> list[tuple[float, int, str]] | float | None:
-        """The queue to poll from now, else seconds until one is due (None: both empty)."""
+    def _due(self) -> list[_Entry] | float | None:
+        """The queue to poll from now, else seconds until one may go (None: all empty).
+        A queue's head may go once due; a first look also from its ``may go from``."""
         now = self.clock.monotonic()
-        queues = [q for q in (self._likely_done, self._heap) if q]
-        for queue in queues:
-            if queue[0][0] <= now:
+        for queue in (self._likely_done, self._heap):
+            if queue and queue[0][0] <= now:
                 return queue
-        return min(q[0][0] for q in queues) - now if queues else None
+        if self._first and self._first[0][3] <= now:
+            return self._first
+        starts = [q[0][0] for q in (self._likely_done, self._heap) if q]
+        starts += [self._first[0][3]] if self._first else []
+        return min(starts) - now if starts else None
 
     async def run(self) -> None:
         slots = asyncio.Semaphore(self.concurrency)
@@ -196,8 +222,10 @@ class PollScheduler:
                     return
                 # Time passed waiting for a slot: a likelier poll may have come due.
                 queue = self._due()
-                when, _, key = heapq.heappop(queue if isinstance(queue, list) else due)
-                self.lateness_s.append(self.clock.monotonic() - when)
+                when, _, key, _ = heapq.heappop(queue if isinstance(queue, list) else due)
+                late = self.clock.monotonic() - when
+                if late >= 0:  # a first look sent early is not late
+                    self.lateness_s.append(late)
                 self._active += 1
                 group.create_task(self._poll(key, slots))
 

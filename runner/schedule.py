@@ -5,8 +5,12 @@ within a second. What the API says about time is used in this order:
 
 1. ``eta``: poll when it says the task will be done;
 2. ``progress_percent`` with the time the task has been processing (the API's own
-   submit/execute times, so no clock skew): extrapolate the finish, and again at each
-   look, so an early rough guess is refined;
+   submit/execute times, so no clock skew). A whole percent ``p`` after ``t`` seconds
+   puts the finish between ``100t/(p+1)`` and ``100t/p``. When that window is narrow
+   (``finish_window_s``), poll at its end: never before the finish, at worst the
+   window late. When it is wide (an early look), look again first, at the time a look
+   would narrow it enough (the window shrinks as ``1/t``), not at its start: a look
+   that early is cheap to place where the poll budget has room;
 3. what this batch's tasks took, *as the API reports it* (submit to complete): poll
    when the next tenth of the batch would be done;
 4. otherwise a backoff that grows while the task says nothing.
@@ -22,7 +26,6 @@ from collections import deque
 from dataclasses import dataclass
 
 LEARN_AFTER = 20  # tasks the API reported finished before the batch's spread is trusted
-ROUGH_PROGRESS = 20  # below this many percent, a whole-number progress is a rough guide
 _DECILES = tuple(i / 10 for i in range(1, 10))
 
 
@@ -83,10 +86,11 @@ def next_delay(
     min_s: float,
     max_s: float,
     growth: float,
+    finish_window_s: float = 4.0,
 ) -> tuple[float, bool]:
     """Seconds until the next poll of a task still running (see the module docstring),
-    and whether that poll is timed by what the task itself said (eta, or progress past
-    the rough start): then it is likely to find the task done, and goes first."""
+    and whether that poll is timed to find it done (by its eta, or by a progress precise
+    enough): such polls go before looks that only gather information."""
     delay: float | None = None
     likely_done = False
     if seen.eta_s and seen.eta_s > 0:
@@ -94,14 +98,7 @@ def next_delay(
     elif seen.progress_percent and 0 < seen.progress_percent < 100 and seen.queued_s is not None:
         processing = seen.age_s - seen.queued_s
         if processing > 0:
-            # A whole-number progress of p means somewhere in [p, p + 1). Early on
-            # (p < 20) that is a wide range: take its top, the earliest finish the
-            # answer allows (p = 1 after a second read as 1% would put the next look far
-            # too late); the next look refines it. Later, take p itself: at worst a
-            # fraction of a second late, and never a poll spent before the finish.
-            p = seen.progress_percent
-            done = min(99.9, p + 1 if p < ROUGH_PROGRESS else p)
-            delay, likely_done = processing * (100 - done) / done, p >= ROUGH_PROGRESS
+            delay, likely_done = _from_progress(processing, seen.progress_percent, finish_window_s)
     if delay is None:
         finish = durations.next_after(seen.age_s)
         if finish is not None:
@@ -109,3 +106,15 @@ def next_delay(
     if delay is None:
         delay = min_s * growth**quiet_polls
     return min(max_s, max(min_s, delay)), likely_done
+
+
+def _from_progress(processing_s: float, percent: float, window_s: float) -> tuple[float, bool]:
+    """The next poll from a whole-number progress (see the module docstring)."""
+    earliest = 100 * processing_s / (percent + 1)
+    latest = 100 * processing_s / percent
+    if latest - earliest <= window_s:
+        return latest - processing_s, True
+    # The window after t seconds is about latest**2 / (100 t): narrow enough at
+    # latest**2 / (100 window), unless the earliest finish comes first.
+    narrow_at = min(latest * latest / (100 * window_s), earliest)
+    return narrow_at - processing_s, False

@@ -25,7 +25,9 @@ NOTHING = Durations()
         (Seen(12, eta_s=4, progress_percent=40, queued_s=2), SPREAD, 0, 4.0),  # eta first
         (Seen(20, eta_s=0, progress_percent=40, queued_s=4), NOTHING, 0, 16 * 60 / 40),
         (Seen(20, eta_s=None, progress_percent=80, queued_s=4), NOTHING, 0, 16 * 20 / 80),
-        (Seen(2, eta_s=0, progress_percent=3, queued_s=1), NOTHING, 0, 96 / 4),  # early
+        # 3% after 1 s: done in 25 to 33.3 s, too wide; a look narrows it to 4 s once
+        # 33.3**2 / (100 * 4) = 2.78 s have passed.
+        (Seen(2, eta_s=0, progress_percent=3, queued_s=1), NOTHING, 0, (100 / 3) ** 2 / 400 - 1),
         (Seen(20, eta_s=0, progress_percent=99, queued_s=4), NOTHING, 0, 1.0),  # min 1 s
         (Seen(20, eta_s=0, progress_percent=40, queued_s=None), SPREAD, 0, 2.0),  # next tenth
         (Seen(30, eta_s=0, progress_percent=0, queued_s=1), SPREAD, 3, 4.096),  # past them all
@@ -50,6 +52,19 @@ def test_the_next_poll(seen, durations, quiet, delay):
 def test_polls_timed_by_the_task_itself_are_the_ones_likely_to_find_it_done(seen, likely_done):
     kw = {"min_s": 1.0, "max_s": 60.0, "growth": 1.6}
     assert next_delay(seen, SPREAD, 0, **kw)[1] is likely_done
+
+
+def test_a_wide_window_is_narrowed_before_the_earliest_finish_at_the_latest():
+    """The look that narrows a rough progress never comes after the earliest finish."""
+    seen = Seen(21, eta_s=0, progress_percent=2, queued_s=1)  # 2% after 20 s: 667..1000 s
+    delay, likely_done = next_delay(
+        seen, NOTHING, 0, min_s=1.0, max_s=10_000.0, growth=1.6, finish_window_s=4.0
+    )
+    assert delay == pytest.approx(2000 / 3 - 20) and not likely_done
+    precise = next_delay(
+        seen, NOTHING, 0, min_s=1.0, max_s=10_000.0, growth=1.6, finish_window_s=400.0
+    )
+    assert precise == (pytest.approx(1000 - 20), True)  # wide enough: poll at its end
 
 
 def test_the_spread_is_learned_only_from_enough_reports():
