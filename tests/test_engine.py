@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import random
 import textwrap
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -17,15 +19,17 @@ from runner.client import NovitaClient
 from runner.clock import ManualClock
 from runner.engine import EngineConfig, RunOutcome, run_engine
 from runner.errors import ApiUnreachable, FolderChanged
-from runner.limits import Rate
+from runner.limits import EndpointLimiter, Rate
 from runner.manifest_files import load
 from runner.plan import plan
-from runner.poll import PollPolicy
+from runner.poll import PollPolicy, PollScheduler
 from runner.records import TaskStatus
 from runner.report import REPORT_CSV, write_reports
 from runner.retry import RetryLimits
+from runner.schedule import LEARN_AFTER
 from runner.simulator import Simulator
 from runner.state import RunState
+from runner.stopping import StopSwitch
 from runner.submit import ImageCache
 from tests.conftest import SIM_KEY, draw_image, fast_engine_config
 
@@ -466,3 +470,33 @@ async def test_a_large_video_is_written_whole_from_a_thread(start_sim, tmp_path)
         video = tmp_path / "run" / record.video_path
         assert video.stat().st_size == 9_000_000
     assert not list((tmp_path / "run" / "videos").glob("*.part"))
+
+
+async def test_a_first_look_goes_early_into_a_free_poll_slot(sim, tmp_path):
+    """The batch so far took 30 s (as the API reports it), so a new task's first look is
+    due at 30 s; with the poll budget otherwise idle it goes at ``first_delay_s``
+    instead, so that first looks never pile up against the first finishes."""
+    state = RunState.open(tmp_path / "run")
+    planned = plan(load(simple_manifest(tmp_path, 1)))
+    state.sync_plan(planned.tasks)
+    task = planned.tasks[0]
+    stop = StopSwitch()
+    async with NovitaClient(sim.base_url, SIM_KEY) as client:
+        body = task.request.body({"image": image_payload(task.request.image)})
+        task_id = await client.submit(task.request.model.path, body)
+        state.mark_submitted(task.key, state.mark_submitting(task.key), task_id)
+        limiter = EndpointLimiter(Rate(100, 1), "poll", random.Random(1))
+        policy = PollPolicy(first_delay_s=0.05, min_interval_s=0.05)
+        scheduler = PollScheduler(state, client, limiter, stop, policy, lambda key: None)
+        for _ in range(LEARN_AFTER):
+            scheduler.durations.add(30.0)
+        assert scheduler.first_delay() == 30.0
+        scheduler.add(task.key, task_id, submitted_at=time.time())
+        polling = asyncio.create_task(scheduler.run())
+        try:
+            async with asyncio.timeout(5):  # due at 30 s: only an early look is in time
+                while sim.stats.polls == 0:
+                    await asyncio.sleep(0.01)
+        finally:
+            stop.trip("test over")
+            await polling
