@@ -222,10 +222,9 @@ class PollScheduler:
                     return
                 # Time passed waiting for a slot: a likelier poll may have come due.
                 queue = self._due()
-                when, _, key, _ = heapq.heappop(queue if isinstance(queue, list) else due)
-                late = self.clock.monotonic() - when
-                if late >= 0:  # a first look sent early is not late
-                    self.lateness_s.append(late)
+                _, _, key, may_go = heapq.heappop(queue if isinstance(queue, list) else due)
+                # Late from when it could first go (a first look, from its early start).
+                self.lateness_s.append(self.clock.monotonic() - may_go)
                 self._active += 1
                 group.create_task(self._poll(key, slots))
 
