@@ -183,7 +183,8 @@ def sdk_side(base_url: str, tasks: int, threads: int) -> dict:
     import requests
     from novita_client import NovitaClient as OfficialClient
 
-    logging.getLogger("novita_client").setLevel(logging.WARNING)  # it logs every poll
+    for noisy in ("novita_client", "urllib3"):  # every poll, every 429, every full pool
+        logging.getLogger(noisy).setLevel(logging.CRITICAL)
     folder = _workdir(1)
     image = base64.b64encode((folder / "frame.png").read_bytes()).decode()
     client = OfficialClient(KEY, base_url)
@@ -443,7 +444,7 @@ def print_scenario(
             f"{fmt.format(other) if other is not None else '-':>20}{ratio:>12}{target:>10}"
         )
     if theirs and theirs.get("failures"):
-        print(f"  SDK script failures, first ones: {theirs['failures']}")
+        print(f"  SDK script failures, first ones: {[f[:80] for f in theirs['failures']]}")
 
 
 def print_scale(args: argparse.Namespace, scale: dict) -> None:

@@ -121,7 +121,8 @@ class RunOptions:
         metadata=_option(
             "--first-poll-s",
             "first_poll_s",
-            "first look at a new task; later polls follow its eta",
+            "earliest first look at a new task (taken when the poll rate has room); "
+            "later polls follow its eta or progress",
             parse_seconds,
             "SECONDS",
         ),

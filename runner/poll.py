@@ -222,9 +222,9 @@ class PollScheduler:
                     return
                 # Time passed waiting for a slot: a likelier poll may have come due.
                 queue = self._due()
-                _, _, key, may_go = heapq.heappop(queue if isinstance(queue, list) else due)
-                # Late from when it could first go (a first look, from its early start).
-                self.lateness_s.append(self.clock.monotonic() - may_go)
+                when, _, key, _ = heapq.heappop(queue if isinstance(queue, list) else due)
+                # Sent minus due: below zero for a first look that went early.
+                self.lateness_s.append(self.clock.monotonic() - when)
                 self._active += 1
                 group.create_task(self._poll(key, slots))
 
