@@ -159,7 +159,7 @@ def kling_batch_side(base_url: str, tasks: int, rate: float, poll_rate: float) -
                 "cpu_s": time.process_time() - cpu,
                 "succeeded": outcome.counts.get("succeeded", 0),
                 "downloaded": outcome.downloaded,
-                "poll_lateness_p99_s": _p99(list(outcome.poll_lateness_s)),
+                "poll_lateness_p99_ms": 1000 * _percentile(list(outcome.poll_lateness_s), 99),
             }
 
     result = asyncio.run(go())
@@ -169,10 +169,12 @@ def kling_batch_side(base_url: str, tasks: int, rate: float, poll_rate: float) -
 
 
 def _whole_videos(folder: Path) -> int:
-    """Videos on disk of the size the simulator serves (no ``.part`` left counts)."""
-    sizes = [path.stat().st_size for path in folder.iterdir()]
-    parts = [path for path in folder.iterdir() if path.suffix == ".part"]
-    return 0 if parts else sum(1 for size in sizes if size == max(sizes, default=0))
+    """Videos on disk of the size the simulator serves (none if a ``.part`` is left)."""
+    files = list(folder.iterdir())
+    if any(path.suffix == ".part" for path in files):
+        return 0
+    sizes = [path.stat().st_size for path in files]
+    return sizes.count(max(sizes, default=0))
 
 
 def sdk_side(base_url: str, tasks: int, threads: int) -> dict:
@@ -338,25 +340,18 @@ def measure(side: Callable[..., dict], config: SimConfig, tasks: int, rate: floa
         created=stats["tasks_created"],
         rate_limited=sum(stats["rate_limited"].values()),
         polls_per_task=stats["polls"] / tasks,
-        detect_p50_s=statistics.median(delays) if delays else float("nan"),
-        detect_p95_s=_p95(delays),
+        detect_p50_s=_percentile(delays, 50),
+        detect_p95_s=_percentile(delays, 95),
         cpu_ms_per_task=1000 * result["cpu_s"] / tasks,
     )
-    if "poll_lateness_p99_s" in result:
-        result["poll_lateness_p99_ms"] = 1000 * result["poll_lateness_p99_s"]
     return result
 
 
-def _p99(values: list[float]) -> float:
+def _percentile(values: list[float], pct: int) -> float:
+    """The ``pct``-th percentile (1..99); NaN when there is nothing to rank."""
     if len(values) < 2:
         return values[0] if values else float("nan")
-    return statistics.quantiles(values, n=100, method="inclusive")[98]
-
-
-def _p95(values: list[float]) -> float:
-    if len(values) < 2:
-        return values[0] if values else float("nan")
-    return statistics.quantiles(values, n=100, method="inclusive")[94]
+    return statistics.quantiles(values, n=100, method="inclusive")[pct - 1]
 
 
 ROWS = [  # label, result key, format
