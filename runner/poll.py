@@ -61,6 +61,9 @@ class PollPolicy:
     # A progress that puts the finish within this many seconds is polled once, at the
     # window's end; a wider one gets a look in between first (see runner.schedule).
     finish_window_s: float = 4.0
+    # ... and that poll goes at most this long after the window's start (a task still
+    # running then answers a progress that pins its finish for one more poll).
+    detect_within_s: float = 3.0
 
     def next_delay(self, seen: Seen, durations: Durations, quiet_polls: int) -> tuple[float, bool]:
         return next_delay(
@@ -71,6 +74,7 @@ class PollPolicy:
             max_s=self.max_interval_s,
             growth=self.growth,
             finish_window_s=self.finish_window_s,
+            detect_within_s=self.detect_within_s,
         )
 
 

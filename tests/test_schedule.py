@@ -28,6 +28,9 @@ NOTHING = Durations()
         # 3% after 1 s: done in 25 to 33.3 s, too wide; a look narrows it to 4 s once
         # 33.3**2 / (100 * 4) = 2.78 s have passed.
         (Seen(2, eta_s=0, progress_percent=3, queued_s=1), NOTHING, 0, (100 / 3) ** 2 / 400 - 1),
+        # 10% after 4 s: done in 36.4 to 40 s; polled 3 s after the earliest finish, so a
+        # task done then waits at most 3 s (one still running answers >= 92%).
+        (Seen(5, eta_s=0, progress_percent=10, queued_s=1), NOTHING, 0, 400 / 11 + 3 - 4),
         (Seen(20, eta_s=0, progress_percent=99, queued_s=4), NOTHING, 0, 1.0),  # min 1 s
         (Seen(20, eta_s=0, progress_percent=40, queued_s=None), SPREAD, 0, 2.0),  # next tenth
         (Seen(30, eta_s=0, progress_percent=0, queued_s=1), SPREAD, 3, 4.096),  # past them all
@@ -61,9 +64,8 @@ def test_a_wide_window_is_narrowed_before_the_earliest_finish_at_the_latest():
         seen, NOTHING, 0, min_s=1.0, max_s=10_000.0, growth=1.6, finish_window_s=4.0
     )
     assert delay == pytest.approx(2000 / 3 - 20) and not likely_done
-    precise = next_delay(
-        seen, NOTHING, 0, min_s=1.0, max_s=10_000.0, growth=1.6, finish_window_s=400.0
-    )
+    wide_enough = {"finish_window_s": 400.0, "detect_within_s": 400.0}
+    precise = next_delay(seen, NOTHING, 0, min_s=1.0, max_s=10_000.0, growth=1.6, **wide_enough)
     assert precise == (pytest.approx(1000 - 20), True)  # wide enough: poll at its end
 
 
