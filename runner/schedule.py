@@ -11,9 +11,9 @@ within a second. What the API says about time is used in this order:
    after its start: a task done early in the window waits at most that long to be
    seen, and one still running answers with a progress in the nineties, which pins
    its finish for one more poll. (Polling at the end alone left a 4 s window's tasks
-   waiting up to 4 s; the bench's no-eta p95 went from 3.3 to 3.0 s for 0.01 more
-   polls per task.) When the window is wide (an early look), look again first, at the
-   time a look would narrow it enough (the window shrinks as ``1/t``), not at its
+   waiting up to 4 s: the bench's no-eta p95 went from 3.3 to 3.0 s at the same 2.08
+   polls per task.) When the window is wide (an early look), look again first, at
+   the time a look would narrow it enough (the window shrinks as ``1/t``), not at its
    start: a look that early is cheap to place where the poll budget has room;
 3. what this batch's tasks took, *as the API reports it* (submit to complete): poll
    when the next tenth of the batch would be done;
