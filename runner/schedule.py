@@ -3,7 +3,8 @@
 Polls are a budget (Task Result is rate limited), and a finished task should be seen
 within a second. What the API says about time is used in this order:
 
-1. ``eta``: poll when it says the task will be done;
+1. ``eta``: poll when it says the task will be done (or, when the progress below
+   puts the finish inside the eta's last whole second, at the progress's time);
 2. ``progress_percent`` with the time the task has been processing (the API's own
    submit/execute times, so no clock skew). A whole percent ``p`` after ``t`` seconds
    puts the finish between ``100t/(p+1)`` and ``100t/p``. When that window is narrow
@@ -98,14 +99,11 @@ def next_delay(
     enough): such polls go before looks that only gather information."""
     delay: float | None = None
     likely_done = False
+    window = _finish_window(seen)
     if seen.eta_s and seen.eta_s > 0:
-        delay, likely_done = seen.eta_s, True
-    elif seen.progress_percent and 0 < seen.progress_percent < 100 and seen.queued_s is not None:
-        processing = seen.age_s - seen.queued_s
-        if processing > 0:
-            delay, likely_done = _from_progress(
-                processing, seen.progress_percent, finish_window_s, detect_within_s
-            )
+        delay, likely_done = _from_eta(seen.eta_s, window), True
+    elif window is not None:
+        delay, likely_done = _from_progress(*window, finish_window_s, detect_within_s)
     if delay is None:
         finish = durations.next_after(seen.age_s)
         if finish is not None:
@@ -115,12 +113,35 @@ def next_delay(
     return min(max_s, max(min_s, delay)), likely_done
 
 
+def _finish_window(seen: Seen) -> tuple[float, float, float] | None:
+    """Seconds processed, and the earliest and latest total processing time that a
+    whole-number progress allows, or None when the answer has no usable progress."""
+    percent = seen.progress_percent
+    if not percent or not 0 < percent < 100 or seen.queued_s is None:
+        return None
+    processing = seen.age_s - seen.queued_s
+    if processing <= 0:
+        return None
+    return processing, 100 * processing / (percent + 1), 100 * processing / percent
+
+
+def _from_eta(eta_s: float, window: tuple[float, float, float] | None) -> float:
+    """The next poll from an ``eta``: whole seconds, so the finish is somewhere in the
+    second before it. A progress window that ends inside that second pins it closer (a
+    task 60% done after 2.5 s of processing is done within 1.67 s, not 2 s): half a
+    second of detection saved per task at no cost in polls. A progress that disagrees
+    with the eta is ignored: the eta is the API's own word on time."""
+    if window is None:
+        return eta_s
+    processing, _, latest = window
+    by_progress = latest - processing
+    return by_progress if eta_s - 1 <= by_progress < eta_s else eta_s
+
+
 def _from_progress(
-    processing_s: float, percent: float, window_s: float, within_s: float
+    processing_s: float, earliest: float, latest: float, window_s: float, within_s: float
 ) -> tuple[float, bool]:
     """The next poll from a whole-number progress (see the module docstring)."""
-    earliest = 100 * processing_s / (percent + 1)
-    latest = 100 * processing_s / percent
     if latest - earliest <= window_s:
         return min(latest, earliest + within_s) - processing_s, True
     # The window after t seconds is about latest**2 / (100 t): narrow enough at

@@ -23,6 +23,9 @@ NOTHING = Durations()
     ("seen", "durations", "quiet", "delay"),
     [
         (Seen(12, eta_s=4, progress_percent=40, queued_s=2), SPREAD, 0, 4.0),  # eta first
+        # 60% after 2.5 s: done within 250/60 - 2.5 = 1.67 s, inside the eta's last second
+        (Seen(3.5, eta_s=2, progress_percent=60, queued_s=1), NOTHING, 0, 250 / 60 - 2.5),
+        (Seen(3.5, eta_s=3, progress_percent=60, queued_s=1), NOTHING, 0, 3.0),  # disagrees
         (Seen(20, eta_s=0, progress_percent=40, queued_s=4), NOTHING, 0, 16 * 60 / 40),
         (Seen(20, eta_s=None, progress_percent=80, queued_s=4), NOTHING, 0, 16 * 20 / 80),
         # 3% after 1 s: done in 25 to 33.3 s, too wide; a look narrows it to 4 s once
