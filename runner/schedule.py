@@ -130,7 +130,8 @@ def _from_eta(eta_s: float, window: tuple[float, float, float] | None) -> float:
     second before it. A progress window that ends inside that second pins it closer (a
     task 60% done after 2.5 s of processing is done within 1.67 s, not 2 s): half a
     second of detection saved per task at no cost in polls. A progress that disagrees
-    with the eta is ignored: the eta is the API's own word on time."""
+    with the eta is ignored: the eta is the API's own word on time. (Were the eta
+    rounded down instead, a true progress would never end before it, and it stands.)"""
     if window is None:
         return eta_s
     processing, _, latest = window
