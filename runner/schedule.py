@@ -91,12 +91,13 @@ def next_delay(
     min_s: float,
     max_s: float,
     growth: float,
-    finish_window_s: float = 4.0,
-    detect_within_s: float = 3.0,
+    finish_window_s: float,
+    detect_within_s: float,
 ) -> tuple[float, bool]:
     """Seconds until the next poll of a task still running (see the module docstring),
     and whether that poll is timed to find it done (by its eta, or by a progress precise
-    enough): such polls go before looks that only gather information."""
+    enough): such polls go before looks that only gather information. The knobs have
+    no defaults here: ``runner.poll.PollPolicy`` holds them, in one place."""
     delay: float | None = None
     likely_done = False
     window = _finish_window(seen)

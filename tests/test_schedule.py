@@ -17,6 +17,8 @@ def learned(*seconds: float) -> Durations:
 
 SPREAD = learned(*[10.0 + i for i in range(LEARN_AFTER)])  # 10 s .. 29 s, as reported
 NOTHING = Durations()
+# PollPolicy's defaults, with a 60 s ceiling.
+KNOBS = {"min_s": 1.0, "max_s": 60.0, "growth": 1.6, "finish_window_s": 4.0, "detect_within_s": 3.0}
 
 
 @pytest.mark.parametrize(
@@ -42,7 +44,7 @@ NOTHING = Durations()
     ],
 )
 def test_the_next_poll(seen, durations, quiet, delay):
-    got, _ = next_delay(seen, durations, quiet, min_s=1.0, max_s=60.0, growth=1.6)
+    got, _ = next_delay(seen, durations, quiet, **KNOBS)
     assert got == pytest.approx(delay)
 
 
@@ -56,19 +58,16 @@ def test_the_next_poll(seen, durations, quiet, delay):
     ],
 )
 def test_polls_timed_by_the_task_itself_are_the_ones_likely_to_find_it_done(seen, likely_done):
-    kw = {"min_s": 1.0, "max_s": 60.0, "growth": 1.6}
-    assert next_delay(seen, SPREAD, 0, **kw)[1] is likely_done
+    assert next_delay(seen, SPREAD, 0, **KNOBS)[1] is likely_done
 
 
 def test_a_wide_window_is_narrowed_before_the_earliest_finish_at_the_latest():
     """The look that narrows a rough progress never comes after the earliest finish."""
     seen = Seen(21, eta_s=0, progress_percent=2, queued_s=1)  # 2% after 20 s: 667..1000 s
-    delay, likely_done = next_delay(
-        seen, NOTHING, 0, min_s=1.0, max_s=10_000.0, growth=1.6, finish_window_s=4.0
-    )
+    delay, likely_done = next_delay(seen, NOTHING, 0, **{**KNOBS, "max_s": 10_000.0})
     assert delay == pytest.approx(2000 / 3 - 20) and not likely_done
-    wide_enough = {"finish_window_s": 400.0, "detect_within_s": 400.0}
-    precise = next_delay(seen, NOTHING, 0, min_s=1.0, max_s=10_000.0, growth=1.6, **wide_enough)
+    wide_enough = {**KNOBS, "max_s": 10_000.0, "finish_window_s": 400.0, "detect_within_s": 400.0}
+    precise = next_delay(seen, NOTHING, 0, **wide_enough)
     assert precise == (pytest.approx(1000 - 20), True)  # wide enough: poll at its end
 
 
