@@ -82,6 +82,14 @@ def _spending_options(parser: argparse.ArgumentParser) -> None:
             parser.add_argument(
                 spec.flag, dest=spec.name, action="store_const", const=spec.switch_value, help=text
             )
+            if spec.flag.startswith("--no-"):  # and its opposite, to undo a saved switch
+                parser.add_argument(
+                    "--" + spec.flag.removeprefix("--no-"),
+                    dest=spec.name,
+                    action="store_const",
+                    const=not spec.switch_value,
+                    help=f"undo a {spec.flag} this run folder saved",
+                )
         else:
             parser.add_argument(
                 spec.flag,

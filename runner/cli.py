@@ -213,8 +213,9 @@ def _execute(folder: RunFolder, url: str, api_key: str, options: RunOptions, ver
             console.ledger_rescued(run_dir, *flow.rescue_ledger(state), outcome.stopped_by or "")
         return EXIT_STOPPED
     record_balance(state, balance)
-    missing = state.missing_videos() if options.download else 0
-    console.outcome(run_dir, outcome, write_reports(state, run_dir), missing)
+    missing = state.missing_videos()
+    console.outcome(run_dir, outcome, write_reports(state, run_dir), missing, options.download)
+    missing = missing if options.download else 0
     if outcome.stopped_by:
         return EXIT_INTERRUPTED if outcome.interrupted else EXIT_STOPPED
     return EXIT_SOME_FAILED if missing else exit_code_for(outcome.counts)

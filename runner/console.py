@@ -13,7 +13,7 @@ from pathlib import Path
 from jobs.contract import Model
 from runner.account import Balance, tasks_covered
 from runner.engine import RunOutcome
-from runner.errors import Interrupted
+from runner.errors import BalanceExhausted, Interrupted
 from runner.folder import SyncSummary
 from runner.plan import Plan
 from runner.progress import progress_line
@@ -149,7 +149,13 @@ def resume_hint(run_dir: Path, what: str) -> None:
     )
 
 
-def outcome(run_dir: Path, result: RunOutcome, files: ReportFiles, missing_videos: int) -> None:
+def outcome(
+    run_dir: Path,
+    result: RunOutcome,
+    files: ReportFiles,
+    missing_videos: int,
+    downloads: bool = True,
+) -> None:
     """The summary after a run: counts, spend, where the report is, what comes next."""
     print(f"done in {result.elapsed_s:.1f}s: {progress_line(result.counts, 0)}")
     print(
@@ -161,6 +167,15 @@ def outcome(run_dir: Path, result: RunOutcome, files: ReportFiles, missing_video
         print(f"  failed rows as a manifest: {files.failed_yaml}")
     if isinstance(result.stop_error, Interrupted):
         resume_hint(run_dir, f"interrupted ({result.stop_error})")
+        return
+    if isinstance(result.stop_error, BalanceExhausted):
+        waiting = result.counts.get(TaskStatus.PENDING, 0)
+        error(
+            f"stopped submitting: {result.stopped_by}\n"
+            f"  the tasks created before it were polled and fetched; {waiting} task(s) "
+            "wait for a top-up"
+        )
+        resume_hint(run_dir, "top up the Novita balance")
         return
     if result.stopped_by:
         error(f"stopped: {result.stopped_by}")
@@ -179,8 +194,19 @@ def outcome(run_dir: Path, result: RunOutcome, files: ReportFiles, missing_video
             f"deadline; they are billed either way and may still finish.\n"
             f"  kling-batch resume {run_dir} polls them again and fetches their videos"
         )
-    if missing_videos:
+    if missing_videos and downloads:
         print(f"  {missing_videos} video(s) not downloaded yet: run again to fetch them")
+    elif missing_videos:
+        print(
+            f"  {missing_videos} video(s) not downloaded (--no-download): "
+            f"kling-batch resume {run_dir} --download fetches them"
+        )
+    expired = result.counts.get(TaskStatus.EXPIRED, 0)
+    if expired:
+        print(
+            f"  {expired} video(s) expired before they could be fetched: kling-batch resume "
+            f"{run_dir} asks for fresh links first (free); rerun --expired pays again"
+        )
 
 
 def ledger_rescued(run_dir: Path, copy: Path, restored_to: Path | None, reason: str) -> None:

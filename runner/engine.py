@@ -113,6 +113,12 @@ async def run_engine(
         log.warning(
             "%d task(s) were cut off mid-submit by an earlier crash: now 'unknown'", resumed_unknown
         )
+    lost = state.forget_lost_videos() if config.download else []
+    if lost:
+        log.warning(
+            "%d video(s) were deleted or changed since they were written: fetching again",
+            len(lost),
+        )
     stop = stop or StopSwitch()
     budget = Budget(config.budget_usd, spent_usd=state.committed_spend())
     poll_limiter = EndpointLimiter(config.poll_rate, "poll", rng, clock)
@@ -210,16 +216,20 @@ async def run_engine(
                 await task
         state.flush()
         sink.stop(snapshot())
-    if stop.reason:
-        log.error("stopped: %s", stop.reason)
+    stopped_by, stop_error = stop.reason, stop.error
+    if stopped_by is None and submitter.out_of_balance is not None:
+        stopped_by = f"the API refused the run: {submitter.out_of_balance}"
+        stop_error = submitter.out_of_balance
+    if stopped_by:
+        log.error("stopped: %s", stopped_by)
     return RunOutcome(
         counts=state.counts(),
         created=submitter.created,
         polls=scheduler.polls,
         downloaded=fetcher.downloaded,
         resumed_unknown=resumed_unknown,
-        stopped_by=stop.reason,
-        stop_error=stop.error,
+        stopped_by=stopped_by,
+        stop_error=stop_error,
         elapsed_s=clock.monotonic() - started,
         spent_usd=budget.spent_usd,
         budget_reached=budget.exhausted,
@@ -251,9 +261,17 @@ def _load(
                 deadline_from=now if record.status == TaskStatus.STALLED else None,
                 last_answer_at=record.last_answer_at,
             )
-        elif record.status == TaskStatus.SUCCEEDED and fetcher and not record.video_path:
+        elif fetcher and _video_to_fetch(record):
             fetcher.add(record.task_key)
     return [r for r in records if r.status == TaskStatus.PENDING]
+
+
+def _video_to_fetch(record: TaskRecord) -> bool:
+    """A succeeded task without its file, or an expired one the API may still keep:
+    asking Task Result for a fresh link is free, and a rerun would pay again."""
+    if record.status == TaskStatus.SUCCEEDED:
+        return not record.video_path
+    return record.status == TaskStatus.EXPIRED and bool(record.task_id)
 
 
 async def _watch_folder(

@@ -167,7 +167,7 @@ class Fetcher:
                 retries += 1
                 await self.stop.sleep(decision.delay_s)
                 continue
-            self.state.mark_downloaded(key, str(dest.relative_to(self.videos_dir.parent)))
+            self.state.mark_downloaded(key, str(dest.relative_to(self.videos_dir.parent)), size)
             self.downloaded += 1
             log.info("%s: downloaded %d bytes to %s", key, size, dest.name)
             return

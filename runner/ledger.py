@@ -28,7 +28,7 @@ from runner.errors import RunFolderError
 from runner.records import MAY_HAVE_PAID, AttemptOutcome, TaskRecord, TaskStatus
 
 STATE_FILE = "state.sqlite"
-SCHEMA_VERSION = 2  # PRAGMA user_version; see _migrate
+SCHEMA_VERSION = 3  # PRAGMA user_version; see _migrate
 # Deferred (poll-side) writes are committed at least this often: at most this much
 # can be lost to a crash, and all of it is learned again by polling.
 DEFERRED_MAX_WRITES = 200
@@ -61,7 +61,8 @@ CREATE TABLE IF NOT EXISTS tasks (
     finished_at REAL,
     generation_s REAL,
     updated_at REAL NOT NULL,
-    last_answer_at REAL
+    last_answer_at REAL,
+    video_bytes INTEGER
 );
 CREATE TABLE IF NOT EXISTS attempts (
     task_key TEXT NOT NULL,
@@ -239,12 +240,34 @@ class Ledger:
         return _record(row)
 
     def missing_videos(self) -> int:
-        """Succeeded tasks whose video is not downloaded yet (the next run fetches them)."""
+        """Succeeded tasks whose video is not downloaded yet, or whose file was deleted
+        or changed since (the next run fetches them)."""
         row = self._db.execute(
             "SELECT COUNT(*) FROM tasks WHERE status = ? AND video_path IS NULL",
             (TaskStatus.SUCCEEDED,),
         ).fetchone()
-        return int(row[0])
+        return int(row[0]) + len(self.lost_videos())
+
+    def lost_videos(self) -> list[str]:
+        """Keys of succeeded tasks whose downloaded file is gone, or is no longer the
+        size it was written at (replaced, or cut by a copy): the ledger's word that a
+        video is here is checked against the disk, never taken on trust."""
+        rows = self._db.execute(
+            "SELECT task_key, video_path, video_bytes FROM tasks "
+            "WHERE status = ? AND video_path IS NOT NULL",
+            (TaskStatus.SUCCEEDED,),
+        )
+        run_dir = self.path.parent
+        lost = []
+        for key, video_path, size in rows:
+            try:
+                on_disk = os.stat(run_dir / video_path).st_size
+            except OSError:
+                lost.append(key)
+                continue
+            if size is not None and on_disk != size:
+                lost.append(key)
+        return lost
 
     def counts(self) -> dict[str, int]:
         rows = self._db.execute("SELECT status, COUNT(*) AS n FROM tasks GROUP BY status")
@@ -333,12 +356,16 @@ class Ledger:
         )
 
 
+_ADDED_COLUMNS = (("last_answer_at", "REAL"), ("video_bytes", "INTEGER"))  # by version
+
+
 def _migrate(db: sqlite3.Connection, path: Path) -> None:
     """Bring an older ledger to :data:`SCHEMA_VERSION` (``PRAGMA user_version``), one
     step at a time; a ledger from a newer kling-batch is refused, never half-read.
 
     Version 1 is the first ledger (``user_version`` 0 or 1); version 2 adds
-    ``tasks.last_answer_at`` (NULL for every older row)."""
+    ``tasks.last_answer_at``, version 3 ``tasks.video_bytes`` (NULL for every older
+    row)."""
     version = db.execute("PRAGMA user_version").fetchone()[0]
     if version > SCHEMA_VERSION:
         raise RunFolderError(
@@ -346,8 +373,9 @@ def _migrate(db: sqlite3.Connection, path: Path) -> None:
             f"reads up to {SCHEMA_VERSION}): upgrade kling-batch to use it"
         )
     present = {row[1] for row in db.execute("PRAGMA table_info(tasks)")}
-    if "last_answer_at" not in present:
-        db.execute("ALTER TABLE tasks ADD COLUMN last_answer_at REAL")
+    for column, kind in _ADDED_COLUMNS:
+        if column not in present:
+            db.execute(f"ALTER TABLE tasks ADD COLUMN {column} {kind}")
     if version != SCHEMA_VERSION:
         db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 

@@ -82,6 +82,7 @@ class TaskRecord:
     generation_s: float | None
     updated_at: float
     last_answer_at: float | None  # when the API last answered about it (kept for stalled)
+    video_bytes: int | None = None  # the video's size when it was written (None: older ledgers)
 
 
 class Planned(Protocol):

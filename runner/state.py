@@ -254,10 +254,31 @@ class RunState(Ledger):
         with self._deferred() as db:
             self._update(db, task_key, video_url=video_url, video_url_expires_at=expires_at)
 
-    def mark_downloaded(self, task_key: str, video_path: str) -> None:
+    def mark_downloaded(self, task_key: str, video_path: str, size: int) -> None:
+        """The video is on disk, whole. An ``expired`` task whose link was refreshed by a
+        later run is ``succeeded`` again: it was, and now its video is here too."""
         with self._deferred() as db:
-            self._update(db, task_key, video_path=video_path, error=None)
+            self._update(
+                db,
+                task_key,
+                video_path=video_path,
+                video_bytes=size,
+                error=None,
+                status=TaskStatus.SUCCEEDED,
+            )
             self._event(db, task_key, "downloaded", video_path)
+
+    def forget_lost_videos(self) -> list[str]:
+        """Succeeded tasks whose file was deleted or changed since it was written are
+        fetched again: their ``video_path`` is cleared (see ``Ledger.lost_videos``)."""
+        lost = self.lost_videos()
+        if not lost:
+            return lost
+        with self._transaction() as db:
+            for key in lost:
+                self._update(db, key, video_path=None, video_bytes=None)
+                self._event(db, key, "video_lost", "the file was deleted or changed")
+        return lost
 
     def note_download_failed(self, task_key: str, error: str) -> None:
         """The video is still there to fetch; say why we have no file yet."""

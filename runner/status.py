@@ -6,6 +6,7 @@ progress display, all read from the ledger, so the three can never disagree.
 
 from __future__ import annotations
 
+import json
 import statistics
 import time
 from collections.abc import Sequence
@@ -116,7 +117,15 @@ def summarize(
         generation_p95_s=_percentile(times, 95),
         started_at=min(submitted, default=None),
         finished_at=max(finished, default=None) if all_final else None,
-        next_steps=_next_steps(counts, len(in_flight), missing, run_dir_label, live_run),
+        next_steps=_next_steps(
+            counts,
+            len(in_flight),
+            missing,
+            run_dir_label,
+            live_run,
+            downloads=not json.loads(meta.get("options", "{}")).get("no_download"),
+            expired_with_id=sum(1 for r in records if r.status == TaskStatus.EXPIRED and r.task_id),
+        ),
         live_run=live_run,
         stalled=[
             InFlight(r.task_key, str(r.status), r.task_id or "", now - (r.submitted_at or now))
@@ -140,10 +149,19 @@ def _percentile(sorted_values: list[float], percent: int) -> float | None:
 
 
 def _next_steps(
-    counts: dict[str, int], in_flight: int, missing: int, run_dir: str, live_run: str | None
+    counts: dict[str, int],
+    in_flight: int,
+    missing: int,
+    run_dir: str,
+    live_run: str | None,
+    *,
+    downloads: bool = True,
+    expired_with_id: int = 0,
 ) -> list[str]:
     """What ``resume`` would do, then what only a ``rerun`` would (and would cost); while
-    a run holds the folder, only to wait for it."""
+    a run holds the folder, only to wait for it. ``downloads``: the folder's saved
+    options download videos (else ``resume`` needs ``--download`` to fetch them);
+    ``expired_with_id``: expired tasks whose link ``resume`` asks for again, free."""
     if live_run:
         return [f"wait: a run is live in this folder ({live_run}); status again shows it"]
     resume = []
@@ -153,9 +171,16 @@ def _next_steps(
         resume.append(f"poll {in_flight} in flight")
     if counts[TaskStatus.STALLED]:
         resume.append(f"poll {counts[TaskStatus.STALLED]} stalled again")
-    if missing:
+    if missing and downloads:
         resume.append(f"download {missing} video(s)")
+    if expired_with_id and downloads:
+        resume.append(f"ask for a fresh link to {expired_with_id} expired video(s) (free)")
     steps = [f"kling-batch resume {run_dir} would {', '.join(resume)}"] if resume else []
+    if missing and not downloads:
+        steps.append(
+            f"kling-batch resume {run_dir} --download would download {missing} video(s) "
+            "(this folder ran with --no-download)"
+        )
     for status, flag in (
         (TaskStatus.FAILED, "--failed"),
         (TaskStatus.EXPIRED, "--expired"),
@@ -174,6 +199,7 @@ def _next_steps(
 _RERUN_NOTES = {
     TaskStatus.UNKNOWN: " (they may exist and be billed already)",
     TaskStatus.STALLED: " (billed already, and they may still finish: resume first)",
+    TaskStatus.EXPIRED: " (pays again: resume first asks for a fresh link, free)",
 }
 
 

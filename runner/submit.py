@@ -20,6 +20,7 @@ from runner.client import NovitaClient
 from runner.clock import SYSTEM_CLOCK, Clock
 from runner.errors import (
     ApiUnreachable,
+    BalanceExhausted,
     KlingBatchError,
     RateLimited,
     TransportError,
@@ -107,6 +108,9 @@ class Submitter:
         self.budget = budget or Budget(None)
         self.unreachable_after_s = unreachable_after_s
         self.created = 0
+        # The API said the balance is spent: submitting stops, but polling and fetching
+        # go on, since every task already created is paid for (see ``_follow``).
+        self.out_of_balance: BalanceExhausted | None = None
         self._unreachable_since: float | None = None  # first connection failure in a row
         self.images = ImageCache()
 
@@ -126,13 +130,16 @@ class Submitter:
         self, queue: asyncio.Queue[TaskRecord], stop_after: int | None = None
     ) -> None:
         done = 0
-        while not self.stop.is_set and not self.budget.exhausted and done != stop_after:
+        while self._may_submit() and done != stop_after:
             try:
                 record = queue.get_nowait()
             except asyncio.QueueEmpty:
                 return
             await self.submit_one(record)
             done += 1
+
+    def _may_submit(self) -> bool:
+        return not self.stop.is_set and not self.budget.exhausted and self.out_of_balance is None
 
     async def submit_one(self, record: TaskRecord) -> None:
         key = record.task_key
@@ -150,7 +157,7 @@ class Submitter:
         failures = rate_limited = 0
         while True:
             await self.limiter.acquire()
-            if self.stop.is_set:
+            if self.stop.is_set or self.out_of_balance is not None:
                 return  # still pending: the next run submits it
             if not self.budget.reserve(record.est_cost_usd):
                 log.warning(
@@ -206,6 +213,13 @@ class Submitter:
             log.warning("%s: refused by the API: %s", key, exc)
             return False
         self.state.mark_not_created(key, attempt, str(exc))
+        if isinstance(exc, BalanceExhausted):
+            # Only submitting stops: the tasks already created are paid for, so the
+            # poll schedule and the fetcher carry on until they are done.
+            if self.out_of_balance is None:
+                log.error("out of balance: no more submits this run; in flight go on: %s", exc)
+            self.out_of_balance = exc
+            return False
         if decision.action == Action.STOP_RUN:
             self.stop.trip(f"the API refused the run: {exc}", exc)
             return False

@@ -186,11 +186,13 @@ def test_a_first_version_ledger_opens_and_is_migrated_and_a_newer_one_is_refused
     state.close()
     with sqlite3.connect(path) as db:  # as the first kling-batch left it
         db.execute("ALTER TABLE tasks DROP COLUMN last_answer_at")
+        db.execute("ALTER TABLE tasks DROP COLUMN video_bytes")
         db.execute("PRAGMA user_version = 0")
     RunState(path).close()
     with sqlite3.connect(path) as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == 2
-        assert "last_answer_at" in {row[1] for row in db.execute("PRAGMA table_info(tasks)")}
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 3
+        columns = {row[1] for row in db.execute("PRAGMA table_info(tasks)")}
+        assert {"last_answer_at", "video_bytes"} <= columns
         db.execute("PRAGMA user_version = 99")
     with pytest.raises(RunFolderError, match="written by a newer kling-batch"):
         RunState(path)
