@@ -4,6 +4,7 @@ adding a model is declaring it in its family's module and listing it here.
 """
 
 import json
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -70,7 +71,11 @@ def price_tables(overrides: Mapping[str, Any]) -> tuple[PriceTables, list[FieldP
                     f"prices.{key}", value, f"is not a price tier ({', '.join(sorted(tiers))})"
                 )
             )
-        elif isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        elif (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not 0 <= value < math.inf  # refuses nan too
+        ):
             problems.append(
                 FieldProblem(f"prices.{key}", value, "must be USD per second, e.g. 0.07")
             )

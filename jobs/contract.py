@@ -20,6 +20,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -148,8 +149,9 @@ class Model:
         for spec in self.fields:
             if spec.required and spec.name not in typed and not _reported(problems, spec):
                 problems.append(FieldProblem(spec.name, values.get(spec.name), "is required"))
-        if not problems:
-            problems += [p for rule in self.rules if (p := rule(typed)) is not None]
+        if not problems:  # rules see what is sent: a value not given is the API's default
+            sent = {f.name: f.default for f in self.fields if f.default is not None} | typed
+            problems += [p for rule in self.rules if (p := rule(sent)) is not None]
         return typed, problems
 
     def request(self, typed: Mapping[str, Any]) -> Request:
@@ -244,7 +246,7 @@ def read(spec: Field, raw: Any) -> Any:
     if spec.choices and value not in spec.choices:
         allowed = ", ".join(str(c) for c in spec.choices)
         return FieldProblem(spec.name, raw, f"must be one of {allowed}")
-    if spec.range and not spec.range[0] <= value <= spec.range[1]:
+    if spec.range and not spec.range[0] <= value <= spec.range[1]:  # nan fails too
         return FieldProblem(
             spec.name, value, f"must be between {spec.range[0]} and {spec.range[1]}"
         )
@@ -273,9 +275,12 @@ def _int(spec: Field, raw: Any) -> Any:
         return raw
     if isinstance(raw, float) and raw.is_integer():
         return int(raw)
-    if isinstance(raw, str) and raw.strip().lstrip("+-").isdigit():
+    if isinstance(raw, str) and _WHOLE.match(raw.strip()):  # ASCII digits: not "²", "+-5"
         return int(raw.strip())
     return FieldProblem(spec.name, raw, "must be a whole number")
+
+
+_WHOLE = re.compile(r"[+-]?[0-9]{1,9}\Z")
 
 
 def _number(spec: Field, raw: Any) -> Any:
@@ -373,10 +378,16 @@ def segments_fill_duration(values: Mapping[str, Any]) -> FieldProblem | None:
     segments = values.get("multi_prompt")
     if not segments:
         return None
+    short = [s["duration"] for s in segments if s["duration"] < 1]
+    if short:
+        return FieldProblem("multi_prompt", short, "each segment lasts at least 1 second")
     total = sum(s["duration"] for s in segments)
     if "duration" in values and total != values["duration"]:
         return FieldProblem(
-            "multi_prompt", total, f"segments add up to {total}s, duration is {values['duration']}s"
+            "multi_prompt",
+            total,
+            f"segments add up to {total}s, duration is {values['duration']}s "
+            f"(set duration: {total}, or change the segments)",
         )
     return None
 

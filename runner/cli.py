@@ -13,6 +13,7 @@ import asyncio
 import json
 import logging
 import os
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -36,7 +37,7 @@ from runner.exits import (
 )
 from runner.folder import RunFolder, require_ledger
 from runner.lock import lock_holder
-from runner.logs import setup_logging
+from runner.logs import setup_logging, survive_closed_console
 from runner.manifest import parse_overrides
 from runner.manifest_files import load
 from runner.options import RunOptions, option_specs
@@ -51,6 +52,13 @@ from runner.status import summarize
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The command line. Called with no ``argv`` it is the process itself (the
+    ``kling-batch`` script, ``python -m runner``): then a console whose reader went
+    away never stops a batch, and SIGTERM is Ctrl-C everywhere (a "no" at the
+    question, exit 130 elsewhere), not a kill that leaves the ledger's WAL behind."""
+    if argv is None:
+        survive_closed_console()
+        signal.signal(signal.SIGTERM, _terminate_as_interrupt)
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)
@@ -64,6 +72,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_OK
     except Exception as exc:  # the last line of defence: no traceback reaches a user
         return _unexpected(exc, args)
+
+
+def _terminate_as_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
 def _refused(exc: KlingBatchError, args: argparse.Namespace) -> int:

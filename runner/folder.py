@@ -10,6 +10,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from runner.errors import RunFolderError
 from runner.ledger import STATE_FILE
@@ -97,7 +98,9 @@ class RunFolder:
         """Task ids belong to the API that created them: polling them elsewhere would mark
         paid tasks as not found. A folder is bound once it has sent something."""
         bound_to = self.state.meta().get("api", api)
-        if bound_to != api and self.state.sent_count():
+        if same_api(bound_to, api):
+            return
+        if self.state.sent_count():
             raise RunFolderError(
                 f"{self.run_dir} holds tasks of {bound_to}, not {api}\n"
                 "  use --out for a separate run folder"
@@ -130,6 +133,32 @@ class RunFolder:
                 f"not finished, so not rerun: {', '.join(busy)} (resume finishes them first)"
             )
         return [r for r in records.values() if r.status in statuses or r.task_key in keys]
+
+
+_LOOPBACK = {"localhost": "127.0.0.1", "[::1]": "127.0.0.1", "::1": "127.0.0.1"}
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def api_identity(api: str) -> str:
+    """One spelling per API: scheme and host in lower case, ``localhost`` as
+    ``127.0.0.1``, no default port, no trailing ``/``. ``HTTP://LOCALHOST:8765/`` and
+    ``http://127.0.0.1:8765`` are one API; telling the user to use ``--out`` for it
+    would pay for every task again."""
+    parts = urlsplit(api.strip())
+    if not parts.scheme or not parts.hostname:
+        return api.strip()
+    scheme = parts.scheme.lower()
+    host = _LOOPBACK.get(parts.hostname.lower(), parts.hostname.lower())
+    try:
+        port = parts.port
+    except ValueError:
+        return api.strip()
+    netloc = host if port in (None, _DEFAULT_PORTS.get(scheme)) else f"{host}:{port}"
+    return f"{scheme}://{netloc}{parts.path.rstrip('/')}"
+
+
+def same_api(a: str, b: str) -> bool:
+    return a == b or api_identity(a) == api_identity(b)
 
 
 def require_ledger(run_dir: Path) -> None:

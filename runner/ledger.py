@@ -96,21 +96,18 @@ class Ledger:
     def __init__(self, path: Path, *, read_only: bool = False, clock: Clock = SYSTEM_CLOCK):
         self.path = path
         self.clock = clock  # what the ledger's timestamps read
-        if read_only:
-            self._db = _connect_read_only(path)
-        else:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(path, isolation_level=None, timeout=30)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            try:
-                self._db.executescript(_SCHEMA)
-                _migrate(self._db, path)
-            except BaseException:
-                self._db.close()
-                raise
+        db: sqlite3.Connection | None = None
+        try:
+            db = _connect_read_only(path) if read_only else _connect_for_writing(path)
+            self._columns = _select_list(db)
+        except sqlite3.DatabaseError as exc:
+            if db is not None:
+                db.close()
+            if isinstance(exc, sqlite3.OperationalError) and "malformed" not in str(exc):
+                raise  # locked, read-only, disk full: the machine, said elsewhere
+            raise LedgerDamaged(path, exc) from None
+        self._db = db
         self._db.row_factory = sqlite3.Row
-        self._columns = _select_list(self._db)
         self._inode = os.stat(path).st_ino
         self._closed = False
         self._deferred_writes = 0
@@ -384,6 +381,40 @@ def _select_list(db: sqlite3.Connection) -> str:
     """Every TaskRecord field; NULL for a column an old ledger opened read-only lacks."""
     present = {row[1] for row in db.execute("PRAGMA table_info(tasks)")}
     return ", ".join(n if n in present else f"NULL AS {n}" for n in _FIELD_NAMES)
+
+
+def _connect_for_writing(path: Path) -> sqlite3.Connection:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(path, isolation_level=None, timeout=30)
+    try:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")
+        db.executescript(_SCHEMA)
+        _migrate(db, path)
+    except BaseException:
+        db.close()
+        raise
+    return db
+
+
+class LedgerDamaged(RunFolderError):
+    """The ledger file is not a readable SQLite database (overwritten, cut by a copy,
+    a disk fault). Nothing was sent: a run that went on without knowing what was paid
+    for could pay for every task again."""
+
+    def __init__(self, path: Path, cause: sqlite3.DatabaseError):
+        copies = sorted(path.parent.glob(f"{path.name}.rescued-*"))
+        where = (
+            "copies a run saved: " + ", ".join(str(c) for c in copies)
+            if copies
+            else f"no {path.name}.rescued-* copy is beside it"
+        )
+        super().__init__(
+            f"the ledger {path} is damaged ({cause}): nothing was sent\n"
+            f"  it is the record of what was paid for; {where}\n"
+            f"  restore a good copy over it (a backup, or a rescued copy) and resume; "
+            "a new --out folder would pay again for every task"
+        )
 
 
 def _connect_read_only(path: Path) -> sqlite3.Connection:

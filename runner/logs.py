@@ -7,10 +7,13 @@ server echo puts in a record, the secret is replaced before any handler writes i
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 RUN_LOG = "run.log"
 _FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
@@ -94,3 +97,48 @@ def console_to(stream: IO[str], level: int = logging.WARNING) -> Callable[[], No
             handler.setLevel(previous_level)
 
     return restore
+
+
+class SurvivingStream:
+    """A console stream that outlives its reader: ``kling-batch run ... | head -1``
+    closes the pipe after one line, and a write then raises ``BrokenPipeError``. The
+    batch must not stop for that, nor change its exit code: the first failed write
+    points the file descriptor at ``/dev/null`` (so Python's own flush at exit is
+    harmless too), and ``run.log`` keeps everything from then on."""
+
+    def __init__(self, stream: IO[str]):
+        self._stream = stream
+        self.lost = False
+
+    def write(self, text: str) -> int:
+        if not self.lost:
+            try:
+                return self._stream.write(text)
+            except (BrokenPipeError, ValueError, OSError):
+                self._lose()
+        return len(text)
+
+    def flush(self) -> None:
+        if not self.lost:
+            try:
+                self._stream.flush()
+            except (BrokenPipeError, ValueError, OSError):
+                self._lose()
+
+    def _lose(self) -> None:
+        self.lost = True
+        with contextlib.suppress(OSError, ValueError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, self._stream.fileno())
+            os.close(devnull)
+
+    def __getattr__(self, name: str) -> Any:  # isatty, fileno, encoding, ...
+        return getattr(self._stream, name)
+
+
+def survive_closed_console() -> None:
+    """Wrap ``sys.stdout`` and ``sys.stderr`` in :class:`SurvivingStream` (once)."""
+    for name in ("stdout", "stderr"):
+        stream = getattr(sys, name)
+        if stream is not None and not isinstance(stream, SurvivingStream):
+            setattr(sys, name, SurvivingStream(stream))

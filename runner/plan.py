@@ -8,6 +8,7 @@ every problem, so a user fixes a manifest in one pass instead of one error per a
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections import Counter
 from collections.abc import Mapping
@@ -26,13 +27,14 @@ from jobs.images import (
     orientation_warning,
 )
 from jobs.problems import FieldProblem
-from runner.manifest import Manifest, Problem, TaskSpec, expand
+from runner.manifest import ROW_ONLY_FIELDS, Manifest, Problem, TaskSpec, expand
 from runner.records import TaskRecord
 
 # An image reference (as written, or its resolved path) -> (the reference to send, what
 # the file is, its problems): each image is checked once however many tasks name it.
 ImageChecks = dict[object, tuple[str | None, ImageFacts | None, list[FieldProblem]]]
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+_ROW_WIDE = frozenset({"model", *ROW_ONLY_FIELDS})  # defaults that are no model's setting
 
 
 @dataclass(frozen=True)
@@ -119,9 +121,12 @@ def plan(manifest: Manifest, prices: Mapping[str, Any] | None = None) -> Plan:
         Problem("--price-per-second", None, None, p.field, p.value, p.rule) for p in from_option
     ]
     result = Plan(problems=problems, patterns=dict(manifest.patterns))
+    typos = _defaults_no_model_takes(specs)
+    result.problems += typos
     image_cache: ImageChecks = {}
     names: dict[str, str] = {}
-    skipped: set[tuple[str, str]] = set()
+    # (default, model) already said: a typo is an error above, not also a warning.
+    skipped = {(p.field or "", m) for p in typos for m in {_model_name(s) for s in specs}}
     for spec in specs:
         task = _plan_one(spec, manifest.base_dir, image_cache, result, tables, skipped)
         if task is None:
@@ -143,6 +148,42 @@ def plan(manifest: Manifest, prices: Mapping[str, Any] | None = None) -> Plan:
     result.problems = _unique(result.problems)
     result.warnings = _unique(result.warnings)
     return result
+
+
+def _defaults_no_model_takes(specs: list[TaskSpec]) -> list[Problem]:
+    """A default (``defaults:``, ``--set``) that *no* model of the manifest takes is a
+    typo, not a setting for other models: ``sond: false`` skipped would leave every task
+    on the API's default (sound on, at twice the price). Only a default that some of the
+    manifest's models take is skipped for the others (see :func:`_settings`)."""
+    models = {
+        m.name: m for spec in specs if not isinstance(m := _model_of(spec), FieldProblem)
+    }.values()
+    if not models:
+        return []
+    defaulted = {name: spec for spec in specs for name in spec.defaulted if name not in _ROW_WIDE}
+    problems = []
+    for name, spec in sorted(defaulted.items()):
+        if any(model.takes(name) for model in models):
+            continue
+        known = sorted({f for model in models for f in model.by_name})
+        close = difflib.get_close_matches(name, known, n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        problems.append(
+            Problem(
+                spec.file,
+                None,
+                None,
+                name,
+                None,
+                f"is a default (defaults: or --set) that no model of this manifest takes"
+                f"{hint}; they take: {', '.join(known)}",
+            )
+        )
+    return problems
+
+
+def _model_name(spec: TaskSpec) -> str:
+    return str(spec.values.get("model") or DEFAULT_MODEL)
 
 
 def _model_of(spec: TaskSpec) -> Model | FieldProblem:

@@ -70,6 +70,7 @@ def stop_on_signals(stop: StopSwitch, on_first: Callable[[str], None]) -> Iterat
         on_first(signum.name)
         stop.trip(f"interrupted by {signum.name}", Interrupted(signum.name))
 
+    previous = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
     for signum in STOP_SIGNALS:
         loop.add_signal_handler(signum, handle, signum)
     try:
@@ -77,3 +78,8 @@ def stop_on_signals(stop: StopSwitch, on_first: Callable[[str], None]) -> Iterat
     finally:
         for signum in STOP_SIGNALS:
             loop.remove_signal_handler(signum)
+            # asyncio puts back the default (SIGTERM would kill again); the process's own
+            # handler comes back instead, so a signal while the reports are written is
+            # still an interrupt, not a kill.
+            if previous[signum] is not None:
+                signal.signal(signum, previous[signum])
