@@ -11,9 +11,12 @@ frame another accepted.
 from __future__ import annotations
 
 import base64
+import errno
 import hashlib
 import io
 import re
+import stat
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -83,9 +86,14 @@ def check_image_bytes(data: bytes) -> tuple[ImageFacts | None, list[FieldProblem
             )
         )
     try:
-        with Image.open(io.BytesIO(data)) as img:
-            fmt, (width, height) = img.format or "", img.size
-            shown = _shown_size(img)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as img:
+                fmt, (width, height) = img.format or "", img.size
+                shown = _shown_size(img)
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
+        problems.append(FieldProblem("image", None, _bomb(exc, len(data)), "INVALID_IMAGE_SIZE"))
+        return None, problems
     except (UnidentifiedImageError, OSError, ValueError):
         problems.append(
             FieldProblem(
@@ -133,6 +141,18 @@ def check_image_bytes(data: bytes) -> tuple[ImageFacts | None, list[FieldProblem
     return facts, problems
 
 
+def _bomb(exc: Exception, size: int) -> str:
+    """Pillow refuses to open more pixels than ``Image.MAX_IMAGE_PIXELS`` (about 89
+    million): a small file that decodes to gigabytes (a decompression bomb) would take
+    the memory of the machine. Say so in our words, not Pillow's warning."""
+    found = re.search(r"\((\d+) pixels\)", str(exc))
+    pixels = f"{int(found.group(1)):,} pixels" if found else "too many pixels"
+    return (
+        f"has {pixels} in {size:,} bytes, more than {Image.MAX_IMAGE_PIXELS:,} that can be "
+        "opened safely (a decompression bomb, or a damaged header): export it smaller"
+    )
+
+
 def _decode_problem(data: bytes) -> str | None:
     """Decode the whole image once: a header can be fine while the data is cut short
     (a copy that stopped early), and the API would take the task and fail it, paid."""
@@ -165,7 +185,10 @@ def check_image_file(path: Path) -> tuple[ImageFacts | None, list[FieldProblem]]
     if path.suffix.lower() not in IMAGE_SUFFIXES:
         return None, [FieldProblem("image", str(path), "must be a .png, .jpg or .jpeg file")]
     try:
-        size = path.stat().st_size
+        info = path.stat()
+        if not stat.S_ISREG(info.st_mode):  # a FIFO would block the read for ever
+            return None, [FieldProblem("image", str(path), "is not a regular file")]
+        size = info.st_size
         if size > IMAGE_MAX_BYTES:  # don't read a huge file just to reject it
             return None, [
                 FieldProblem(
@@ -176,7 +199,8 @@ def check_image_file(path: Path) -> tuple[ImageFacts | None, list[FieldProblem]]
     except FileNotFoundError:
         return None, [FieldProblem("image", str(path), "file not found")]
     except OSError as exc:
-        return None, [FieldProblem("image", str(path), f"cannot be read: {exc.strerror}")]
+        why = "is a symlink loop" if exc.errno == errno.ELOOP else f"cannot be read: {exc.strerror}"
+        return None, [FieldProblem("image", str(path), why)]
     return check_image_bytes(data)
 
 

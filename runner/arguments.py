@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from runner.manifest import MAX_TASKS
 from runner.options import option_specs
 from runner.sim_hosting import add_sim_arguments
 
@@ -44,6 +45,13 @@ def build_parser() -> argparse.ArgumentParser:
     for flag, text in RERUN_FLAGS.items():
         rerun.add_argument(f"--{flag}", action="store_true", help=text)
     rerun.add_argument("--keys", default="", metavar="A,B", help="these task keys, any status")
+    rerun.add_argument(
+        "--key",
+        action="append",
+        default=[],
+        metavar="KEY",
+        help="one task key, taken whole (one that holds a comma); repeatable",
+    )
     _spending_options(rerun)
 
     status = command("status", "counts, spend, in flight, what comes next")
@@ -101,6 +109,12 @@ def _spending_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-v", "--verbose", action="store_true")
 
 
+def _positive_int(text: str) -> int:
+    if not text.strip().isascii() or not text.strip().isdigit() or int(text) < 1:
+        raise ValueError(f"a whole number, 1 or more, not {text!r}")
+    return int(text)
+
+
 def _argument(parse: Callable[[str], Any]) -> Callable[[str], Any]:
     """argparse shows the message of an ArgumentTypeError, not of a ValueError."""
 
@@ -115,6 +129,13 @@ def _argument(parse: Callable[[str], Any]) -> Callable[[str], Any]:
 
 
 def _manifest_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--max-tasks",
+        type=_argument(_positive_int),
+        default=MAX_TASKS,
+        metavar="N",
+        help=f"refuse a manifest that expands to more tasks (default {MAX_TASKS:,})",
+    )
     parser.add_argument(
         "--set",
         action="append",

@@ -39,7 +39,7 @@ from runner.folder import RunFolder, require_ledger
 from runner.lock import lock_holder
 from runner.logs import setup_logging, survive_closed_console
 from runner.manifest import parse_overrides
-from runner.manifest_files import load
+from runner.manifest_files import STDIN, load
 from runner.options import RunOptions, option_specs
 from runner.plan import Plan, plan
 from runner.progress import LineProgress, LiveProgress, ProgressSink, progress_line
@@ -108,7 +108,11 @@ def _unexpected(exc: BaseException, args: argparse.Namespace) -> int:
 def _run_dir(args: argparse.Namespace) -> Path:
     given = getattr(args, "run_dir", None) or getattr(args, "out", None)
     manifest = getattr(args, "manifest", None)
-    return Path(given) if given else Path("outputs") / (manifest.stem if manifest else "DIR")
+    if given:
+        return Path(given)
+    if manifest is not None and str(manifest) == STDIN:
+        return Path("outputs") / "stdin"
+    return Path("outputs") / (manifest.stem if manifest else "DIR")
 
 
 # --- commands ----------------------------------------------------------------------
@@ -121,7 +125,7 @@ def _load_plan(args: argparse.Namespace) -> Plan | None:
     except ValueError as exc:
         console.error(f"error: {exc}")
         return None
-    result = plan(load(args.manifest, overrides), prices)
+    result = plan(load(args.manifest, overrides), prices, args.max_tasks)
     for warning in result.warnings:
         console.error(f"warning: {warning}")
     if not result.ok:
@@ -147,7 +151,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     with RunFolder.for_run(run_dir) as folder:
         folder.check_api(connection.api)
         console.synced(run_dir, folder.sync(result.tasks))
-        return _spend(args, folder, connection, manifest=str(args.manifest.resolve()))
+        named = "-" if str(args.manifest) == STDIN else str(args.manifest.resolve())
+        return _spend(args, folder, connection, manifest=named)
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
@@ -157,9 +162,9 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
 def cmd_rerun(args: argparse.Namespace) -> int:
     statuses = [TaskStatus(flag) for flag in RERUN_FLAGS if getattr(args, flag)]
-    keys = [k.strip() for k in args.keys.split(",") if k.strip()]
+    keys = [k.strip() for k in args.keys.split(",") if k.strip()] + list(args.key)
     if not statuses and not keys:
-        console.error(f"error: say what to rerun: --{', --'.join(RERUN_FLAGS)} or --keys")
+        console.error(f"error: say what to rerun: --{', --'.join(RERUN_FLAGS)}, --keys or --key")
         return EXIT_USAGE
     with RunFolder.existing(args.run_dir) as folder:
         connection = flow.connect_folder(folder)

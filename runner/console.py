@@ -15,7 +15,7 @@ from runner.account import Balance, tasks_covered
 from runner.engine import RunOutcome
 from runner.errors import BalanceExhausted, Interrupted
 from runner.folder import SyncSummary
-from runner.plan import Plan
+from runner.plan import LARGE_BATCH_USD, Plan
 from runner.progress import progress_line
 from runner.recheck import Recheck
 from runner.records import TaskRecord, TaskStatus
@@ -47,6 +47,12 @@ def estimate(result: Plan, title: str) -> None:
         on = f" on {model}" if several else ""
         print(f"  {count:>6} x {duration:>2}s {label:<15} ~ ${cost:,.2f}{on}")
     print(f"  total (estimate) ~ ${result.total_cost:,.2f}")
+    if result.large:
+        error(
+            f"warning: this is a large batch: {len(result.tasks):,} task(s), about "
+            f"${result.total_cost:,.2f} (over ${LARGE_BATCH_USD:,.0f}); check that the lists "
+            "and repeats expand as you meant"
+        )
     for model, table in result.prices.items():
         shown = ", ".join(f"{tier} ${usd:g}/s" for tier, usd in table.items())
         print(f"  prices{f' ({model})' if several else ''}: {shown}")

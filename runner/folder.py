@@ -14,7 +14,8 @@ from urllib.parse import urlsplit
 
 from runner.errors import RunFolderError
 from runner.ledger import STATE_FILE
-from runner.lock import RunFolderLock
+from runner.lock import LOCK_FILE, RunFolderLock
+from runner.logs import RUN_LOG
 from runner.plan import PlannedTask
 from runner.records import SETTLED, TaskRecord, TaskStatus
 from runner.state import PlanConflict, RunState
@@ -43,6 +44,7 @@ class RunFolder:
     def for_run(cls, run_dir: Path) -> RunFolder:
         """``run``: a new folder, or one with a ledger. Results without a ledger are
         refused: starting afresh there would pay for every row again."""
+        _check_out(run_dir)
         lock = RunFolderLock.acquire(run_dir)
         try:
             if not (run_dir / STATE_FILE).exists():
@@ -54,6 +56,14 @@ class RunFolder:
                         "starting afresh would pay for every row again\n"
                         f"  restore {run_dir / STATE_FILE} (a `{STATE_FILE}.rescued-*` copy "
                         "beside it, if any), or use --out for a new run folder"
+                    )
+                strangers = _not_ours(run_dir)
+                if strangers:
+                    raise RunFolderError(
+                        f"{run_dir} holds other files ({', '.join(strangers[:3])}"
+                        f"{', ...' if len(strangers) > 3 else ''}) and no ledger: a run folder "
+                        "there would mix its videos and reports with them\n"
+                        "  use --out for a new or empty folder"
                     )
             return cls(run_dir, lock, RunState.open(run_dir))
         except BaseException:
@@ -159,6 +169,36 @@ def api_identity(api: str) -> str:
 
 def same_api(a: str, b: str) -> bool:
     return a == b or api_identity(a) == api_identity(b)
+
+
+# What a run folder holds before its ledger exists (the lock, the log of a refused run).
+_OWN_FILES = frozenset({LOCK_FILE, RUN_LOG, STATE_FILE, f"{STATE_FILE}-wal", f"{STATE_FILE}-shm"})
+
+
+def _check_out(run_dir: Path) -> None:
+    """A run folder is a folder of its own: not the root or the home folder (its files
+    would go among everything), and not inside another run folder's ``videos/``."""
+    where = run_dir.expanduser().absolute()
+    if where in (Path(where.anchor), Path.home()):
+        raise RunFolderError(
+            f"{run_dir} is {'the root folder' if where == Path(where.anchor) else 'your home'}"
+            ": a run folder needs a folder of its own (e.g. --out outputs/tonight)"
+        )
+    for parent in where.parents:
+        if parent.name == "videos" and (parent.parent / STATE_FILE).exists():
+            raise RunFolderError(
+                f"{run_dir} is inside the videos folder of the run folder {parent.parent}: "
+                "use --out for a folder outside it"
+            )
+
+
+def _not_ours(run_dir: Path) -> list[str]:
+    if not run_dir.is_dir():
+        return []
+    with os.scandir(run_dir) as entries:
+        return sorted(
+            e.name for e in entries if e.name not in _OWN_FILES and not e.name.startswith(".")
+        )
 
 
 def require_ledger(run_dir: Path) -> None:

@@ -119,6 +119,10 @@ class Ledger:
         then work on a folder they may not write, and never change the file."""
         return cls(run_dir / STATE_FILE, read_only=read_only, clock=clock)
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     def close(self) -> None:
         """Commit what is deferred and close; a second call does nothing."""
         if self._closed:

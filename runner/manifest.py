@@ -14,6 +14,7 @@ Whatever else changes a task is caught by its request fingerprint (see ``plan``)
 from __future__ import annotations
 
 import itertools
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +31,9 @@ LIST_VALUED = frozenset(
     f.name for m in MODELS.values() for f in m.fields if f.wire in (Wire.VOICES, Wire.SEGMENTS)
 )
 MAX_REPEAT = 1000
+# More tasks than this is refused before any is built (``--max-tasks`` raises it): a
+# product of a few lists reaches millions, and building them would exhaust the memory.
+MAX_TASKS = 100_000
 
 
 @dataclass(frozen=True)
@@ -57,7 +61,8 @@ def _show(value: Any) -> str:
     if value is None:
         return ""
     text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
+    # The middle goes, not the end: a long path keeps the file's name in sight.
+    return text if len(text) <= 60 else text[:24] + "..." + text[-33:]
 
 
 @dataclass(frozen=True)
@@ -109,13 +114,21 @@ class TaskSpec:
         return f"{self.file}:{self.line}" if self.line else self.file
 
 
+# A plain (unquoted) scalar like 16:9 is a base-60 number to YAML 1.1: 16:9 reads as 969.
+SEXAGESIMAL = re.compile(r"^[-+]?[0-9][0-9_]*(:[0-5]?[0-9])+$")
+
+
 def parse_overrides(items: Iterable[str], option: str = "--set") -> dict[str, Any]:
-    """``--set key=value`` pairs; values are read as YAML scalars (10, false, 0.7)."""
+    """``--set key=value`` pairs; values are read as YAML scalars (10, false, 0.7), but
+    a ratio stays text: ``--set aspect_ratio=16:9`` means "16:9", not YAML's 969."""
     overrides: dict[str, Any] = {}
     for item in items:
         name, sep, raw = item.partition("=")
         if not sep or not name.strip():
             raise ValueError(f"{option} expects key=value, got {item!r}")
+        if SEXAGESIMAL.match(raw.strip()):
+            overrides[name.strip()] = raw.strip()
+            continue
         try:
             overrides[name.strip()] = yaml.safe_load(raw) if raw.strip() else None
         except yaml.YAMLError:
@@ -123,9 +136,26 @@ def parse_overrides(items: Iterable[str], option: str = "--set") -> dict[str, An
     return overrides
 
 
-def expand(manifest: Manifest) -> tuple[list[TaskSpec], list[Problem]]:
-    """Every row's tasks, in manifest order, plus problems with ids and ``repeat``."""
+def expand(manifest: Manifest, max_tasks: int = MAX_TASKS) -> tuple[list[TaskSpec], list[Problem]]:
+    """Every row's tasks, in manifest order, plus problems with ids and ``repeat``.
+    The tasks are counted before any is built: past ``max_tasks`` nothing is."""
     name = str(manifest.path)
+    total = sum(_count(row) for row in manifest.rows)
+    if total > max_tasks:
+        biggest = max(manifest.rows, key=_count)
+        return [], [
+            *manifest.problems,
+            Problem(
+                name,
+                biggest.row_id,
+                biggest.line,
+                None,
+                None,
+                f"the manifest expands to {total:,} tasks, more than the limit of "
+                f"{max_tasks:,} (this row alone: {_count(biggest):,}; lists combine as a "
+                "product): shorten its lists, or raise --max-tasks if you mean it",
+            ),
+        ]
     tasks: list[TaskSpec] = []
     problems = list(manifest.problems)
     if not manifest.rows and not problems:
@@ -180,6 +210,16 @@ def expand(manifest: Manifest) -> tuple[list[TaskSpec], list[Problem]]:
                 key = f"{row_id}/{next(number)}"
                 tasks.append(TaskSpec(key, row_id, name, row.line, combo, row.defaulted))
     return tasks, problems
+
+
+def _count(row: Row) -> int:
+    """How many tasks a row expands to, without building them."""
+    settings = {k: v for k, v in row.values.items() if k not in ROW_ONLY_FIELDS}
+    count = _repeat(row.values.get("repeat", 1)) or 1
+    for name, value in settings.items():
+        if _expands(name, value):
+            count *= len(value)
+    return count
 
 
 def _repeat(value: Any) -> int | None:

@@ -12,6 +12,7 @@ import csv
 import difflib
 import io
 import re
+import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from pathlib import Path
@@ -20,7 +21,7 @@ from typing import Any
 import yaml
 
 from runner.errors import ManifestError
-from runner.manifest import Manifest, Problem, Row
+from runner.manifest import SEXAGESIMAL, Manifest, Problem, Row
 
 YAML_SUFFIXES = (".yaml", ".yml")
 
@@ -28,6 +29,8 @@ YAML_SUFFIXES = (".yaml", ".yml")
 def load(path: Path, overrides: Mapping[str, Any] | None = None) -> Manifest:
     """Read a manifest file; ``overrides`` act as defaults that beat the file's own."""
     overrides = dict(overrides or {})
+    if str(path) == STDIN:
+        return _load_stdin(overrides)
     if path.is_dir():
         raise ManifestError(
             [Problem(str(path), None, None, None, None, "is a folder: name a .yaml or .csv file")]
@@ -40,8 +43,34 @@ def load(path: Path, overrides: Mapping[str, Any] | None = None) -> Manifest:
         raise ManifestError(
             [Problem(str(path), None, None, None, None, f"cannot be read: {exc.strerror}")]
         ) from None
+    text = _text(path, raw)
+    if path.suffix.lower() in YAML_SUFFIXES:
+        return _with_image_patterns(_load_yaml(path, text, overrides))
+    if path.suffix.lower() == ".csv":
+        return _with_image_patterns(_load_csv(path, text, overrides))
+    raise ManifestError(
+        [Problem(str(path), None, None, None, None, "must be a .yaml, .yml or .csv file")]
+    )
+
+
+STDIN = "-"
+
+
+def _load_stdin(overrides: dict[str, Any]) -> Manifest:
+    """``kling-batch validate -``: a manifest piped in (``generate | kling-batch run -``),
+    YAML or, when its first line reads as a header of names, CSV; paths in it are
+    relative to the current folder."""
+    path = Path("<stdin>")
+    text = _text(path, sys.stdin.buffer.read())
+    first = next((line for line in text.splitlines() if line.strip()), "")
+    if ":" not in first and _delimiter(first) in first:
+        return _with_image_patterns(_load_csv(path, text, overrides))
+    return _with_image_patterns(_load_yaml(path, text, overrides))
+
+
+def _text(path: Path, raw: bytes) -> str:
     try:
-        text = raw.decode("utf-8-sig")
+        return raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
         raise ManifestError(
@@ -58,31 +87,100 @@ def load(path: Path, overrides: Mapping[str, Any] | None = None) -> Manifest:
                 )
             ]
         ) from None
-    if path.suffix.lower() in YAML_SUFFIXES:
-        return _with_image_patterns(_load_yaml(path, text, overrides))
-    if path.suffix.lower() == ".csv":
-        return _with_image_patterns(_load_csv(path, text, overrides))
-    raise ManifestError(
-        [Problem(str(path), None, None, None, None, "must be a .yaml, .yml or .csv file")]
-    )
+
+
+# What a manifest's aliases may expand to: a 1 KB "billion laughs" (aliases of aliases)
+# is 10^9 values once expanded, and every check that walks it would run for minutes.
+MAX_YAML_VALUES = 2_000_000
+# Top-level keys for shared settings that rows take with merge keys (``<<: *base``),
+# as docker-compose has it: ``x-base: &base {...}``.
+SHARED_PREFIX = "x-"
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when it is there
+
+
+def _parse_yaml(name: str, text: str) -> tuple[Any, yaml.Node | None, list[Problem]]:
+    """Parse once (libyaml's C parser when present), check the node graph, then build
+    the values from it: an alias that holds itself, or aliases that expand past
+    :data:`MAX_YAML_VALUES`, are refused before anything walks them. The mapping
+    problems are found before the values are built, since building merges each
+    ``<<: *base`` into its mapping's node."""
+    loader = _LOADER(text)
+    try:
+        root = loader.get_single_node()
+        if root is None:
+            return None, None, []
+        problem = _expansion_problem(root)
+        if problem:
+            raise ManifestError([Problem(name, None, None, None, None, problem)])
+        problems = _yaml_mapping_problems(name, root)
+        return loader.construct_document(root), root, problems
+    except yaml.YAMLError as exc:
+        raise ManifestError([_yaml_problem(name, exc)]) from None
+    finally:
+        loader.dispose()
+
+
+def _expansion_problem(root: yaml.Node) -> str | None:
+    """How many values the document holds once every alias is expanded (each shared
+    node counted once per use, computed once), without recursion: a self-referring
+    alias is found on the way."""
+    sizes: dict[int, int] = {}
+    open_nodes: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        if id(node) in sizes:
+            continue
+        kids = _children(node)
+        if children_done:
+            open_nodes.discard(id(node))
+            sizes[id(node)] = 1 + sum(sizes[id(k)] for k in kids)
+            if sizes[id(node)] > MAX_YAML_VALUES:
+                return (
+                    f"its aliases expand to more than {MAX_YAML_VALUES:,} values (aliases "
+                    "of aliases, a 'billion laughs'): write the values out, or use defaults:"
+                )
+            continue
+        if id(node) in open_nodes:
+            line = node.start_mark.line + 1
+            return f"an alias refers to the value that holds it (line {line}): it never ends"
+        open_nodes.add(id(node))
+        stack.append((node, True))
+        for kid in kids:
+            if id(kid) in open_nodes:
+                line = kid.start_mark.line + 1
+                return f"an alias refers to the value that holds it (line {line}): it never ends"
+            stack.append((kid, False))
+    return None
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    return []
 
 
 def _load_yaml(path: Path, text: str, overrides: dict[str, Any]) -> Manifest:
     name = str(path)
-    try:
-        data = yaml.safe_load(text)
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError as exc:
-        raise ManifestError([_yaml_problem(name, exc)]) from None
+    data, root, problems = _parse_yaml(name, text)
 
     defaults: dict[str, Any] = {}
     prices: dict[str, Any] = {}
     rows_node: yaml.Node | None = root
     if isinstance(data, dict):
-        unknown = sorted(str(k) for k in set(data) - {"defaults", "rows", "prices"})
+        unknown = sorted(
+            str(k)
+            for k in set(data) - {"defaults", "rows", "prices"}
+            if not str(k).startswith(SHARED_PREFIX)
+        )
         if unknown or "rows" not in data:
             rule = "top level takes 'defaults', 'prices' and 'rows'" + (
-                f"; unknown: {', '.join(map(str, unknown))}" if unknown else "; 'rows' is missing"
+                f"; unknown: {', '.join(map(str, unknown))} (shared settings for merge keys "
+                f"go under a key that starts with '{SHARED_PREFIX}', e.g. x-base: &base)"
+                if unknown
+                else "; 'rows' is missing"
             )
             raise ManifestError([Problem(name, None, 1, None, None, rule)])
         defaults = data.get("defaults") or {}
@@ -106,7 +204,6 @@ def _load_yaml(path: Path, text: str, overrides: dict[str, Any]) -> Manifest:
     lines = [item.start_mark.line + 1 for item in rows_node.value]
     defaults_node = _child(root, "defaults")
     merged_defaults = {**_without(defaults, defaults_node), **overrides}
-    problems = _yaml_mapping_problems(name, root)
     rows = []
     for number, (item, node, line) in enumerate(
         zip(data, rows_node.value, lines, strict=True), start=1
@@ -153,10 +250,6 @@ def _yaml_problem(name: str, exc: yaml.YAMLError) -> Problem:
     )
 
 
-# A plain (unquoted) scalar like 16:9 is a base-60 number to YAML 1.1: 16:9 reads as 969.
-_SEXAGESIMAL = re.compile(r"^[-+]?[0-9][0-9_]*(:[0-5]?[0-9])+$")
-
-
 def _yaml_mapping_problems(name: str, root: yaml.Node) -> list[Problem]:
     """What YAML reads silently and differently from what was written: a key given twice
     in one mapping (the last would win), a key that is not text (``1:``, or ``on:``,
@@ -166,6 +259,8 @@ def _yaml_mapping_problems(name: str, root: yaml.Node) -> list[Problem]:
         seen: dict[object, int] = {}
         for key, value in node.value:
             line = key.start_mark.line + 1
+            if key.tag == _MERGE:  # ``<<: *base``: the base's settings, the row's own win
+                continue
             if not (key.tag == "tag:yaml.org,2002:str" and isinstance(key, yaml.ScalarNode)):
                 shown = key.value if isinstance(key, yaml.ScalarNode) else "(a structure)"
                 problems.append(
@@ -217,9 +312,9 @@ def _base60_keys(node: yaml.Node) -> set[str]:
         for key, value in node.value
         if isinstance(key, yaml.ScalarNode)
         and isinstance(value, yaml.ScalarNode)
-        and value.style is None
+        and not value.style  # plain: None (Python parser) or "" (libyaml)
         and value.tag != "tag:yaml.org,2002:str"
-        and _SEXAGESIMAL.match(value.value)
+        and SEXAGESIMAL.match(value.value)
     }
 
 
@@ -229,14 +324,23 @@ def _without(mapping: dict[Any, Any], node: yaml.Node | None) -> dict[str, Any]:
     return {k: v for k, v in _text_keys(mapping).items() if k not in dropped}
 
 
-def _mappings(node: yaml.Node) -> Iterable[yaml.MappingNode]:
-    if isinstance(node, yaml.MappingNode):
-        yield node
-        for _, value in node.value:
-            yield from _mappings(value)
-    elif isinstance(node, yaml.SequenceNode):
-        for item in node.value:
-            yield from _mappings(item)
+_MERGE = "tag:yaml.org,2002:merge"
+
+
+def _mappings(root: yaml.Node) -> Iterable[yaml.MappingNode]:
+    """Every mapping node once, an aliased one too (no recursion: deep files are fine)."""
+    seen: set[int] = set()
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            yield node
+            stack.extend(value for _, value in reversed(node.value))
+        elif isinstance(node, yaml.SequenceNode):
+            stack.extend(reversed(node.value))
 
 
 def _load_csv(path: Path, text: str, overrides: dict[str, Any]) -> Manifest:
@@ -246,6 +350,21 @@ def _load_csv(path: Path, text: str, overrides: dict[str, Any]) -> Manifest:
     delimiter = _delimiter(text)
     reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter)
     header = [h.strip() for h in (reader.fieldnames or [])]
+    twice = sorted({h for h in header if h and header.count(h) > 1})
+    if twice:
+        raise ManifestError(
+            [
+                Problem(
+                    name,
+                    None,
+                    1,
+                    None,
+                    None,
+                    f"the header names {', '.join(twice)} more than once: a row's value "
+                    "would silently be the last column's; keep one column each",
+                )
+            ]
+        )
     # Required columns, unless --set gives them to every row; a text-to-video batch
     # (a ``model`` column or --set model=...) needs no image.
     needed = ("prompt",) if "model" in header or "model" in overrides else ("image", "prompt")
@@ -298,50 +417,89 @@ IMAGE_FILES = (".png", ".jpg", ".jpeg")
 
 
 def _with_image_patterns(manifest: Manifest) -> Manifest:
-    """A row whose ``image`` is a glob (``frames/*.png``) or a folder becomes one row per
-    matching file, sorted, each with an id from its file name (``<row id>-<name>``, or
-    the name alone for a row without an id): adding a file later adds tasks and never
-    renumbers the ones already paid for. A pattern that matches nothing is a problem."""
+    """A row whose ``image`` is a glob (``frames/*.png``, ``shots/*/key.png``,
+    ``**/*.jpg``) or a folder becomes one row per matching file, sorted, each with an
+    id from its path under the pattern's fixed part (``<row id>-<name>``, or the name
+    alone for a row without an id): adding a file later adds tasks and never renumbers
+    the ones already paid for. A pattern that matches nothing is a problem."""
     rows: list[Row] = []
     problems = list(manifest.problems)
     patterns: dict[str, int] = {}
     for row in manifest.rows:
         image = row.values.get("image")
-        files = _matches(manifest.base_dir, image) if isinstance(image, str) else None
-        if files is None:
+        found = _matches(manifest.base_dir, image) if isinstance(image, str) else None
+        if found is None:
             rows.append(row)
             continue
+        base, files = found
         patterns[str(image)] = len(files)
-        if not files:
-            problems.append(
-                Problem(
-                    str(manifest.path),
-                    row.row_id,
-                    row.line,
-                    "image",
-                    image,
-                    "matches no .png, .jpg or .jpeg file",
-                )
-            )
-        given = row.values.get("id")
+
+        def problem(rule: str, value: Any = image, row: Row = row) -> None:
+            problems.append(Problem(str(manifest.path), row.row_id, row.line, "image", value, rule))
+
+        readable = []
         for file in files:
-            stem = re.sub(r"[^A-Za-z0-9._-]+", "_", file.stem)
-            row_id = f"{given}-{stem}" if given not in (None, "") else stem
+            if _utf8(str(file)):
+                readable.append(file)
+            else:
+                problem("its name is not UTF-8 text: rename the file", _shown_name(file))
+        if not files:
+            problem("matches no .png, .jpg or .jpeg file")
+        given = row.values.get("id")
+        for file, name in zip(readable, _names_apart(base, readable), strict=True):
+            row_id = f"{given}-{name}" if given not in (None, "") else name
             values = {**row.values, "image": str(file), "id": row_id}
             rows.append(Row(row.number, row.line, values, row.defaulted - {"image"}))
     return replace(manifest, rows=rows, problems=problems, patterns=patterns)
 
 
-def _matches(base_dir: Path, image: str) -> list[Path] | None:
-    """The image files a pattern or folder names, sorted; None for a single image."""
+# An id from a file name keeps letters of any script (a CJK name must not become "_").
+_NOT_IN_ID = re.compile(r"[^\w.-]+")
+
+
+def _names_apart(base: Path, files: list[Path]) -> list[str]:
+    """Each file's id part: its path under ``base`` without the suffix (``cat``,
+    ``shot1_key``), or with it where two files would share one (``cat.png`` and
+    ``cat.jpg``); compared without case, as macOS and Windows disks compare names."""
+    stems = [_NOT_IN_ID.sub("_", str(f.relative_to(base).with_suffix(""))) for f in files]
+    taken: dict[str, int] = {}
+    for stem in stems:
+        taken[stem.casefold()] = taken.get(stem.casefold(), 0) + 1
+    return [
+        _NOT_IN_ID.sub("_", str(f.relative_to(base))) if taken[stem.casefold()] > 1 else stem
+        for f, stem in zip(files, stems, strict=True)
+    ]
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a byte the file system holds that is not UTF-8
+        return False
+    return True
+
+
+def _shown_name(path: Path) -> str:
+    return path.name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def _matches(base_dir: Path, image: str) -> tuple[Path, list[Path]] | None:
+    """The fixed folder a pattern starts from and the image files it names, sorted;
+    None for a single image. ``*`` may stand in any part, ``**`` for any depth."""
     if "://" in image:
         return None
     path = Path(image).expanduser()
-    path = path if path.is_absolute() else base_dir / path
+    # Absolute: the rows made here name their files whatever folder the command runs in.
+    path = (path if path.is_absolute() else base_dir / path).absolute()
     if path.is_dir():
         found = [p for p in path.iterdir() if p.suffix.lower() in IMAGE_FILES]
+        base = path
     elif _GLOB.search(image):
-        found = [p for p in path.parent.glob(path.name) if p.suffix.lower() in IMAGE_FILES]
+        parts = path.parts
+        fixed = next(i for i, part in enumerate(parts) if _GLOB.search(part))
+        base = Path(*parts[:fixed])
+        pattern = str(Path(*parts[fixed:]))
+        found = [p for p in base.glob(pattern) if p.suffix.lower() in IMAGE_FILES]
     else:
         return None
-    return sorted(p for p in found if p.is_file())
+    return base, sorted(p for p in found if p.is_file())

@@ -27,13 +27,16 @@ from jobs.images import (
     orientation_warning,
 )
 from jobs.problems import FieldProblem
-from runner.manifest import ROW_ONLY_FIELDS, Manifest, Problem, TaskSpec, expand
+from runner.manifest import MAX_TASKS, ROW_ONLY_FIELDS, Manifest, Problem, TaskSpec, expand
 from runner.records import TaskRecord
 
 # An image reference (as written, or its resolved path) -> (the reference to send, what
 # the file is, its problems): each image is checked once however many tasks name it.
 ImageChecks = dict[object, tuple[str | None, ImageFacts | None, list[FieldProblem]]]
-_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+# An estimate above this is said with a warning before spending: a 1 KB row of lists
+# can plan a batch of hundreds of thousands of dollars.
+LARGE_BATCH_USD = 500.0
+_UNSAFE = re.compile(r"[^\w.-]+")  # letters of any script stay: a CJK key keeps its name
 _ROW_WIDE = frozenset({"model", *ROW_ONLY_FIELDS})  # defaults that are no model's setting
 
 
@@ -87,6 +90,10 @@ class Plan:
         return round(sum(t.est_cost_usd for t in self.tasks), 2)
 
     @property
+    def large(self) -> bool:
+        return self.total_cost > LARGE_BATCH_USD
+
+    @property
     def models(self) -> list[str]:
         return sorted({t.request.model.name for t in self.tasks})
 
@@ -107,10 +114,12 @@ def video_file_name(task_key: str) -> str:
     return f"{stem[:120]}.mp4"
 
 
-def plan(manifest: Manifest, prices: Mapping[str, Any] | None = None) -> Plan:
+def plan(
+    manifest: Manifest, prices: Mapping[str, Any] | None = None, max_tasks: int = MAX_TASKS
+) -> Plan:
     """Validate and price every task. ``prices`` (``--price-per-second``) beat the
     manifest's ``prices:``, which beat each model's own table."""
-    specs, problems = expand(manifest)
+    specs, problems = expand(manifest, max_tasks)
     _, from_file = price_tables(manifest.prices)
     _, from_option = price_tables(prices or {})
     tables, _ = price_tables({**manifest.prices, **(prices or {})})
@@ -131,18 +140,21 @@ def plan(manifest: Manifest, prices: Mapping[str, Any] | None = None) -> Plan:
         task = _plan_one(spec, manifest.base_dir, image_cache, result, tables, skipped)
         if task is None:
             continue
-        clash = names.get(task.video_name)
+        clash = names.get(task.video_name.casefold())  # macOS, Windows: Cat.mp4 is cat.mp4
         if clash is not None:
             result.problems.append(
                 _locate(
                     spec,
                     FieldProblem(
-                        "id", spec.row_id, f"its video file name clashes with task '{clash}'"
+                        "id",
+                        spec.row_id,
+                        f"its video file name clashes with task '{clash}' (names are "
+                        "compared without case, as macOS and Windows disks do): change an id",
                     ),
                 )
             )
             continue
-        names[task.video_name] = task.key
+        names[task.video_name.casefold()] = task.key
         result.tasks.append(task)
     result.prices = {name: tables[name] for name in result.models}
     result.problems = _unique(result.problems)
@@ -292,11 +304,21 @@ def _check_image(
             path = Path(raw).expanduser()
             if not path.is_absolute():
                 path = base_dir / path
-            path = path.resolve()
+            try:
+                path = path.resolve()
+            except (RuntimeError, OSError):  # Python 3.11 says a symlink loop this way
+                cache[raw] = (None, None, [FieldProblem("image", raw, "is a symlink loop")])
+                return _cached(cache, raw)
             if path not in cache:  # two spellings of one file share its check
                 facts, problems = check_image_file(path)
                 cache[path] = (str(path), facts, problems)
             cache[raw] = cache[path]
+    return _cached(cache, raw)
+
+
+def _cached(
+    cache: ImageChecks, raw: str
+) -> tuple[str | None, ImageFacts | None, list[FieldProblem]]:
     reference, facts, problems = cache[raw]
     return reference, facts, list(problems)
 

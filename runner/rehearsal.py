@@ -20,7 +20,8 @@ SIMULATOR_API = "embedded simulator"
 # How long the embedded simulator's tasks take: short enough for a demo, long enough
 # that polling by eta is visible.
 EMBEDDED_SIM_TIMES: dict[str, Any] = {"queue_s": 1.0, "generation_s": 2.0}
-REHEARSAL_BALANCE_USD = 100.0  # what the rehearsal's account check shows
+REHEARSAL_BALANCE_USD = 100.0  # the rehearsal account's balance at a folder's first run
+BALANCE_KEY = "rehearsal_balance_usd"  # where the folder keeps what is left of it
 
 
 @contextlib.contextmanager
@@ -28,10 +29,11 @@ def embedded_api(state: RunState, api_key: str) -> Iterator[str]:
     """Start the embedded simulator; yields its base URL. It starts empty, so tasks an
     earlier (crashed) process created there are adopted and a resumed rehearsal
     finishes them. A fresh folder's first submits meet a 429 and a 503: the recovery
-    a real night needs, shown."""
-    config = SimConfig(
-        api_key=api_key, seed=7, balance_usd=REHEARSAL_BALANCE_USD, **EMBEDDED_SIM_TIMES
-    )
+    a real night needs, shown. The rehearsal account's balance is the folder's: what
+    one run spent is gone for the next, so ``status``'s measured spend agrees with the
+    estimate, as it would on Novita."""
+    balance = float(state.meta().get(BALANCE_KEY, REHEARSAL_BALANCE_USD))
+    config = SimConfig(api_key=api_key, seed=7, balance_usd=balance, **EMBEDDED_SIM_TIMES)
     with simulator_in_thread(config) as sim:
         for record in state.tasks([*IN_FLIGHT, TaskStatus.STALLED, TaskStatus.SUCCEEDED]):
             if record.task_id and not record.video_path:
@@ -39,3 +41,5 @@ def embedded_api(state: RunState, api_key: str) -> Iterator[str]:
         if not state.sent_count():
             sim.script("submit", "429", "503")
         yield sim.base_url
+        if not state.closed:  # a ledger rescued under the run was closed with it
+            state.set_meta(**{BALANCE_KEY: repr(sim.config.balance_usd)})

@@ -17,6 +17,17 @@ from runner.sim_state import SimConfig
 from runner.simulator import Simulator
 
 
+def _port(text: str) -> int:
+    """A TCP port, 0 (any free one) to 65535: argparse says what is wrong, no traceback."""
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is 0 to 65535, not {text!r}")
+    return port
+
+
 async def serve_forever(config: SimConfig, host: str, port: int, media_port: int) -> None:
     """``kling-batch sim``: run until cancelled (Ctrl-C)."""
     sim = await Simulator(config).start(host, port, media_port)
@@ -65,8 +76,8 @@ def add_sim_arguments(parser: argparse.ArgumentParser) -> None:
     fault knobs (see the README)."""
     defaults = SimConfig()
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8765)
-    parser.add_argument("--media-port", type=int, default=0, help="video host port (any free)")
+    parser.add_argument("--port", type=_port, default=8765)
+    parser.add_argument("--media-port", type=_port, default=0, help="video host port (any free)")
     parser.add_argument("--api-key", default=defaults.api_key)
     for name in ("queue_s", "generation_s", "url_ttl_s"):
         parser.add_argument(

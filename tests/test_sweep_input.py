@@ -4,6 +4,10 @@ nothing was sent."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -11,7 +15,7 @@ import pytest
 
 from runner.cli import main
 from runner.folder import api_identity
-from tests.conftest import FAST, draw_image, write_rows
+from tests.conftest import FAST, SIM_KEY, draw_image, write_rows
 
 
 @pytest.fixture(autouse=True)
@@ -152,3 +156,242 @@ def test_resume_with_another_spelling_of_the_base_url_is_the_same_api(
     assert main(["resume", str(run_dir), *FAST, "--download"]) == 0
     assert "use --out" not in capsys.readouterr().err
     assert threaded_sim.stats.tasks_created == 2
+
+
+# --- expansion and YAML that would run out of memory or time -----------------------
+
+
+def test_an_expansion_past_max_tasks_is_counted_before_it_is_built(tmp_path, capsys):
+    ten = "[" + ", ".join(f"p{i}" for i in range(10)) + "]"
+    path = yaml_file(
+        tmp_path,
+        f"rows:\n  - {{id: x, image: a.png, prompt: {ten}, negative_prompt: {ten}, "
+        f"cfg_scale: [0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9], duration: [5, 10], "
+        "repeat: 1000}\n",
+    )
+    code, said = validate(path, capsys)
+    assert code == 2
+    assert "expands to 2,000,000 tasks, more than the limit of 100,000" in said
+    assert "raise --max-tasks" in said
+    code, said = validate(path, capsys, "--max-tasks", "1000")
+    assert code == 2 and "more than the limit of 1,000" in said
+
+
+def test_a_large_estimate_is_warned_about_before_spending(tmp_path, capsys):
+    path = yaml_file(
+        tmp_path, "rows:\n  - {id: x, image: a.png, prompt: p, duration: 10, repeat: 1000}\n"
+    )
+    code, said = validate(path, capsys)
+    assert code == 0
+    assert "warning: this is a large batch: 1,000 task(s), about $1,400.00 (over $500)" in said
+
+
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [
+        ("rows: &a\n  - *a\n", "an alias refers to the value that holds it"),
+        (
+            "x-a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n"
+            + "".join(
+                f"x-{b}: &{b} [{', '.join([f'*{a}'] * 9)}]\n"
+                for a, b in zip("abcdefg", "bcdefgh", strict=True)
+            )
+            + "rows:\n  - {id: x, image: a.png, prompt: *h}\n",
+            "its aliases expand to more than 2,000,000 values",
+        ),
+    ],
+)
+def test_yaml_aliases_that_never_end_or_explode_are_refused_at_once(tmp_path, capsys, text, said):
+    code, out = validate(yaml_file(tmp_path, text), capsys)
+    assert code == 2
+    assert said in out and "internal error" not in out
+
+
+def test_yaml_merge_keys_take_shared_settings_and_the_row_wins(tmp_path, capsys, threaded_sim):
+    path = yaml_file(
+        tmp_path,
+        """\
+        x-base: &base {image: a.png, duration: 10, sound: false}
+        rows:
+          - {<<: *base, id: x, prompt: first}
+          - &second {<<: *base, id: y, prompt: second, duration: 5}
+          - {<<: *second, id: z}
+        """,
+    )
+    run_dir = tmp_path / "run"
+    assert main(["run", str(path), "--out", str(run_dir), *FAST, "--no-download"]) == 0
+    capsys.readouterr()
+    sent = {t.prompt: t.request for t in threaded_sim.tasks.values()}
+    assert sent["first"]["duration"] == 10 and sent["first"]["sound"] is False
+    assert sent["second"]["duration"] == 5
+    assert threaded_sim.stats.tasks_created == 3
+    bad = yaml_file(
+        tmp_path, "base: &b {sound: false}\nrows:\n  - {<<: *b, image: a.png, prompt: p}\n"
+    )
+    code, said = validate(bad, capsys)
+    assert code == 2 and "go under a key that starts with 'x-'" in said
+
+
+# --- images that cannot be opened safely ---------------------------------------------
+
+
+def test_images_that_would_hang_loop_or_explode_are_problems_naming_the_file(tmp_path, capsys):
+    from PIL import Image
+
+    os.mkfifo(tmp_path / "fifo.png")
+    (tmp_path / "loop1.png").symlink_to(tmp_path / "loop2.png")
+    (tmp_path / "loop2.png").symlink_to(tmp_path / "loop1.png")
+    Image.new("L", (12000, 12000)).save(tmp_path / "bomb.png", optimize=True)
+    path = yaml_file(
+        tmp_path,
+        """\
+        rows:
+          - {id: f, image: fifo.png, prompt: p}
+          - {id: l, image: loop1.png, prompt: p}
+          - {id: b, image: bomb.png, prompt: p}
+        """,
+    )
+    code, said = validate(path, capsys)
+    assert code == 2
+    assert "row 'f': image = " in said and "fifo.png': is not a regular file" in said
+    assert "row 'l': image = 'loop1.png': is a symlink loop" in said
+    assert "row 'b': image: has 144,000,000 pixels" in said and "decompression bomb" in said
+    assert "site-packages" not in said and "internal error" not in said
+
+
+# --- globs, ids and file names -----------------------------------------------------
+
+
+def test_globs_reach_into_folders_and_name_files_apart(tmp_path, capsys, threaded_sim):
+    for name in (
+        "shots/a/key.png",
+        "shots/b/key.png",
+        "pics/cat.png",
+        "pics/cat.jpg",
+        "pics/猫.png",
+    ):
+        draw_image(tmp_path / name)
+    (tmp_path / os.fsdecode(b"pics/caf\xe9.png")).write_bytes((tmp_path / "a.png").read_bytes())
+    path = yaml_file(
+        tmp_path,
+        """\
+        defaults: {sound: false}
+        rows:
+          - {image: "shots/*/key.png", prompt: p}
+          - {id: deep, image: "**/key.png", prompt: p}
+          - {image: pics, prompt: p}
+        """,
+    )
+    code, said = validate(path, capsys)
+    assert code == 2
+    assert "its name is not UTF-8 text: rename the file" in said and "caf\\\\xe9.png" in said
+    (tmp_path / os.fsdecode(b"pics/caf\xe9.png")).unlink()
+    run_dir = tmp_path / "run"
+    assert main(["run", str(path), "--out", str(run_dir), *FAST]) == 0
+    names = sorted(p.name for p in (run_dir / "videos").glob("*.mp4"))
+    assert names == [
+        "a_key_1.mp4",
+        "b_key_1.mp4",
+        "cat.jpg_1.mp4",
+        "cat.png_1.mp4",
+        "deep-shots_a_key_1.mp4",
+        "deep-shots_b_key_1.mp4",
+        "猫_1.mp4",
+    ]
+
+
+def test_ids_that_differ_only_in_case_are_refused_before_they_share_a_file(tmp_path, capsys):
+    path = yaml_file(
+        tmp_path,
+        "rows:\n  - {id: Cat, image: a.png, prompt: p}\n  - {id: cat, image: a.png, prompt: p}\n",
+    )
+    code, said = validate(path, capsys)
+    assert code == 2
+    assert "its video file name clashes with task 'Cat/1' (names are compared without case" in said
+
+
+# --- the command line --------------------------------------------------------------
+
+
+def test_set_keeps_a_ratio_as_text(tmp_path, capsys):
+    path = yaml_file(tmp_path, "rows:\n  - {id: x, image: a.png, prompt: p}\n")
+    code, said = validate(path, capsys, "--set", "aspect_ratio=9:16")
+    assert code == 0, said
+
+
+def test_a_csv_header_naming_a_field_twice_is_refused(tmp_path, capsys):
+    path = tmp_path / "m.csv"
+    path.write_text("image,prompt,prompt\na.png,first,second\n", encoding="utf-8")
+    code, said = validate(path, capsys)
+    assert code == 2 and "the header names prompt more than once" in said
+
+
+def test_a_manifest_on_standard_input(tmp_path, threaded_sim):
+    text = "defaults: {sound: false}\nrows:\n  - {id: x, image: a.png, prompt: p}\n"
+    env = {**os.environ, "NOVITA_BASE_URL": threaded_sim.base_url, "NOVITA_API_KEY": SIM_KEY}
+    for csv_text in (text, "image,prompt,sound\na.png,p,false\n"):
+        done = subprocess.run(
+            [sys.executable, "-m", "runner", "run", "-", *FAST],
+            input=csv_text,
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+            env=env,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stderr
+        assert (tmp_path / "outputs" / "stdin" / "report.csv").is_file()
+    assert threaded_sim.stats.tasks_created == 2  # the CSV's row is "1", the YAML's "x"
+
+
+def test_rerun_can_name_a_key_that_holds_a_comma(tmp_path, threaded_sim, capsys):
+    path = yaml_file(
+        tmp_path, "defaults: {sound: false}\nrows:\n  - {id: 'a,b', image: a.png, prompt: p}\n"
+    )
+    run_dir = tmp_path / "run"
+    assert main(["run", str(path), "--out", str(run_dir), *FAST]) == 0
+    assert main(["rerun", str(run_dir), "--key", "a,b/1", *FAST]) == 0
+    assert threaded_sim.stats.tasks_created == 2
+
+
+@pytest.mark.parametrize("where", ["root", "videos", "strangers"])
+def test_an_out_folder_that_is_not_a_folder_of_its_own_is_refused(
+    tmp_path, threaded_sim, capsys, where
+):
+    path = yaml_file(
+        tmp_path, "defaults: {sound: false}\nrows:\n  - {id: x, image: a.png, prompt: p}\n"
+    )
+    first = tmp_path / "first"
+    assert main(["run", str(path), "--out", str(first), *FAST]) == 0
+    out = {"root": Path("/"), "videos": first / "videos" / "again", "strangers": tmp_path}[where]
+    capsys.readouterr()
+    assert main(["run", str(path), "--out", str(out), *FAST]) == 2
+    said = capsys.readouterr().err
+    assert {
+        "root": "is the root folder",
+        "videos": "is inside the videos folder",
+        "strangers": "holds other files",
+    }[where] in said
+    assert threaded_sim.stats.tasks_created == 1
+    assert not (Path("/") / "run.lock").exists()
+
+
+def test_the_sim_command_refuses_a_port_out_of_range(capsys):
+    with pytest.raises(SystemExit) as exited:
+        main(["sim", "--port", "99999"])
+    assert exited.value.code == 2
+    assert "a port is 0 to 65535, not '99999'" in capsys.readouterr().err
+
+
+def test_a_rehearsal_account_keeps_its_balance_across_runs(tmp_path, quick_rehearsal, capsys):
+    path = yaml_file(
+        tmp_path, "defaults: {sound: false}\nrows:\n  - {id: x, image: a.png, prompt: p}\n"
+    )
+    run_dir = tmp_path / "run"
+    assert main(["run", str(path), "--simulate", "--out", str(run_dir), *FAST]) == 0
+    path.write_text(path.read_text() + "  - {id: y, image: a.png, prompt: q}\n")
+    assert main(["run", str(path), "--simulate", "--out", str(run_dir), *FAST]) == 0
+    capsys.readouterr()
+    assert main(["status", str(run_dir), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["measured_spend_usd"] == summary["spent_usd"] == 0.7
