@@ -161,6 +161,7 @@ def outcome(
     files: ReportFiles,
     missing_videos: int,
     downloads: bool = True,
+    video_problems: int = 0,
 ) -> None:
     """The summary after a run: counts, spend, where the report is, what comes next."""
     print(f"done in {result.elapsed_s:.1f}s: {progress_line(result.counts, 0)}")
@@ -206,6 +207,11 @@ def outcome(
         print(
             f"  {missing_videos} video(s) not downloaded (--no-download): "
             f"kling-batch resume {run_dir} --download fetches them"
+        )
+    if video_problems:
+        print(
+            f"  {video_problems} video(s) are not as asked or arrived damaged: see "
+            "video_problem in the report"
         )
     expired = result.counts.get(TaskStatus.EXPIRED, 0)
     if expired:
@@ -263,6 +269,11 @@ def status(run_dir: Path, summary: RunSummary) -> None:
         print(f"  stalled {task.task_key:<30} {task.task_id}  last answer: {last}")
     if summary.videos_missing:
         print(f"  {summary.videos_missing} video(s) not downloaded yet")
+    if summary.video_problems:
+        print(
+            f"  {summary.video_problems} video(s) not whole or not as asked "
+            "(video_problem in report.csv)"
+        )
     print("next:")
     for step in summary.next_steps:
         print(f"  {step}")

@@ -94,6 +94,11 @@ class UrlExpired(KlingBatchError):
     """A video link answered 403/404/410: expired or revoked; ask Task Result again."""
 
 
+class VideoDamaged(KlingBatchError):
+    """A downloaded video is cut short or damaged (its MP4 boxes do not add up): fetched
+    again, never kept as if whole."""
+
+
 class ManifestError(KlingBatchError):
     """The manifest cannot be read at all (no such file, malformed YAML, no CSV header)."""
 

@@ -22,10 +22,12 @@ from typing import BinaryIO
 
 import aiohttp
 
+from jobs import request_from_json
 from runner.client import NovitaClient
 from runner.clock import SYSTEM_CLOCK, Clock
-from runner.errors import KlingBatchError, UrlExpired
+from runner.errors import KlingBatchError, UrlExpired, VideoDamaged
 from runner.limits import EndpointLimiter
+from runner.mp4 import Mp4Check, check_mp4
 from runner.retry import DEFAULT_LIMITS, Action, RetryLimits, after_download_error
 from runner.state import RunState
 from runner.stopping import StopSwitch
@@ -38,8 +40,12 @@ WRITE_BATCH = 4 << 20  # a large video goes to disk in pieces of this size as it
 DOWNLOAD_TIMEOUT = aiohttp.ClientTimeout(total=900, sock_connect=15, sock_read=60)
 
 
-async def download(session: aiohttp.ClientSession, url: str, dest: Path) -> int:
-    """Stream ``url`` into ``dest`` atomically; returns the number of bytes written.
+async def download(
+    session: aiohttp.ClientSession, url: str, dest: Path, expected_s: float | None = None
+) -> tuple[int, Mp4Check]:
+    """Stream ``url`` into ``dest`` atomically; returns the bytes written and what the
+    MP4 check found. A file that is cut or damaged is never given ``dest``'s name: it
+    raises :class:`VideoDamaged` (see ``runner.mp4``).
 
     The disk work (open, write, fsync, rename) runs in a thread, never on the event
     loop: a real video is 5 to 20 MB, and an fsync of that on the loop would hold every
@@ -53,6 +59,7 @@ async def download(session: aiohttp.ClientSession, url: str, dest: Path) -> int:
         if resp.status in EXPIRED_STATUSES:
             raise UrlExpired(f"video link answered HTTP {resp.status}")
         resp.raise_for_status()
+        announced = resp.content_length
         try:
             async for chunk in resp.content.iter_chunked(CHUNK):
                 pending.append(chunk)
@@ -62,21 +69,32 @@ async def download(session: aiohttp.ClientSession, url: str, dest: Path) -> int:
                         out = await asyncio.to_thread(partial.open, "wb")
                     await asyncio.to_thread(out.writelines, pending)
                     written, pending, size = written + size, [], 0
-            await asyncio.to_thread(_finish, partial, dest, out, pending)
+            total = written + size
+            if announced is not None and total != announced:
+                raise VideoDamaged(f"cut short: {total:,} of {announced:,} bytes arrived")
+            check = await asyncio.to_thread(_finish, partial, dest, out, pending, expected_s)
         except BaseException:
             if out is not None:
                 await asyncio.to_thread(out.close)
             raise
-    return written + size
+    return total, check
 
 
-def _finish(partial: Path, dest: Path, out: BinaryIO | None, rest: list[bytes]) -> None:
-    """In a thread: the last bytes, flushed to disk, then the name a whole file has."""
+def _finish(
+    partial: Path, dest: Path, out: BinaryIO | None, rest: list[bytes], expected_s: float | None
+) -> Mp4Check:
+    """In a thread: the last bytes, flushed to disk, checked, then the name a whole file
+    has. A file that is not whole is removed: the next try starts afresh."""
     with out or partial.open("wb") as handle:
         handle.writelines(rest)
         handle.flush()
         os.fsync(handle.fileno())
+    check = check_mp4(partial, expected_s)
+    if not check.whole:
+        partial.unlink(missing_ok=True)
+        raise VideoDamaged(check.problem or "damaged")
     os.replace(partial, dest)
+    return check
 
 
 class Fetcher:
@@ -136,6 +154,7 @@ class Fetcher:
         ):
             url = None  # known to be stale: don't waste a request on it
         dest = self.videos_dir / record.video_name
+        expected_s = float(request_from_json(record.request_json).duration or 0) or None
         refreshes = retries = 0
         last_error = "no video link in the answer"
         while not self.stop.is_set:
@@ -149,27 +168,34 @@ class Fetcher:
                 if url is None:
                     continue
             try:
-                size = await download(session, url, dest)
+                size, check = await download(session, url, dest, expected_s)
             except UrlExpired as exc:
                 last_error, url = str(exc), None
                 log.info("%s: %s; asking for a fresh link", key, exc)
                 continue
-            except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-                last_error = f"{type(exc).__name__}: {exc}"
+            except (aiohttp.ClientError, TimeoutError, OSError, VideoDamaged) as exc:
+                damaged = isinstance(exc, VideoDamaged)
+                last_error = f"video {exc}" if damaged else f"{type(exc).__name__}: {exc}"
                 decision = after_download_error(
                     retries, rng=self.rng, base_s=self.retry_base_s, limits=self.limits
                 )
                 if decision.action == Action.GIVE_UP:
                     # Not an expired link: keep the task succeeded; `run` again retries.
-                    self.state.note_download_failed(key, f"download failed: {last_error}")
+                    self.state.note_download_failed(
+                        key, f"download failed: {last_error}", last_error if damaged else None
+                    )
                     log.warning("%s: download failed, run again to retry: %s", key, last_error)
                     return
+                log.info("%s: %s; fetching it again", key, last_error)
                 retries += 1
                 await self.stop.sleep(decision.delay_s)
                 continue
-            self.state.mark_downloaded(key, str(dest.relative_to(self.videos_dir.parent)), size)
+            relative = str(dest.relative_to(self.videos_dir.parent))
+            self.state.mark_downloaded(key, relative, size, check.duration_s, check.problem)
             self.downloaded += 1
             log.info("%s: downloaded %d bytes to %s", key, size, dest.name)
+            if check.problem:
+                log.warning("%s: kept, but its video %s", key, check.problem)
             return
 
     async def _fresh_url(self, key: str, task_id: str | None) -> str | None:

@@ -62,7 +62,9 @@ CREATE TABLE IF NOT EXISTS tasks (
     generation_s REAL,
     updated_at REAL NOT NULL,
     last_answer_at REAL,
-    video_bytes INTEGER
+    video_bytes INTEGER,
+    video_s REAL,
+    video_problem TEXT
 );
 CREATE TABLE IF NOT EXISTS attempts (
     task_key TEXT NOT NULL,
@@ -357,7 +359,12 @@ class Ledger:
         )
 
 
-_ADDED_COLUMNS = (("last_answer_at", "REAL"), ("video_bytes", "INTEGER"))  # by version
+_ADDED_COLUMNS = (  # by version
+    ("last_answer_at", "REAL"),
+    ("video_bytes", "INTEGER"),
+    ("video_s", "REAL"),
+    ("video_problem", "TEXT"),
+)
 
 
 def _migrate(db: sqlite3.Connection, path: Path) -> None:
@@ -365,8 +372,8 @@ def _migrate(db: sqlite3.Connection, path: Path) -> None:
     step at a time; a ledger from a newer kling-batch is refused, never half-read.
 
     Version 1 is the first ledger (``user_version`` 0 or 1); version 2 adds
-    ``tasks.last_answer_at``, version 3 ``tasks.video_bytes`` (NULL for every older
-    row)."""
+    ``tasks.last_answer_at``, version 3 ``tasks.video_bytes``, ``video_s`` and
+    ``video_problem`` (NULL for every older row)."""
     version = db.execute("PRAGMA user_version").fetchone()[0]
     if version > SCHEMA_VERSION:
         raise RunFolderError(

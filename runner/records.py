@@ -83,6 +83,8 @@ class TaskRecord:
     updated_at: float
     last_answer_at: float | None  # when the API last answered about it (kept for stalled)
     video_bytes: int | None = None  # the video's size when it was written (None: older ledgers)
+    video_s: float | None = None  # the video's duration, read from its mvhd box
+    video_problem: str | None = None  # why the video is not whole or not as asked; None: fine
 
 
 class Planned(Protocol):

@@ -65,6 +65,8 @@ COLUMNS = [
     "last_answer_at",
     "model",
     "settings",  # the model's other settings (mode, end_image, multi_prompt, ...), as JSON
+    "video_s",  # the video's duration, measured from its file
+    "video_problem",  # empty when the video is whole and as asked
 ]
 # Settings with a column of their own; the rest of a model's settings go in "settings".
 _OWN_COLUMNS = frozenset(
@@ -121,6 +123,8 @@ def build_frame(records: Sequence[TaskRecord]) -> pd.DataFrame:
                 "last_answer_at": _iso(record.last_answer_at),
                 "model": request.model.name,
                 "settings": _other_settings(request.values),
+                "video_s": record.video_s,
+                "video_problem": record.video_problem,
             }
         )
     return pd.DataFrame(rows, columns=COLUMNS)
@@ -218,6 +222,7 @@ def render_html(
         ),
         ("started", _iso(summary.started_at) or "not yet"),
         ("finished", _iso(summary.finished_at) or "not yet"),
+        *([("video problems", str(summary.video_problems))] if summary.video_problems else []),
     ]
     header = "\n".join(
         f"<div><dt>{html.escape(k)}</dt><dd>{html.escape(v)}</dd></div>" for k, v in facts
@@ -320,6 +325,8 @@ def _card(row: dict[str, Any], thumb: str | None) -> str:
     else:
         source = '<div class="thumb missing">text to video</div>'  # no source image
     error = f'<p class="error">{e(row["error"])}</p>' if row["error"] else ""
+    if row["video_problem"] and row["video_path"]:  # kept, but not as asked
+        error += f'<p class="error video-problem">video {e(row["video_problem"])}</p>'
     timing = f" · {row['generation_s']} s" if row["generation_s"] is not None else ""
     searchable = " ".join(
         str(row[c] or "")

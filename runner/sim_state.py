@@ -21,7 +21,7 @@ SUBMIT_FAULTS = (
     "hold_after_create",  # answers normally once release_answers() is called
 )
 POLL_FAULTS = ("429", "500", "503", "502_html", "drop", "404")
-MEDIA_FAULTS = ("403", "500", "drop")
+MEDIA_FAULTS = ("403", "500", "drop", "cut")  # cut: the first half, closed cleanly
 FATES = ("succeed", "fail", "stall")
 
 
@@ -54,6 +54,7 @@ class SimConfig:
     # Task Result lags behind: each task's first N polls answer 404 TASK_NOT_FOUND.
     result_lag_polls: int = 0
     video_bytes: int | None = None  # serve videos of this size (None: the small sample)
+    video_duration_s: float | None = None  # serve videos this long, whatever was asked
     # Task Result answers 503 from START to END seconds after the simulator started.
     poll_outage_s: tuple[float, float] | None = None
     seed: int = 0

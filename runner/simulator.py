@@ -26,7 +26,6 @@ import random
 import time
 import uuid
 from collections import deque
-from importlib import resources
 from typing import Any
 
 from aiohttp import web
@@ -35,6 +34,7 @@ from jobs import MODELS
 from jobs.contract import Model
 from runner.sim_faults import Faults
 from runner.sim_state import SimConfig, SimStats, SimTask
+from runner.sim_video import cut_short, sample_video
 from runner.sim_wire import (
     BALANCE_PATH,
     EXPIRED_XML,
@@ -67,10 +67,6 @@ class Simulator:
         self.faults = Faults(self.config, self.stats, self._rng)
         self._windows: dict[str, deque[float]] = {"submit": deque(), "poll": deque()}
         self._secret = uuid.uuid4().bytes
-        sample = resources.files("runner").joinpath("assets/sample.mp4").read_bytes()
-        # A real video is 5 to 20 MB: ``video_bytes`` pads the sample to that size (the
-        # padding follows the file's last box, which players ignore).
-        self._video = sample + bytes(max(0, (self.config.video_bytes or 0) - len(sample)))
         self._stopping = asyncio.Event()
         self._answers_released = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -265,7 +261,17 @@ class Simulator:
                 text=EXPIRED_XML,
                 content_type="application/xml",
             )
-        return web.Response(body=self._video, content_type="video/mp4")
+        video = self._video_of(self.tasks[task_id])
+        return web.Response(
+            body=cut_short(video) if fault == "cut" else video, content_type="video/mp4"
+        )
+
+    def _video_of(self, task: SimTask) -> bytes:
+        """The task's video: as long as it asked (or ``video_duration_s``), and padded to
+        ``video_bytes`` (a real one is 5 to 20 MB)."""
+        asked = float(str(task.request.get("duration", 5)))
+        duration = self.config.video_duration_s or asked
+        return sample_video(duration, self.config.video_bytes or 0)
 
     async def _stats(self, request: web.Request) -> web.Response:
         return web.json_response(self.stats.as_dict())

@@ -254,15 +254,25 @@ class RunState(Ledger):
         with self._deferred() as db:
             self._update(db, task_key, video_url=video_url, video_url_expires_at=expires_at)
 
-    def mark_downloaded(self, task_key: str, video_path: str, size: int) -> None:
-        """The video is on disk, whole. An ``expired`` task whose link was refreshed by a
-        later run is ``succeeded`` again: it was, and now its video is here too."""
+    def mark_downloaded(
+        self,
+        task_key: str,
+        video_path: str,
+        size: int,
+        video_s: float | None = None,
+        video_problem: str | None = None,
+    ) -> None:
+        """The video is on disk, whole (``video_problem``: kept, but not as asked, e.g. a
+        duration that differs). An ``expired`` task whose link was refreshed by a later
+        run is ``succeeded`` again: it was, and now its video is here too."""
         with self._deferred() as db:
             self._update(
                 db,
                 task_key,
                 video_path=video_path,
                 video_bytes=size,
+                video_s=video_s,
+                video_problem=video_problem,
                 error=None,
                 status=TaskStatus.SUCCEEDED,
             )
@@ -280,10 +290,13 @@ class RunState(Ledger):
                 self._event(db, key, "video_lost", "the file was deleted or changed")
         return lost
 
-    def note_download_failed(self, task_key: str, error: str) -> None:
-        """The video is still there to fetch; say why we have no file yet."""
+    def note_download_failed(
+        self, task_key: str, error: str, video_problem: str | None = None
+    ) -> None:
+        """The video is still there to fetch; say why we have no file yet (a video that
+        kept arriving cut or damaged is named in ``video_problem``)."""
         with self._deferred() as db:
-            self._update(db, task_key, error=error)
+            self._update(db, task_key, error=error, video_problem=video_problem)
             self._event(db, task_key, "download_failed", error)
 
     def mark_stalled(self, task_key: str, error: str, last_answer_at: float | None) -> None:

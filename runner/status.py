@@ -47,6 +47,7 @@ class RunSummary:
     balance_latest_usd: float | None = None
     balance_latest_at: float | None = None
     by_model: dict[str, dict[str, int]] = field(default_factory=dict)  # model -> status counts
+    video_problems: int = 0  # videos kept or refused for not being whole or as asked
 
     @property
     def measured_spend_usd(self) -> float | None:
@@ -136,6 +137,7 @@ def summarize(
         balance_latest_usd=latest.usd if latest else None,
         balance_latest_at=latest.at if latest else None,
         by_model=by_model,
+        video_problems=sum(1 for r in records if r.video_problem),
     )
 
 

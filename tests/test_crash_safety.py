@@ -18,12 +18,12 @@ import sqlite3
 import subprocess
 import sys
 from collections import Counter
-from importlib import resources
 from pathlib import Path
 
 import pytest
 
 from runner.sim_hosting import simulator_in_thread
+from runner.sim_video import sample_video
 from runner.simulator import SimConfig, Simulator
 from tests.conftest import SIM_KEY, draw_image, runner_process, wait_until
 
@@ -144,7 +144,7 @@ def test_kill_9_anywhere_then_resume_pays_once_and_loses_nothing(faulty_sim, tmp
         else:
             assert sim_task.prompt in unknown_prompts, f"paid task {task_id} was lost"
     # Every success has its whole video; no half-written file is left behind.
-    sample = resources.files("runner").joinpath("assets/sample.mp4").read_bytes()
+    sample = sample_video(5.0)  # what the simulator serves for a 5 s task
     for task in tasks:
         if task["status"] == "succeeded":
             assert (run_dir / task["video_path"]).read_bytes() == sample
