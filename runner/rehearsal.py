@@ -28,10 +28,10 @@ BALANCE_KEY = "rehearsal_balance_usd"  # where the folder keeps what is left of 
 def embedded_api(state: RunState, api_key: str) -> Iterator[str]:
     """Start the embedded simulator; yields its base URL. It starts empty, so tasks an
     earlier (crashed) process created there are adopted and a resumed rehearsal
-    finishes them. A fresh folder's first submits meet a 429 and a 503: the recovery
-    a real night needs, shown. The rehearsal account's balance is the folder's: what
-    one run spent is gone for the next, so ``status``'s measured spend agrees with the
-    estimate, as it would on Novita."""
+    finishes them. A fresh folder's first submits meet a 429 and a 503, and its first
+    download arrives cut short: the recovery a real night needs, shown. The rehearsal
+    account's balance is the folder's: what one run spent is gone for the next, so
+    ``status``'s measured spend agrees with the estimate, as it would on Novita."""
     balance = float(state.meta().get(BALANCE_KEY, REHEARSAL_BALANCE_USD))
     config = SimConfig(api_key=api_key, seed=7, balance_usd=balance, **EMBEDDED_SIM_TIMES)
     with simulator_in_thread(config) as sim:
@@ -40,6 +40,7 @@ def embedded_api(state: RunState, api_key: str) -> Iterator[str]:
                 sim.adopt(record.task_id, record.request_json)
         if not state.sent_count():
             sim.script("submit", "429", "503")
+            sim.script("media", "cut")  # a first download cut short: fetched again
         yield sim.base_url
         if not state.closed:  # a ledger rescued under the run was closed with it
             state.set_meta(**{BALANCE_KEY: repr(sim.config.balance_usd)})

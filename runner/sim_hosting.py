@@ -89,8 +89,18 @@ def add_sim_arguments(parser: argparse.ArgumentParser) -> None:
         "error_500_rate",
         "error_503_rate",
         "drop_after_create_rate",
+        "cut_first_download_rate",
     ):
         parser.add_argument(f"--{name.replace('_', '-')}", type=float, default=0.0)
+    parser.add_argument(
+        "--video-duration-s", type=float, help="serve videos this long, whatever was asked"
+    )
+    parser.add_argument(
+        "--video-source",
+        choices=["image", "sample"],
+        default=defaults.video_source,
+        help="each video made from its task's image, or a tiny fixed sample (speed)",
+    )
     parser.add_argument("--submit-limit", type=_rate, help="e.g. 20/min (429 beyond)")
     parser.add_argument("--balance-usd", type=float, help="each created task's price is deducted")
     parser.add_argument(
@@ -120,6 +130,9 @@ def run_simulator(args: argparse.Namespace) -> int:
         error_500_rate=args.error_500_rate,
         error_503_rate=args.error_503_rate,
         drop_after_create_rate=args.drop_after_create_rate,
+        cut_first_download_rate=args.cut_first_download_rate,
+        video_duration_s=args.video_duration_s,
+        video_source=args.video_source,
         submit_limit=int(args.submit_limit.count) if args.submit_limit else None,
         limit_window_s=args.submit_limit.period_s if args.submit_limit else 60.0,
         balance_usd=args.balance_usd,

@@ -55,6 +55,10 @@ class SimConfig:
     result_lag_polls: int = 0
     video_bytes: int | None = None  # serve videos of this size (None: the small sample)
     video_duration_s: float | None = None  # serve videos this long, whatever was asked
+    # "image": each task's video is made from the image it was sent; "sample": the tiny
+    # fixed sample for every task (speed benchmarks; also whenever video_bytes is set).
+    video_source: str = "image"
+    cut_first_download_rate: float = 0.0  # a task's first download arrives cut in half
     # Task Result answers 503 from START to END seconds after the simulator started.
     poll_outage_s: tuple[float, float] | None = None
     seed: int = 0
@@ -67,6 +71,7 @@ class SimStats:
     created_by_prompt: Counter[str] = field(default_factory=Counter)
     created_by_model: Counter[str] = field(default_factory=Counter)
     polls: int = 0
+    videos_cut: int = 0  # downloads served cut short (the "cut" fault, or its rate)
     polls_by_task: Counter[str] = field(default_factory=Counter)
     rate_limited: Counter[str] = field(default_factory=Counter)  # endpoint -> 429s sent
     faults: Counter[str] = field(default_factory=Counter)  # "endpoint:fault" -> count
@@ -93,6 +98,8 @@ class SimTask:
     fate: str
     model: str = ""  # the path it was created at
     finished_seen_at: float | None = None  # first time a poll could see it finished
+    image_digest: str | None = None  # the first frame it was sent (its video is made of it)
+    downloads: int = 0  # how often its video was served
 
     @property
     def done_at(self) -> float:

@@ -19,7 +19,9 @@ Everything it saw is counted in :attr:`Simulator.stats` for tests to assert on.
 from __future__ import annotations
 
 import asyncio
+import base64
 import functools
+import hashlib
 import hmac
 import json
 import random
@@ -34,7 +36,7 @@ from jobs import MODELS
 from jobs.contract import Model
 from runner.sim_faults import Faults
 from runner.sim_state import SimConfig, SimStats, SimTask
-from runner.sim_video import cut_short, sample_video
+from runner.sim_video import cut_short, sample_video, video_from_image
 from runner.sim_wire import (
     BALANCE_PATH,
     EXPIRED_XML,
@@ -60,6 +62,8 @@ class Simulator:
         self.config = config or SimConfig()
         self.stats = SimStats()
         self.tasks: dict[str, SimTask] = {}
+        self._images: dict[str, bytes] = {}  # first frames by digest, for the videos
+        self._videos: dict[tuple[str | None, float], bytes] = {}  # by image and seconds
         self.held = False
         self._rng = random.Random(self.config.seed)
         self._offset = 0.0
@@ -261,17 +265,48 @@ class Simulator:
                 text=EXPIRED_XML,
                 content_type="application/xml",
             )
-        video = self._video_of(self.tasks[task_id])
-        return web.Response(
-            body=cut_short(video) if fault == "cut" else video, content_type="video/mp4"
-        )
+        task = self.tasks[task_id]
+        task.downloads += 1
+        video = await self._video_of(task)
+        rate = self.config.cut_first_download_rate  # drawn only when set: seeds stay
+        cut = fault == "cut" or (task.downloads == 1 and rate > 0 and self._rng.random() < rate)
+        if cut:
+            self.stats.videos_cut += 1
+        return web.Response(body=cut_short(video) if cut else video, content_type="video/mp4")
 
-    def _video_of(self, task: SimTask) -> bytes:
-        """The task's video: as long as it asked (or ``video_duration_s``), and padded to
-        ``video_bytes`` (a real one is 5 to 20 MB)."""
+    async def _video_of(self, task: SimTask) -> bytes:
+        """The task's video, as long as it asked (or ``video_duration_s``): made from its
+        first frame once per image and duration, off the loop; or the fixed sample,
+        padded to ``video_bytes`` (a real one is 5 to 20 MB)."""
         asked = float(str(task.request.get("duration", 5)))
         duration = self.config.video_duration_s or asked
-        return sample_video(duration, self.config.video_bytes or 0)
+        if self._sample_only:
+            return sample_video(duration, self.config.video_bytes or 0)
+        key = (task.image_digest, duration)
+        if key not in self._videos:
+            image = self._images.get(task.image_digest or "")
+            self._videos[key] = await asyncio.to_thread(video_from_image, image, duration)
+        return self._videos[key]
+
+    @property
+    def _sample_only(self) -> bool:
+        return self.config.video_source == "sample" or bool(self.config.video_bytes)
+
+    def _keep_image(self, image: object) -> str | None:
+        """Keep a base64 first frame (once per distinct image) for its task's video."""
+        if (
+            self._sample_only
+            or not isinstance(image, str)
+            or image[:8].lower().startswith(("http://", "https://"))
+        ):
+            return None
+        digest = hashlib.sha1(image.encode("ascii", "replace")).hexdigest()
+        if digest not in self._images:
+            try:
+                self._images[digest] = base64.b64decode(image, validate=False)
+            except ValueError:
+                return None
+        return digest
 
     async def _stats(self, request: web.Request) -> web.Response:
         return web.json_response(self.stats.as_dict())
@@ -347,6 +382,7 @@ class Simulator:
     def _create(self, body: dict[str, Any], model: str) -> SimTask:
         fate = self.faults.next_fate()
         task = SimTask.new(body, self.config, self._rng, fate, self.now(), model)
+        task.image_digest = self._keep_image(body.get("image"))
         self.tasks[task.task_id] = task
         self.stats.tasks_created += 1
         self.stats.created_by_prompt[task.prompt] += 1

@@ -14,7 +14,7 @@ from PIL import Image
 
 from runner import fetch
 from runner.cli import main
-from runner.mp4 import check_mp4
+from runner.mp4 import Mp4Check, check_mp4
 from tests.conftest import FAST, draw_image, write_rows
 
 
@@ -197,3 +197,20 @@ def test_a_video_of_the_wrong_duration_is_kept_and_named(tmp_path, threaded_sim,
         assert row["video_problem"] == "lasts 1s, 5s was asked"
     assert main(["status", str(run_dir), "--json"]) == 0
     assert '"video_problems": 2' in capsys.readouterr().out
+
+
+def test_the_simulator_serves_a_real_video_made_from_the_submitted_image(tmp_path, threaded_sim):
+    Image.new("RGB", (360, 640), (20, 200, 40)).save(tmp_path / "frame.png")  # portrait, green
+    manifest = write_rows(tmp_path / "m.yaml", 1)
+    manifest.write_text(manifest.read_text().replace("prompt 0'", "prompt 0', duration: 10"))
+    run_dir = tmp_path / "run"
+    assert main(["run", str(manifest), "--out", str(run_dir), *FAST]) == 0
+    video = run_dir / "videos" / "r0_1.mp4"
+    assert check_mp4(video, 10) == Mp4Check(True, 10.0)
+    with av.open(str(video)) as container:
+        stream = container.streams.video[0]
+        assert stream.codec_context.name == "h264"
+        assert stream.height > stream.width  # portrait stays portrait
+        first = next(container.decode(stream)).to_image().convert("RGB")
+    red, green, blue = first.resize((1, 1)).getpixel((0, 0))
+    assert green > 150 and red < 80 and blue < 80  # the submitted picture, not a sample
