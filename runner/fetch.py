@@ -28,9 +28,11 @@ from runner.clock import SYSTEM_CLOCK, Clock
 from runner.errors import KlingBatchError, UrlExpired, VideoDamaged
 from runner.limits import EndpointLimiter
 from runner.mp4 import Mp4Check, check_mp4
+from runner.records import TaskRecord
 from runner.retry import DEFAULT_LIMITS, Action, RetryLimits, after_download_error
 from runner.state import RunState
 from runner.stopping import StopSwitch
+from runner.video_files import VideoTags, tag_video, video_story, write_poster, write_story
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +43,11 @@ DOWNLOAD_TIMEOUT = aiohttp.ClientTimeout(total=900, sock_connect=15, sock_read=6
 
 
 async def download(
-    session: aiohttp.ClientSession, url: str, dest: Path, expected_s: float | None = None
+    session: aiohttp.ClientSession,
+    url: str,
+    dest: Path,
+    expected_s: float | None = None,
+    tags: VideoTags | None = None,
 ) -> tuple[int, Mp4Check]:
     """Stream ``url`` into ``dest`` atomically; returns the bytes written and what the
     MP4 check found. A file that is cut or damaged is never given ``dest``'s name: it
@@ -72,19 +78,25 @@ async def download(
             total = written + size
             if announced is not None and total != announced:
                 raise VideoDamaged(f"cut short: {total:,} of {announced:,} bytes arrived")
-            check = await asyncio.to_thread(_finish, partial, dest, out, pending, expected_s)
+            check = await asyncio.to_thread(_finish, partial, dest, out, pending, expected_s, tags)
         except BaseException:
             if out is not None:
                 await asyncio.to_thread(out.close)
             raise
-    return total, check
+    return dest.stat().st_size, check  # after tagging: the size the ledger checks later
 
 
 def _finish(
-    partial: Path, dest: Path, out: BinaryIO | None, rest: list[bytes], expected_s: float | None
+    partial: Path,
+    dest: Path,
+    out: BinaryIO | None,
+    rest: list[bytes],
+    expected_s: float | None,
+    tags: VideoTags | None,
 ) -> Mp4Check:
-    """In a thread: the last bytes, flushed to disk, checked, then the name a whole file
-    has. A file that is not whole is removed: the next try starts afresh."""
+    """In a thread: the last bytes, flushed to disk, checked, tagged (then checked
+    again), then the name a whole file has, and its poster. A file that is not whole is
+    removed: the next try starts afresh."""
     with out or partial.open("wb") as handle:
         handle.writelines(rest)
         handle.flush()
@@ -93,8 +105,17 @@ def _finish(
     if not check.whole:
         partial.unlink(missing_ok=True)
         raise VideoDamaged(check.problem or "damaged")
+    if tags is not None:
+        check = tag_video(partial, tags, expected_s) or check
     os.replace(partial, dest)
+    write_poster(dest)
     return check
+
+
+def _tags(record: TaskRecord) -> VideoTags:
+    """A video's own title and comment: its task key and its prompt."""
+    prompt = request_from_json(record.request_json).get("prompt")
+    return VideoTags(title=record.task_key, comment=str(prompt or ""))
 
 
 class Fetcher:
@@ -168,7 +189,7 @@ class Fetcher:
                 if url is None:
                     continue
             try:
-                size, check = await download(session, url, dest, expected_s)
+                size, check = await download(session, url, dest, expected_s, _tags(record))
             except UrlExpired as exc:
                 last_error, url = str(exc), None
                 log.info("%s: %s; asking for a fresh link", key, exc)
@@ -191,6 +212,7 @@ class Fetcher:
                 await self.stop.sleep(decision.delay_s)
                 continue
             relative = str(dest.relative_to(self.videos_dir.parent))
+            await asyncio.to_thread(write_story, dest, video_story(record, check))
             self.state.mark_downloaded(key, relative, size, check.duration_s, check.problem)
             self.downloaded += 1
             log.info("%s: downloaded %d bytes to %s", key, size, dest.name)

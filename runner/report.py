@@ -30,6 +30,7 @@ from runner.failed import write_failed_manifests
 from runner.records import TaskRecord
 from runner.state import RunState
 from runner.status import RunSummary, summarize
+from runner.video_files import POSTER_SUFFIX
 
 REPORT_CSV = "report.csv"
 REPORT_HTML = "report.html"
@@ -67,6 +68,7 @@ COLUMNS = [
     "settings",  # the model's other settings (mode, end_image, multi_prompt, ...), as JSON
     "video_s",  # the video's duration, measured from its file
     "video_problem",  # empty when the video is whole and as asked
+    "poster_path",  # the video's first frame, beside it
 ]
 # Settings with a column of their own; the rest of a model's settings go in "settings".
 _OWN_COLUMNS = frozenset(
@@ -90,7 +92,7 @@ class ReportFiles:
     failed_yaml: Path | None  # the failed rows as a manifest, when there are any
 
 
-def build_frame(records: Sequence[TaskRecord]) -> pd.DataFrame:
+def build_frame(records: Sequence[TaskRecord], run_dir: Path | None = None) -> pd.DataFrame:
     rows = []
     for record in records:
         request = request_from_json(record.request_json)
@@ -125,9 +127,25 @@ def build_frame(records: Sequence[TaskRecord]) -> pd.DataFrame:
                 "settings": _other_settings(request.values),
                 "video_s": record.video_s,
                 "video_problem": record.video_problem,
+                "poster_path": _poster(record, run_dir),
             }
         )
     return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def _poster(record: TaskRecord, run_dir: Path | None) -> str | None:
+    if not record.video_path or run_dir is None:
+        return None
+    poster = Path(record.video_path).with_suffix(POSTER_SUFFIX)
+    return str(poster) if (run_dir / poster).is_file() else None
+
+
+def _video_tag(row: dict[str, Any]) -> str:
+    """``<video>`` with its poster, so a card shows a picture before the video loads."""
+    e = html.escape
+    poster = f' poster="{e(quote(row["poster_path"]))}"' if row.get("poster_path") else ""
+    source = e(quote(row["video_path"]))
+    return f'<video controls preload="metadata"{poster} src="{source}"></video>'
 
 
 def _other_settings(values: dict[str, Any]) -> str | None:
@@ -143,7 +161,7 @@ def write_reports(state: RunState, run_dir: Path, formats: Sequence[str] = ()) -
     """Rewrite every report of the folder from the ledger; ``formats`` adds extra
     machine-readable copies (``jsonl``) beside ``report.csv``."""
     records = state.tasks()  # read once: a big batch's ledger is the slow part
-    frame = build_frame(records)
+    frame = build_frame(records, run_dir)
     failed = write_failed_manifests(records, run_dir)
     files = ReportFiles(
         run_dir / REPORT_CSV, run_dir / REPORT_HTML, failed.yaml if failed else None
@@ -284,7 +302,7 @@ def _compare_cell(row: dict[str, Any] | None, model: str) -> str:
     if row is None:
         return f'<td data-model="{e(model)}" class="none">not asked for</td>'
     if row["video_path"]:
-        media = f'<video controls preload="metadata" src="{e(quote(row["video_path"]))}"></video>'
+        media = _video_tag(row)
     else:
         media = f'<span class="badge s-{e(row["status"])}">{e(row["status"])}</span>'
     timing = f"{row['generation_s']} s · " if row["generation_s"] is not None else ""
@@ -315,7 +333,7 @@ def _card(row: dict[str, Any], thumb: str | None) -> str:
     if row["negative_prompt"]:
         settings.append(f"not: {row['negative_prompt']}")
     if row["video_path"]:
-        media = f'<video controls preload="metadata" src="{e(quote(row["video_path"]))}"></video>'
+        media = _video_tag(row)
     else:
         media = f'<div class="novideo">{e(_no_video_reason(status))}</div>'
     if thumb:

@@ -53,7 +53,14 @@ LAYERS: list[tuple[str, list[str]]] = [
     ("client", ["runner.client"]),
     (
         "stages",
-        ["runner.account", "runner.submit", "runner.poll", "runner.fetch", "runner.recheck"],
+        [
+            "runner.account",
+            "runner.submit",
+            "runner.poll",
+            "runner.video_files",
+            "runner.fetch",
+            "runner.recheck",
+        ],
     ),
     (
         "engine and reports",

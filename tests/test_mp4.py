@@ -214,3 +214,17 @@ def test_the_simulator_serves_a_real_video_made_from_the_submitted_image(tmp_pat
         first = next(container.decode(stream)).to_image().convert("RGB")
     red, green, blue = first.resize((1, 1)).getpixel((0, 0))
     assert green > 150 and red < 80 and blue < 80  # the submitted picture, not a sample
+
+
+def test_the_report_shows_each_video_with_its_poster(tmp_path, threaded_sim):
+    draw_image(tmp_path / "frame.png")
+    manifest = write_rows(tmp_path / "m.yaml", 2)
+    run_dir = tmp_path / "run"
+    assert main(["run", str(manifest), "--out", str(run_dir), *FAST]) == 0
+    rows = report_rows(run_dir)
+    page = (run_dir / "report.html").read_text(encoding="utf-8")
+    for row in rows.values():
+        assert row["poster_path"] == row["video_path"].removesuffix(".mp4") + ".jpg"
+        with Image.open(run_dir / row["poster_path"]) as poster:
+            assert poster.size == (320, 180)  # the video's own frame, 16:9 as the image
+        assert f'poster="{row["poster_path"]}"' in page
