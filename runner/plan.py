@@ -181,17 +181,19 @@ def _defaults_no_model_takes(specs: list[TaskSpec]) -> list[Problem]:
         close = difflib.get_close_matches(name, known, n=1)
         hint = f" (did you mean '{close[0]}'?)" if close else ""
         problems.append(
-            Problem(
-                spec.file,
-                None,
-                None,
+            _about_default(
+                spec,
                 name,
-                None,
                 f"is a default (defaults: or --set) that no model of this manifest takes"
                 f"{hint}; they take: {', '.join(known)}",
             )
         )
     return problems
+
+
+def _about_default(spec: TaskSpec, name: str, rule: str) -> Problem:
+    """A default belongs to no row: said once, at the manifest."""
+    return Problem(spec.file, None, None, name, None, rule)
 
 
 def _model_name(spec: TaskSpec) -> str:
@@ -218,12 +220,9 @@ def _settings(
             if (name, model.name) not in skipped:
                 skipped.add((name, model.name))
                 result.warnings.append(
-                    Problem(
-                        spec.file,
-                        None,
-                        None,
+                    _about_default(
+                        spec,
                         name,
-                        None,
                         f"a default that {model.name} does not take: skipped for its tasks",
                     )
                 )
