@@ -232,8 +232,7 @@ def _execute(folder: RunFolder, url: str, api_key: str, options: RunOptions, ver
     record_balance(state, balance)
     missing = state.missing_videos()
     files = write_reports(state, run_dir)
-    problems = sum(1 for r in state.tasks() if r.video_problem)
-    console.outcome(run_dir, outcome, files, missing, options.download, problems)
+    console.outcome(run_dir, outcome, files, missing, options.download, files.video_problems)
     missing = missing if options.download else 0
     if outcome.stopped_by:
         return EXIT_INTERRUPTED if outcome.interrupted else EXIT_STOPPED

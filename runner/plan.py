@@ -135,7 +135,8 @@ def plan(
     image_cache: ImageChecks = {}
     names: dict[str, str] = {}
     # (default, model) already said: a typo is an error above, not also a warning.
-    skipped = {(p.field or "", m) for p in typos for m in {_model_name(s) for s in specs}}
+    models = {_model_name(spec) for spec in specs}  # once, not once per typo
+    skipped = {(p.field or "", m) for p in typos for m in models}
     for spec in specs:
         task = _plan_one(spec, manifest.base_dir, image_cache, result, tables, skipped)
         if task is None:

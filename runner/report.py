@@ -90,6 +90,7 @@ class ReportFiles:
     csv: Path
     html: Path
     failed_yaml: Path | None  # the failed rows as a manifest, when there are any
+    video_problems: int = 0  # videos not whole or not as asked (the summary's count)
 
 
 def build_frame(records: Sequence[TaskRecord], run_dir: Path | None = None) -> pd.DataFrame:
@@ -164,7 +165,10 @@ def write_reports(state: RunState, run_dir: Path, formats: Sequence[str] = ()) -
     frame = build_frame(records, run_dir)
     failed = write_failed_manifests(records, run_dir)
     files = ReportFiles(
-        run_dir / REPORT_CSV, run_dir / REPORT_HTML, failed.yaml if failed else None
+        run_dir / REPORT_CSV,
+        run_dir / REPORT_HTML,
+        failed.yaml if failed else None,
+        video_problems=sum(1 for r in records if r.video_problem),
     )
     write_text_atomically(files.csv, frame.to_csv(index=False))
     write_text_atomically(run_dir / REPORT_EXCEL_CSV, for_spreadsheets(frame))
