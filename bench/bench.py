@@ -16,7 +16,9 @@ What it runs (``--scenario`` picks some; every figure is printed with its target
    decide whether a laptop can hold a big batch.
 3. The parts of one task alone, one at a time (a submit, a poll, a download with its
    fsync, the ledger's two durable commits): the floor under CPU per task.
-4. ``validate`` of a 100,000-row CSV manifest (wall time).
+4. Pictures out: a run of 500 tasks with the simulator's real videos, its contact sheet
+   (and the same sheet with every video a 1080p 10 s file), a 1080p poster, a box check.
+5. ``validate`` of a 100,000-row CSV manifest (wall time).
 
 The ideal bound: task *i* (in the order the API created them) cannot be done before
 ``i / rate + d_i``, where ``d_i`` is its own queue + generation time on the simulator;
@@ -54,8 +56,10 @@ from runner.manifest_files import load
 from runner.mp4 import check_mp4
 from runner.plan import Plan, plan
 from runner.poll import PollPolicy
+from runner.sheet import write_contact_sheet
 from runner.simulator import SimConfig, Simulator
 from runner.state import RunState
+from runner.video_files import write_poster
 
 SUBMIT_PATH = model_named(DEFAULT_MODEL).path
 KEY = "sk_bench_7c1d"
@@ -254,6 +258,75 @@ def parts_side(base_url: str, count: int) -> dict:
     return asyncio.run(go())
 
 
+def videos_side(base_url: str, tasks: int) -> dict:
+    """Pictures out: a run of ``tasks`` against the simulator's real videos (made from
+    the submitted image), then its contact sheet drawn from scratch; then the same
+    sheet with every video a 1080p 10 s H.264 file (a real API video's size), and a
+    poster and box check of that file alone."""
+    folder, _, state = _planned_run(tasks)
+    run_dir = folder / "run"
+    config = EngineConfig(
+        submit_rate=Rate(1000, 1),
+        poll_rate=Rate(1000, 1),
+        poll_policy=PollPolicy(first_delay_s=0.2),
+        progress_every_s=3600,
+    )
+
+    async def go() -> None:
+        async with NovitaClient(base_url, KEY) as client:
+            await run_engine(state, client, run_dir, config)
+
+    asyncio.run(go())
+    records = state.tasks()
+    result = {"whole_videos": _whole_videos(run_dir / "videos")}
+    started = time.monotonic()
+    pages = write_contact_sheet(records, run_dir, "bench")
+    result.update(sheet_s=time.monotonic() - started, pages=len(pages))
+
+    full_hd = _full_hd_video(folder / "1080p.mp4")
+    result["video_mb"] = full_hd.stat().st_size / 1e6
+    for record in records:  # every task's video becomes the 1080p one
+        target = run_dir / str(record.video_path)
+        target.unlink()
+        target.hardlink_to(full_hd)
+    started = time.monotonic()
+    write_contact_sheet(records, run_dir, "bench")
+    result["sheet_1080p_s"] = time.monotonic() - started
+    started = time.monotonic()
+    for _ in range(1000):
+        check_mp4(full_hd, 10)
+    result["check_ms"] = time.monotonic() - started  # 1000 checks: seconds = ms each
+    copy = folder / "poster-me.mp4"
+    copy.hardlink_to(full_hd)
+    times = []
+    for _ in range(5):
+        started = time.monotonic()
+        write_poster(copy)
+        times.append(time.monotonic() - started)
+    result["poster_ms"] = 1000 * statistics.median(times)
+    result["peak_rss_mb"] = _peak_rss_mb()
+    return result
+
+
+def _full_hd_video(path: Path, seconds: int = 10, fps: int = 24) -> Path:
+    """A 1080p H.264 video with a keyframe every 2 s and a moving, textured picture (so
+    the frames are not trivially compressible)."""
+    import av
+    from PIL import ImageFilter
+
+    texture = Image.effect_noise((1920, 1080), 90).filter(ImageFilter.GaussianBlur(2))
+    still = texture.convert("RGB")
+    with av.open(str(path), "w", format="mp4") as out:
+        stream = out.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = 1920, 1080, "yuv420p"
+        stream.options = {"preset": "ultrafast", "crf": "20", "g": str(2 * fps)}
+        for index in range(seconds * fps):
+            frame = av.VideoFrame.from_image(still.rotate(index * 0.1))
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode())
+    return path
+
+
 def validate_side(rows: int) -> dict:
     from runner.cli import main
 
@@ -334,6 +407,11 @@ def parts_config() -> SimConfig:
     )
 
 
+def videos_config() -> SimConfig:
+    """Real videos made from the submitted image (one per image and duration)."""
+    return SimConfig(api_key=KEY, queue_s=0.0, generation_s=0.2, jitter=0.0, seed=1)
+
+
 def measure(side: Callable[..., dict], config: SimConfig, tasks: int, rate: float, *args) -> dict:
     with SimulatorProcess(config) as sim:
         result = _in_process(side, sim.base_url, tasks, *args)
@@ -389,8 +467,12 @@ def main() -> None:
     parser.add_argument("--scale-rate", type=float, default=400.0)
     parser.add_argument("--validate-rows", type=int, default=100_000)
     parser.add_argument(
-        "--skip", action="append", default=[], choices=["sdk", "scale", "parts", "validate"]
+        "--skip",
+        action="append",
+        default=[],
+        choices=["sdk", "scale", "parts", "videos", "validate"],
     )
+    parser.add_argument("--sheet-tasks", type=int, default=500)
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
 
@@ -418,6 +500,10 @@ def main() -> None:
     if "parts" not in args.skip:
         with SimulatorProcess(parts_config()) as sim:
             print_parts(_in_process(parts_side, sim.base_url, 300), polls_per_task)
+    if "videos" not in args.skip:
+        print(f"\npictures out: {args.sheet_tasks} tasks with real videos ...", flush=True)
+        with SimulatorProcess(videos_config()) as sim:
+            print_videos(_in_process(videos_side, sim.base_url, args.sheet_tasks), args)
     if "validate" not in args.skip:
         checked = _in_process(validate_side, args.validate_rows)
         print(
@@ -469,6 +555,22 @@ def print_parts(parts: dict, polls_per_task: float) -> None:
         f"= {floor:.2f} ms per task"
     )
     print(f"MP4 box check of a video (in the download above): {parts['mp4 check']:.3f} ms (<= 1)")
+
+
+def print_videos(videos: dict, args: argparse.Namespace) -> None:
+    print(
+        f"contact sheet of {args.sheet_tasks} tasks (simulator's 320 px videos, "
+        f"{videos['whole_videos']} whole, {videos['pages']} page(s)): "
+        f"{videos['sheet_s']:.1f} s (target <= 15)"
+    )
+    print(
+        f"the same with every video 1080p 10 s ({videos['video_mb']:.1f} MB each): "
+        f"{videos['sheet_1080p_s']:.1f} s (target <= 15)"
+    )
+    print(
+        f"1080p 10 s video: box check {videos['check_ms']:.3f} ms (<= 1), poster "
+        f"{videos['poster_ms']:.0f} ms (<= 100); peak RSS {videos['peak_rss_mb']:.0f} MB"
+    )
 
 
 if __name__ == "__main__":

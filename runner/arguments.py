@@ -18,7 +18,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kling-batch",
         description="Batches of Kling video generations on Novita AI: "
-        "validate, run, resume, report.",
+        "validate, run, resume, report, sheet.",
     )
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -63,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument(
         "--format", action="append", choices=["jsonl"], default=[], help="also report.<format>"
     )
+
+    sheet = command("sheet", "draw contact-sheet.png again: one tile per task, frames and labels")
+    sheet.add_argument("run_dir", type=Path)
 
     models = command("models", "every model: its fields, limits and estimate prices")
     models.add_argument("--json", action="store_true", help="the same, as JSON for scripts")

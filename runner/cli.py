@@ -46,6 +46,7 @@ from runner.progress import LineProgress, LiveProgress, ProgressSink, progress_l
 from runner.records import TaskRecord, TaskStatus
 from runner.rehearsal import SIMULATOR_API
 from runner.report import write_reports
+from runner.sheet import write_contact_sheet
 from runner.sim_hosting import run_simulator
 from runner.state import RunState
 from runner.status import summarize
@@ -264,8 +265,20 @@ def cmd_report(args: argparse.Namespace) -> int:
         files = write_reports(state, args.run_dir, args.format)
         print(progress_line(state.counts(), 0))
         print(f"report: {files.csv}\n        {files.html}")
+        if files.sheets:
+            print(f"        {files.sheets[0]}")
     finally:
         state.close()
+    return EXIT_OK
+
+
+def cmd_sheet(args: argparse.Namespace) -> int:
+    state = _read_folder(args.run_dir)
+    try:
+        pages = write_contact_sheet(state.tasks(), args.run_dir, args.run_dir.name)
+    finally:
+        state.close()
+    print("contact sheet: " + "\n               ".join(str(page) for page in pages))
     return EXIT_OK
 
 
@@ -299,6 +312,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "rerun": cmd_rerun,
     "status": cmd_status,
     "report": cmd_report,
+    "sheet": cmd_sheet,
     "models": cmd_models,
     "sim": run_simulator,
 }

@@ -170,6 +170,9 @@ def outcome(
         f"{result.downloaded} video(s) downloaded; estimated spend ${result.spent_usd:,.2f}"
     )
     print(f"  report: {files.csv}\n          {files.html}")
+    if files.sheets:
+        more = f" (+{len(files.sheets) - 1} page(s))" if len(files.sheets) > 1 else ""
+        print(f"  contact sheet: {files.sheets[0]}{more}")
     if files.failed_yaml:
         print(f"  failed rows as a manifest: {files.failed_yaml}")
     if isinstance(result.stop_error, Interrupted):

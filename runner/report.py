@@ -28,8 +28,9 @@ from jobs.images import is_url
 from runner.atomic import write_text_atomically
 from runner.failed import write_failed_manifests
 from runner.records import TaskRecord
+from runner.sheet import write_contact_sheet
 from runner.state import RunState
-from runner.status import RunSummary, summarize
+from runner.status import RunSummary, no_video_reason, summarize
 from runner.video_files import POSTER_SUFFIX
 
 REPORT_CSV = "report.csv"
@@ -91,6 +92,7 @@ class ReportFiles:
     html: Path
     failed_yaml: Path | None  # the failed rows as a manifest, when there are any
     video_problems: int = 0  # videos not whole or not as asked (the summary's count)
+    sheets: tuple[Path, ...] = ()  # contact-sheet.png and its further pages
 
 
 def build_frame(records: Sequence[TaskRecord], run_dir: Path | None = None) -> pd.DataFrame:
@@ -169,6 +171,7 @@ def write_reports(state: RunState, run_dir: Path, formats: Sequence[str] = ()) -
         run_dir / REPORT_HTML,
         failed.yaml if failed else None,
         video_problems=sum(1 for r in records if r.video_problem),
+        sheets=tuple(write_contact_sheet(records, run_dir, run_dir.name)),
     )
     write_text_atomically(files.csv, frame.to_csv(index=False))
     write_text_atomically(run_dir / REPORT_EXCEL_CSV, for_spreadsheets(frame))
@@ -177,7 +180,7 @@ def write_reports(state: RunState, run_dir: Path, formats: Sequence[str] = ()) -
             run_dir / REPORT_JSONL, frame.to_json(orient="records", lines=True, force_ascii=False)
         )
     summary = summarize(state, str(run_dir), records=records)
-    page = render_html(frame, summary, run_dir.name, _thumbnails(records))
+    page = render_html(frame, summary, run_dir.name, _thumbnails(records), files.sheets)
     write_text_atomically(files.html, page)
     return files
 
@@ -222,7 +225,11 @@ def _thumbnail(path: Path, size: int = THUMB_PX) -> str | None:
 
 
 def render_html(
-    frame: pd.DataFrame, summary: RunSummary, title: str, thumbs: dict[str, str]
+    frame: pd.DataFrame,
+    summary: RunSummary,
+    title: str,
+    thumbs: dict[str, str],
+    sheets: Sequence[Path] = (),
 ) -> str:
     """A page a person looks at in the morning: the summary, then one card per task with
     its source image, settings, status, the video playing from its local file, and the
@@ -252,6 +259,7 @@ def render_html(
     counts = " · ".join(f"{n} {html.escape(s)}" for s, n in summary.counts.items())
     return _page_template().format(
         compare=_comparison(rows, thumbs),
+        sheets=_sheet_links(sheets),
         title=html.escape(title),
         header=header,
         counts=counts or "no tasks",
@@ -259,6 +267,18 @@ def render_html(
         total=summary.total,
         cards=cards,
     )
+
+
+def _sheet_links(sheets: Sequence[Path]) -> str:
+    """Links to the contact sheet's pages (beside the page, so relative links)."""
+    if not sheets:
+        return ""
+    links = " · ".join(
+        f'<a href="{html.escape(quote(page.name))}">'
+        f"{'contact sheet' if number == 1 else f'page {number}'}</a>"
+        for number, page in enumerate(sheets, start=1)
+    )
+    return f'<p class="sheets">The night at a glance: {links}</p>'
 
 
 def _comparison(rows: list[dict[str, Any]], thumbs: dict[str, str]) -> str:
@@ -339,7 +359,7 @@ def _card(row: dict[str, Any], thumb: str | None) -> str:
     if row["video_path"]:
         media = _video_tag(row)
     else:
-        media = f'<div class="novideo">{e(_no_video_reason(status))}</div>'
+        media = f'<div class="novideo">{e(no_video_reason(status))}</div>'
     if thumb:
         source = f'<img class="thumb" alt="source image" src="{thumb}">'
     elif row["image"]:
@@ -366,17 +386,6 @@ def _card(row: dict[str, Any], thumb: str | None) -> str:
       {row["attempts"]} · ${row["est_cost_usd"]:.2f}{timing}</p>
   </div>
 </article>"""
-
-
-def _no_video_reason(status: str) -> str:
-    return {
-        "succeeded": "not downloaded yet",
-        "failed": "no video: failed",
-        "unknown": "no video: submit outcome unknown",
-        "expired": "no video: link expired",
-        "stalled": "no video yet: still running at the API at its deadline (resume polls it)",
-        "retired": "not sent: no longer in the manifest",
-    }.get(status, "not finished yet")
 
 
 def _seconds(value: float | None) -> str:

@@ -67,7 +67,9 @@ def video_from_image(image: bytes | None, duration_s: float) -> bytes:
     with av.open(out_buffer, "w", format="mp4") as out:  # faststart needs a real file
         stream = out.add_stream("libx264", rate=VIDEO_FPS)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        stream.options = {"preset": "ultrafast", "crf": "30"}
+        # A keyframe a second, as real encoders place them every second or two (the
+        # contact sheet's frames at the middle and end are keyframes).
+        stream.options = {"preset": "ultrafast", "crf": "30", "g": str(VIDEO_FPS)}
         for index in range(frames):
             zoom = 1 + PUSH_IN * index / max(1, frames - 1)
             box_w, box_h = still.size[0] / zoom, still.size[1] / zoom

@@ -212,3 +212,15 @@ def human_duration(seconds: float | None) -> str:
     minutes, secs = divmod(round(seconds), 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
+
+
+def no_video_reason(status: str) -> str:
+    """Why a task has no video, in a few words (the page's cards, the contact sheet)."""
+    return {
+        "succeeded": "not downloaded yet",
+        "failed": "no video: failed",
+        "unknown": "no video: submit outcome unknown",
+        "expired": "no video: link expired",
+        "stalled": "no video yet: still running at the API at its deadline (resume polls it)",
+        "retired": "not sent: no longer in the manifest",
+    }.get(status, "not finished yet")

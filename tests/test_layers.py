@@ -64,7 +64,14 @@ LAYERS: list[tuple[str, list[str]]] = [
     ),
     (
         "engine and reports",
-        ["runner.engine", "runner.status", "runner.progress", "runner.failed", "runner.report"],
+        [
+            "runner.engine",
+            "runner.status",
+            "runner.progress",
+            "runner.failed",
+            "runner.sheet",
+            "runner.report",
+        ],
     ),
     ("run folder", ["runner.folder", "runner.rehearsal"]),
     ("flow", ["runner.flow"]),

@@ -1,0 +1,157 @@
+"""The contact sheet: one tile per task (source image, frames at start, middle and end,
+key, status, model, length), failures as labelled tiles, one column per model when a run
+compares several, pages past a page's worth, drawn again by ``kling-batch sheet``, and
+labels that never show a box for a glyph the font lacks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from PIL import Image, ImageDraw, ImageFont
+
+from runner import sheet
+from runner.cli import main
+from runner.records import TaskStatus
+from runner.state import RunState
+from tests.conftest import FAST, draw_image, write_rows
+from tests.test_model_runs import comparison  # noqa: F401  (a fixture)
+
+
+def tiles_of(run_dir: Path) -> list[sheet.Tile]:
+    state = RunState.open(run_dir, read_only=True)
+    try:
+        return [sheet.tile_of(record, run_dir) for record in state.tasks()]
+    finally:
+        state.close()
+
+
+def test_the_run_draws_a_sheet_the_page_links_and_sheet_draws_again(tmp_path, threaded_sim, capsys):
+    Image.new("RGB", (640, 360), (20, 200, 40)).save(tmp_path / "frame.png")
+    manifest = write_rows(tmp_path / "m.yaml", 2)
+    run_dir = tmp_path / "run"
+    assert main(["run", str(manifest), "--out", str(run_dir), *FAST]) == 0
+    assert f"contact sheet: {run_dir / 'contact-sheet.png'}" in capsys.readouterr().out
+    page = (run_dir / "report.html").read_text(encoding="utf-8")
+    assert '<a href="contact-sheet.png">contact sheet</a>' in page
+
+    with Image.open(run_dir / "contact-sheet.png") as drawn:
+        picture = drawn.convert("RGB")
+    top = sheet.MARGIN + sheet.LINE_PX + sheet.GAP
+    # The first tile: the source image, then the video's frames (the same green picture).
+    for cell in range(4):
+        x = sheet.MARGIN + cell * (sheet.CELL + sheet.GAP) + sheet.CELL // 2
+        red, green, blue = picture.getpixel((x, top + sheet.CELL // 2))
+        assert green > 150 and red < 80 and blue < 80, cell
+
+    (run_dir / "contact-sheet.png").unlink()
+    assert main(["sheet", str(run_dir)]) == 0
+    assert (run_dir / "contact-sheet.png").is_file()
+
+
+def test_frames_are_taken_at_the_start_middle_and_end(tmp_path, threaded_sim):
+    picture = Image.new("RGB", (640, 360), (30, 60, 120))
+    ImageDraw.Draw(picture).ellipse((280, 140, 360, 220), (255, 255, 255))
+    picture.save(tmp_path / "frame.png")  # a sun on a sky: the push-in makes it grow
+    manifest = write_rows(tmp_path / "m.yaml", 1)
+    run_dir = tmp_path / "run"
+    assert main(["run", str(manifest), "--out", str(run_dir), *FAST]) == 0
+    frames = sheet.video_frames(run_dir / "videos" / "r0_1.mp4")
+    assert len(frames) == 3 and all(frame is not None for frame in frames)
+    start, middle, end = (frame.convert("L") for frame in frames if frame is not None)
+    assert max(start.size) == sheet.CELL
+    suns = [
+        sum(frame.point(lambda v: 255 if v > 200 else 0).histogram()[255:])
+        for frame in (start, middle, end)
+    ]
+    assert suns[0] < suns[1] < suns[2]  # three different moments, in order
+
+
+def test_a_video_that_cannot_be_decoded_still_gets_a_tile(tmp_path):
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"\x00\x00\x00\x18ftypisom" + bytes(100))
+    assert sheet.video_frames(broken) == [None, None, None]
+
+
+def test_a_failure_is_a_tile_with_its_reason(tmp_path, threaded_sim):
+    draw_image(tmp_path / "frame.png")
+    manifest = write_rows(tmp_path / "m.yaml", 2)
+    threaded_sim.script_fates("fail", "succeed")
+    run_dir = tmp_path / "run"
+    assert main(["run", str(manifest), "--out", str(run_dir), *FAST]) == 1
+    tiles = {tile.task_key: tile for tile in tiles_of(run_dir)}
+    failed = next(tile for tile in tiles.values() if tile.status is TaskStatus.FAILED)
+    assert failed.video is None
+    assert failed.problem is not None and "TASK_FAILED" in failed.problem
+    assert failed.label.startswith("failed - kling-v2.6-pro-i2v - 5 s")
+    good = next(tile for tile in tiles.values() if tile.status is TaskStatus.SUCCEEDED)
+    assert good.video is not None and good.problem is None
+    assert good.label == "succeeded - kling-v2.6-pro-i2v - 5.0 s"
+
+
+def test_several_models_are_one_column_each_for_every_input(comparison, tmp_path, threaded_sim):  # noqa: F811
+    run_dir = tmp_path / "run"
+    assert main(["run", str(comparison), "--out", str(run_dir), *FAST]) == 0
+    tiles = tiles_of(run_dir)
+    models = sorted({tile.model for tile in tiles})
+    lines = sheet.lay_out(tiles, models)
+    assert len(lines) == 2  # two inputs: the cat row (four models) and the city row (one)
+    cat, city = lines
+    assert [tile.model if tile else None for tile in cat] == [
+        m if m != "kling-v3.0-std-t2v" else None for m in models
+    ]
+    assert [tile.model if tile else None for tile in city] == [
+        m if m == "kling-v3.0-std-t2v" else None for m in models
+    ]
+    with Image.open(run_dir / "contact-sheet.png") as drawn:  # five columns side by side
+        assert drawn.width > len(models) * 3 * sheet.CELL
+
+
+def test_pages_past_a_page_worth_and_no_stale_page_is_left(tmp_path, threaded_sim, monkeypatch):
+    draw_image(tmp_path / "frame.png")
+    manifest = write_rows(tmp_path / "m.yaml", 7)
+    run_dir = tmp_path / "run"
+    monkeypatch.setattr(sheet, "TILES_PER_PAGE", 3)  # one line of three tiles a page
+    assert main(["run", str(manifest), "--out", str(run_dir), *FAST]) == 0
+    names = [page.name for page in sheet.sheet_pages(run_dir)]
+    assert names == ["contact-sheet.png", "contact-sheet-2.png", "contact-sheet-3.png"]
+    page = (run_dir / "report.html").read_text(encoding="utf-8")
+    assert '<a href="contact-sheet-3.png">page 3</a>' in page
+
+    monkeypatch.setattr(sheet, "TILES_PER_PAGE", 6)
+    assert main(["sheet", str(run_dir)]) == 0
+    assert [page.name for page in sheet.sheet_pages(run_dir)] == [
+        "contact-sheet.png",
+        "contact-sheet-2.png",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "drawn"),
+    [
+        ("cat/1", "cat/1"),
+        ("café crème", "cafe creme"),
+        ("猫_001/1", "?_001/1"),
+        ("🐱 party 🎉", "? party ?"),
+        ("4032×3024 → ok", "4032?3024 ? ok"),
+        ("tab\tand\nnewline", "tab and newline"),
+    ],
+)
+def test_labels_keep_to_what_the_font_draws(text, drawn):
+    assert sheet.drawable(text) == drawn
+
+
+def test_every_character_a_label_can_hold_has_a_glyph_in_the_font():
+    """What ``drawable`` lets through must not come out as the font's box for a
+    missing glyph (the glyph a CJK character gets)."""
+    font = ImageFont.load_default(size=12)
+
+    def drawn(character: str) -> bytes:
+        canvas = Image.new("L", (24, 24))
+        ImageDraw.Draw(canvas).text((4, 4), character, 255, font)
+        return canvas.tobytes()
+
+    missing = drawn("猫")
+    assert drawn("é") == missing  # the box this test is about
+    for code in range(0x21, 0x7F):
+        assert drawn(chr(code)) != missing, chr(code)
