@@ -10,7 +10,7 @@ from typing import Any
 
 from runner.manifest import MAX_TASKS
 from runner.options import option_specs
-from runner.sim_hosting import add_sim_arguments
+from runner.simulator import add_sim_arguments
 
 
 def build_parser() -> argparse.ArgumentParser:

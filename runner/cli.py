@@ -47,7 +47,7 @@ from runner.records import TaskRecord, TaskStatus
 from runner.rehearsal import SIMULATOR_API
 from runner.report import write_reports
 from runner.sheet import write_contact_sheet
-from runner.sim_hosting import run_simulator
+from runner.simulator import run_simulator
 from runner.state import RunState
 from runner.status import summarize
 

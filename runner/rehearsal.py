@@ -12,8 +12,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from runner.records import IN_FLIGHT, TaskStatus
-from runner.sim_hosting import simulator_in_thread
-from runner.simulator import SimConfig
+from runner.simulator import SimConfig, simulator_in_thread
 from runner.state import RunState
 
 SIMULATOR_API = "embedded simulator"

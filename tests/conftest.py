@@ -15,8 +15,7 @@ from PIL import Image
 from runner.engine import EngineConfig
 from runner.limits import Rate
 from runner.poll import PollPolicy
-from runner.sim_hosting import simulator_in_thread
-from runner.simulator import SimConfig, Simulator
+from runner.simulator import SimConfig, Simulator, simulator_in_thread
 
 SIM_KEY = "sk_test_5f1e9c2a7b3d4e6f"  # a recognisable key, so tests can grep for leaks
 # CLI options that scale a run from minutes down to a test's fraction of a second.

@@ -15,8 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from runner.sim_hosting import simulator_in_thread
-from runner.simulator import SimConfig, Simulator
+from runner.simulator import SimConfig, Simulator, simulator_in_thread
 from tests.conftest import FAST, SIM_KEY, draw_image, runner_process, wait_until, write_rows
 
 ROWS = 6

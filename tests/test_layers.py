@@ -42,12 +42,13 @@ LAYERS: list[tuple[str, list[str]]] = [
     (
         "simulator",
         [
-            "runner.sim_state",
-            "runner.sim_wire",
-            "runner.sim_faults",
-            "runner.sim_video",
+            "runner.simulator.state",
+            "runner.simulator.wire",
+            "runner.simulator.faults",
+            "runner.simulator.video",
+            "runner.simulator.server",
+            "runner.simulator.hosting",
             "runner.simulator",
-            "runner.sim_hosting",
         ],
     ),
     ("client", ["runner.client"]),
@@ -80,7 +81,7 @@ LAYERS: list[tuple[str, list[str]]] = [
 ]
 # The simulator speaks the documented protocol on its own: it shares the job's limits,
 # never the client's, the engine's or the ledger's code.
-SIMULATOR_MAY_USE = ("jobs", "runner.sim", "runner.limits", "runner.errors", "runner.clock")
+SIMULATOR_MAY_USE = ("jobs", "runner.simulator", "runner.limits", "runner.errors", "runner.clock")
 
 
 def layer_of() -> dict[str, int]:
@@ -130,7 +131,7 @@ def test_no_module_imports_a_layer_above_its_own():
 def test_the_simulator_is_the_clients_independent_counterpart():
     modules = project_modules()
     for name, path in modules.items():
-        if name.startswith("runner.sim"):
+        if name == "runner.simulator" or name.startswith("runner.simulator."):
             for imported in imports_of(path, set(modules)):
                 assert imported.startswith(SIMULATOR_MAY_USE), f"{name} imports {imported}"
 

@@ -10,8 +10,7 @@ from novita_client import NovitaClient as OfficialClient
 from novita_client.proto import V3TaskResponseStatus
 
 from jobs import DEFAULT_MODEL, model_named
-from runner.sim_hosting import simulator_in_thread
-from runner.simulator import SimConfig
+from runner.simulator import SimConfig, simulator_in_thread
 from tests.conftest import SIM_KEY
 
 SUBMIT_PATH = model_named(DEFAULT_MODEL).path

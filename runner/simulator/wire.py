@@ -16,7 +16,7 @@ from aiohttp import web
 from jobs.contract import Field, Model, Request, Wire
 from jobs.images import check_image_bytes, check_image_url, is_url
 from jobs.problems import FieldProblem
-from runner.sim_state import SimTask
+from runner.simulator.state import SimTask
 
 TASK_RESULT_PATH = "/v3/async/task-result"
 BALANCE_PATH = "/openapi/v1/billing/balance/detail"

@@ -11,7 +11,14 @@ from __future__ import annotations
 import random
 from collections import deque
 
-from runner.sim_state import FATES, MEDIA_FAULTS, POLL_FAULTS, SUBMIT_FAULTS, SimConfig, SimStats
+from runner.simulator.state import (
+    FATES,
+    MEDIA_FAULTS,
+    POLL_FAULTS,
+    SUBMIT_FAULTS,
+    SimConfig,
+    SimStats,
+)
 
 
 class Faults:

@@ -1,4 +1,4 @@
-"""A local stand-in for the Novita API, so that demos, tests and benchmarks need no key.
+"""The simulator's server: the routes, the tasks' lives, and the videos they serve.
 
 It is a real aiohttp server speaking the documented protocol (shared/novita-api.md):
 ``POST /v3/async/kling-v2.6-pro-i2v`` and ``GET /v3/async/task-result``, answering in
@@ -8,8 +8,8 @@ every model in ``jobs.MODELS``, each at its own path).
 Finished videos are served by a *second* listener, as a pre-signed-style URL that
 expires, the way Novita hands out object-store links.
 
-Faults (scripts, outages, rates) are in ``runner.sim_faults``, the wire shapes in
-``runner.sim_wire``, hosting (``kling-batch sim``, a thread) in ``runner.sim_hosting``.
+Faults (scripts, outages, rates) are in ``faults``, the wire shapes in ``wire``, the
+videos in ``video``, hosting (``kling-batch sim``, a thread) in ``hosting``.
 The clock can be moved with :meth:`Simulator.advance`, so a test never has to sleep
 through a generation.
 
@@ -34,10 +34,10 @@ from aiohttp import web
 
 from jobs import MODELS
 from jobs.contract import Model
-from runner.sim_faults import Faults
-from runner.sim_state import SimConfig, SimStats, SimTask
-from runner.sim_video import cut_short, sample_video, video_from_image
-from runner.sim_wire import (
+from runner.simulator.faults import Faults
+from runner.simulator.state import SimConfig, SimStats, SimTask
+from runner.simulator.video import cut_short, sample_video, video_from_image
+from runner.simulator.wire import (
     BALANCE_PATH,
     EXPIRED_XML,
     TASK_RESULT_PATH,

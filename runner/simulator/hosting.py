@@ -13,8 +13,8 @@ from collections.abc import Iterator
 from typing import Any
 
 from runner.limits import Rate
-from runner.sim_state import SimConfig
-from runner.simulator import Simulator
+from runner.simulator.server import Simulator
+from runner.simulator.state import SimConfig
 
 
 def _port(text: str) -> int:
