@@ -7,9 +7,9 @@ per input, one column per model. Past :data:`TILES_PER_PAGE` tiles it goes on in
 ``contact-sheet-2.png``, ``-3``, ... so no page grows past what a viewer opens quickly.
 
 Nothing common does "one tile per task of a batch" (vcsi and ffmpeg's ``tile`` filter
-sheet one video), so Pillow draws it and PyAV decodes the frames: three seeks per video,
-one keyframe decoded at each, scaled down by FFmpeg before a Pillow image is made.
-Videos are read in a thread pool (FFmpeg decodes without holding the GIL).
+sheet one video), so Pillow draws it. Each video's three frames are taken when it is
+downloaded, beside its poster (``runner.video_files.frames_of``): the sheet reads small
+JPEGs, and decodes only a video whose frames are missing or older than it.
 
 Labels are drawn with Pillow's own font, which has Latin letters but no accents, CJK or
 emoji: the text is folded to ASCII (``café`` -> ``cafe``) and what cannot be folded
@@ -29,7 +29,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-import av
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 from jobs import request_from_json
@@ -37,17 +36,16 @@ from jobs.images import is_url
 from runner.atomic import write_bytes_atomically
 from runner.records import TaskRecord, TaskStatus
 from runner.status import no_video_reason
-from runner.video_files import poster_of
+from runner.video_files import FRAME_PX, FRAMES_AT, frames_of
 
 SHEET_NAME = "contact-sheet.png"
 TILES_PER_PAGE = 60
-CELL = 128  # each picture is letterboxed into a CELL x CELL square
+CELL = FRAME_PX  # each picture is letterboxed into a CELL x CELL square
 GAP = 4
 MARGIN = 12
 LINE_PX = 16
 LABEL_LINES = 2
 TILES_PER_LINE = 3  # with one model
-FRAMES_AT = (0.0, 0.5, 1.0)  # start, middle and end of each video
 BACKGROUND = (24, 24, 28)
 CELL_BACKGROUND = (40, 40, 46)
 TEXT = (230, 230, 230)
@@ -149,54 +147,8 @@ def _all_frames(tiles: list[Tile]) -> dict[str, list[Image.Image | None]]:
     videos = {tile.task_key: tile.video for tile in tiles if tile.video is not None}
     workers = min(len(videos), os.cpu_count() or 1) or 1
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        frames = pool.map(video_frames, videos.values())
+        frames = pool.map(frames_of, videos.values())
         return dict(zip(videos, frames, strict=True))
-
-
-def video_frames(video: Path, at: Sequence[float] = FRAMES_AT) -> list[Image.Image | None]:
-    """Small pictures of ``video`` near each fraction of its length (None where none
-    could be decoded: a damaged video still gets a tile).
-
-    Only keyframes are decoded: a seek lands on the keyframe before each moment, and
-    that frame is the picture (an encoder puts one every second or two, so "the end" of
-    a 10 s video may be its 8th second). Decoding forward to the exact frame costs about
-    four times as much at 1080p (measured: ~25 ms against ~100 ms a video), which 500
-    videos on two cores cannot afford. The start is the poster the download left
-    beside the video (its first frame, read small in JPEG's draft mode) when there is
-    one: a third of the decoding saved."""
-    poster = poster_of(video)
-    start = _thumbnail(poster) if poster is not None and at and at[0] == 0 else None
-    try:
-        with av.open(str(video)) as container:
-            stream = container.streams.video[0]
-            stream.codec_context.skip_frame = "NONKEY"
-            length = float(container.duration or 0) / av.time_base
-            return [
-                start
-                if index == 0 and start is not None
-                else _keyframe_at(container, stream, fraction * length)
-                for index, fraction in enumerate(at)
-            ]
-    except (av.FFmpegError, OSError, IndexError, ValueError):
-        return [None] * len(at)
-
-
-def _keyframe_at(
-    container: av.container.InputContainer, stream: av.VideoStream, at_s: float
-) -> Image.Image | None:
-    assert stream.time_base is not None
-    container.seek(int(at_s / stream.time_base), stream=stream)
-    frame = next(container.decode(stream), None)
-    if frame is None:
-        return None
-    scale = CELL / max(frame.width, frame.height)
-    small = frame.reformat(
-        width=max(2, round(frame.width * scale)),
-        height=max(2, round(frame.height * scale)),
-        format="rgb24",  # FFmpeg scales it down: no full-size Pillow image is made
-    )
-    picture: Image.Image = small.to_image()  # type: ignore[no-untyped-call]
-    return picture
 
 
 def _source_thumbnails(tiles: list[Tile]) -> dict[str, Image.Image | None]:

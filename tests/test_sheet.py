@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageDraw, ImageFont
 
-from runner import sheet
+from runner import sheet, video_files
 from runner.cli import main
 from runner.records import TaskStatus
 from runner.state import RunState
@@ -56,7 +56,7 @@ def test_frames_are_taken_at_the_start_middle_and_end(tmp_path, threaded_sim):
     manifest = write_rows(tmp_path / "m.yaml", 1)
     run_dir = tmp_path / "run"
     assert main(["run", str(manifest), "--out", str(run_dir), *FAST]) == 0
-    frames = sheet.video_frames(run_dir / "videos" / "r0_1.mp4")
+    frames = video_files.frames_of(run_dir / "videos" / "r0_1.mp4")
     assert len(frames) == 3 and all(frame is not None for frame in frames)
     start, middle, end = (frame.convert("L") for frame in frames if frame is not None)
     assert max(start.size) == sheet.CELL
@@ -70,7 +70,7 @@ def test_frames_are_taken_at_the_start_middle_and_end(tmp_path, threaded_sim):
 def test_a_video_that_cannot_be_decoded_still_gets_a_tile(tmp_path):
     broken = tmp_path / "broken.mp4"
     broken.write_bytes(b"\x00\x00\x00\x18ftypisom" + bytes(100))
-    assert sheet.video_frames(broken) == [None, None, None]
+    assert video_files.frames_of(broken) == [None, None, None]
 
 
 def test_a_failure_is_a_tile_with_its_reason(tmp_path, threaded_sim):
@@ -155,3 +155,28 @@ def test_every_character_a_label_can_hold_has_a_glyph_in_the_font():
     assert drawn("é") == missing  # the box this test is about
     for code in range(0x21, 0x7F):
         assert drawn(chr(code)) != missing, chr(code)
+
+
+def test_frames_are_kept_at_download_and_the_sheet_reads_them_without_the_video(
+    tmp_path, threaded_sim, monkeypatch
+):
+    draw_image(tmp_path / "frame.png")
+    manifest = write_rows(tmp_path / "m.yaml", 1)
+    run_dir = tmp_path / "run"
+    assert main(["run", str(manifest), "--out", str(run_dir), *FAST]) == 0
+    video = run_dir / "videos" / "r0_1.mp4"
+    strip = run_dir / "videos" / ".frames" / "r0_1.jpg"
+    assert strip.is_file()
+    kept = [frame.size for frame in video_files.frames_of(video) if frame is not None]
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("the video was opened")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(video_files.av, "open", no_decoding)
+        assert [f.size for f in video_files.frames_of(video) if f is not None] == kept
+        assert main(["sheet", str(run_dir)]) == 0
+
+    strip.unlink()  # gone (or older than its video): made again from the video
+    assert [f.size for f in video_files.frames_of(video) if f is not None] == kept
+    assert strip.is_file()
