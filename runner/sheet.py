@@ -85,14 +85,15 @@ def write_contact_sheet(records: Sequence[TaskRecord], run_dir: Path, title: str
     are removed, so the folder never shows a stale page."""
     tiles = [tile_of(record, run_dir) for record in records]
     models = sorted({tile.model for tile in tiles})
-    frames = _all_frames(tiles)
-    thumbs = _source_thumbnails(tiles)
     lines = lay_out(tiles, models)
     per_page = max(1, TILES_PER_PAGE // max(len(models), TILES_PER_LINE))
     chunks = [lines[i : i + per_page] for i in range(0, len(lines), per_page)] or [[]]
     pages = []
     for number, chunk in enumerate(chunks, start=1):
         heading = f"{title}  -  {len(tiles)} task(s)  -  page {number} of {len(chunks)}"
+        shown = [tile for line in chunk for tile in line if tile is not None]
+        # One page's pictures in memory at a time: 100,000 tasks' would not fit.
+        frames, thumbs = _all_frames(shown), _source_thumbnails(shown)
         page = _draw_page(chunk, models, frames, thumbs, heading)
         path = run_dir / (SHEET_NAME if number == 1 else f"contact-sheet-{number}.png")
         write_bytes_atomically(path, _png(page))
@@ -212,6 +213,8 @@ def _draw_page(
                 (x, y),
                 _missing_image(first.image),
             )
+            row = _fit(drawable(f"row {first.input_key[0]}"), CELL, font)
+            draw.text((x, y + CELL + GAP), row, TEXT, font)  # the input's row, once
             x += source_w
         for tile in line:
             if tile is not None:
