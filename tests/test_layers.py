@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # anyway: Python would fail at import).
 LAYERS: list[tuple[str, list[str]]] = [
     ("records", ["runner.records", "runner.errors", "runner.clock", "jobs.problems"]),
-    ("contract", ["jobs.contract", "jobs.images"]),
+    ("contract", ["jobs.contract", "jobs.images", "jobs.pictures"]),
     (
         "jobs",
         [
