@@ -17,7 +17,7 @@ import io
 import re
 import stat
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
@@ -201,7 +201,10 @@ def check_image_file(path: Path) -> tuple[ImageFacts | None, list[FieldProblem]]
     except OSError as exc:
         why = "is a symlink loop" if exc.errno == errno.ELOOP else f"cannot be read: {exc.strerror}"
         return None, [FieldProblem("image", str(path), why)]
-    return check_image_bytes(data)
+    facts, problems = check_image_bytes(data)
+    # "is damaged" names the file, not only the row: a glob or folder row has many.
+    named = [replace(p, value=str(path)) if p.value is None else p for p in problems]
+    return facts, named
 
 
 def check_image_url(url: str) -> list[FieldProblem]:

@@ -157,7 +157,7 @@ def test_a_truncated_jpeg_is_found_by_validate(tmp_path, capsys):
     (tmp_path / "cut.jpg").write_bytes(whole.getvalue()[: len(whole.getvalue()) // 2])
     path = csv_file(tmp_path, "image,prompt\ncut.jpg,p\n")
     code, _, err = validate(path, capsys)
-    assert code == 2 and "image: is damaged or cut short" in err
+    assert code == 2 and "cut.jpg': is damaged or cut short" in err  # the file, named
 
 
 def test_an_exif_turned_image_warns_when_it_disagrees_with_the_aspect_ratio(tmp_path, capsys):
