@@ -434,8 +434,8 @@ def _with_image_patterns(manifest: Manifest) -> Manifest:
         base, files = found
         patterns[str(image)] = len(files)
 
-        def problem(rule: str, value: Any = image, row: Row = row) -> None:
-            problems.append(Problem(str(manifest.path), row.row_id, row.line, "image", value, rule))
+        def problem(rule: str, value: Any = image, row: Row = row, field: str = "image") -> None:
+            problems.append(Problem(str(manifest.path), row.row_id, row.line, field, value, rule))
 
         readable = []
         for file in files:
@@ -449,8 +449,72 @@ def _with_image_patterns(manifest: Manifest) -> Manifest:
         for file, name in zip(readable, _names_apart(base, readable), strict=True):
             row_id = f"{given}-{name}" if given not in (None, "") else name
             values = {**row.values, "image": str(file), "id": row_id}
+            for field, filled, rule in _fill_templates(values, file):
+                if rule is None:
+                    values[field] = filled
+                else:
+                    problem(rule, values[field] if filled is None else filled, field=field)
             rows.append(Row(row.number, row.line, values, row.defaulted - {"image"}))
     return replace(manifest, rows=rows, problems=problems, patterns=patterns)
+
+
+# Prompts of a glob or folder row may name each file's own words: ``{caption}`` (the
+# text of the same-name .txt beside the image, as captioning tools leave it) and
+# ``{name}`` (the file's stem). Any other ``{word}`` is a problem; other braces are text.
+TEMPLATED = ("prompt", "negative_prompt")
+TEMPLATE_FIELDS = ("caption", "name")
+_TEMPLATE = re.compile(r"\{(\w+)\}")
+
+
+def _fill_templates(values: dict[str, Any], image: Path) -> list[tuple[str, Any, str | None]]:
+    """(field, filled value, None) per templated field, or (field, value, why not). A
+    list of prompts (one task each) is filled item by item."""
+    done: list[tuple[str, Any, str | None]] = []
+    for field in TEMPLATED:
+        value = values.get(field)
+        texts = value if isinstance(value, list) else [value]
+        named = [n for t in texts if isinstance(t, str) for n in _TEMPLATE.findall(t)]
+        if not named:
+            continue
+        unknown = [n for n in named if n not in TEMPLATE_FIELDS]
+        if unknown:
+            done.append((field, None, _unknown_field(unknown[0])))
+            continue
+        words = {"name": image.stem}
+        if "caption" in named:
+            caption, why = _caption(image)
+            if why is not None:
+                done.append((field, _shown_name(image), why))
+                continue
+            words["caption"] = caption
+        filled = [_filled(t, words) if isinstance(t, str) else t for t in texts]
+        done.append((field, filled if isinstance(value, list) else filled[0], None))
+    return done
+
+
+def _unknown_field(name: str) -> str:
+    close = difflib.get_close_matches(name, TEMPLATE_FIELDS, n=1)
+    hint = f" (did you mean {{{close[0]}}}?)" if close else ""
+    known = ", ".join("{" + n + "}" for n in TEMPLATE_FIELDS)
+    return f"{{{name}}} is not a field a prompt can name{hint}: {known} are"
+
+
+def _filled(text: str, words: dict[str, str]) -> str:
+    return _TEMPLATE.sub(lambda match: words[match.group(1)], text)
+
+
+def _caption(image: Path) -> tuple[str, str | None]:
+    """The text of ``<stem>.txt`` beside ``image``, or why there is none."""
+    beside = image.with_suffix(".txt")
+    try:
+        text = beside.read_text(encoding="utf-8-sig").strip()
+    except FileNotFoundError:
+        return "", f"{{caption}} needs {beside.name} beside the image, and there is none"
+    except (OSError, UnicodeDecodeError) as exc:
+        return "", f"{{caption}}: {beside.name} cannot be read as UTF-8 text ({exc})"
+    if not text:
+        return "", f"{{caption}}: {beside.name} is empty"
+    return " ".join(text.split()), None
 
 
 # An id from a file name keeps letters of any script (a CJK name must not become "_").
