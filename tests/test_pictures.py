@@ -20,6 +20,8 @@ from jobs.pictures import (
     register_heif,
     source_of,
 )
+from runner.cli import main
+from tests.conftest import FAST, write_rows
 
 MB = 1_000_000
 
@@ -261,3 +263,12 @@ def test_crop_and_pad_make_the_shape_asked():
     padded = sent(wide, PictureSettings(fit="pad"))
     assert padded.size == (1500, 600)
     assert padded.convert("RGB").getpixel((750, 5)) == (255, 255, 255)  # the matte's bar
+
+
+def test_a_ready_file_reaches_the_api_byte_for_byte(tmp_path, threaded_sim):
+    picture = Image.effect_noise((640, 360), 50).convert("RGB")
+    picture.save(tmp_path / "frame.png")
+    manifest = write_rows(tmp_path / "m.yaml", 1)
+    assert main(["run", str(manifest), "--out", str(tmp_path / "run"), *FAST]) == 0
+    (task_id,) = threaded_sim.tasks
+    assert threaded_sim.sent_image(task_id) == (tmp_path / "frame.png").read_bytes()

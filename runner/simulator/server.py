@@ -292,6 +292,12 @@ class Simulator:
     def _sample_only(self) -> bool:
         return self.config.video_source == "sample" or bool(self.config.video_bytes)
 
+    def sent_image(self, task_id: str) -> bytes | None:
+        """The first frame a task was sent, as the API got it (None for a URL, text to
+        video, or the sample-only mode): tests assert what went over the wire."""
+        task = self.tasks.get(task_id)
+        return self._images.get(task.image_digest or "") if task is not None else None
+
     def _keep_image(self, image: object) -> str | None:
         """Keep a base64 first frame (once per distinct image) for its task's video."""
         if (
