@@ -90,7 +90,8 @@ def check_image_bytes(data: bytes) -> tuple[ImageFacts | None, list[FieldProblem
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data)) as img:
                 fmt, (width, height) = img.format or "", img.size
-                shown = _shown_size(img)
+                damage = _load_problem(img)
+                shown = _shown_size(img)  # after the load: a PNG's EXIF may follow its pixels
     except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
         problems.append(FieldProblem("image", None, _bomb(exc, len(data)), "INVALID_IMAGE_SIZE"))
         return None, problems
@@ -101,7 +102,7 @@ def check_image_bytes(data: bytes) -> tuple[ImageFacts | None, list[FieldProblem
             )
         )
         return None, problems
-    damage = _decode_problem(data)
+    damage = damage or _verify_problem(data)
     if damage:
         problems.append(FieldProblem("image", None, damage, "INVALID_IMAGE_FORMAT"))
     if fmt not in IMAGE_FORMATS:
@@ -153,17 +154,30 @@ def _bomb(exc: Exception, size: int) -> str:
     )
 
 
-def _decode_problem(data: bytes) -> str | None:
+def _load_problem(img: Image.Image) -> str | None:
     """Decode the whole image once: a header can be fine while the data is cut short
-    (a copy that stopped early), and the API would take the task and fail it, paid."""
+    (a copy that stopped early), and the API would take the task and fail it, paid.
+    The one decode of a check: reading a PNG's EXIF afterwards costs nothing more
+    (before, it decoded the picture a second time)."""
+    try:
+        img.load()
+    except Exception as exc:  # Pillow raises many kinds for damaged data
+        return _damaged(exc)
+    return None
+
+
+def _verify_problem(data: bytes) -> str | None:
+    """Pillow's structure check (a PNG's chunk checksums), which decodes nothing."""
     try:
         with Image.open(io.BytesIO(data)) as img:
             img.verify()
-        with Image.open(io.BytesIO(data)) as img:
-            img.load()
-    except Exception as exc:  # Pillow raises many kinds for damaged data
-        return f"is damaged or cut short ({exc}): export it again"
+    except Exception as exc:
+        return _damaged(exc)
     return None
+
+
+def _damaged(exc: Exception) -> str:
+    return f"is damaged or cut short ({exc}): export it again"
 
 
 # EXIF orientations that turn the picture by 90 degrees when it is shown.
