@@ -18,7 +18,9 @@ What it runs (``--scenario`` picks some; every figure is printed with its target
    fsync, the ledger's two durable commits): the floor under CPU per task.
 4. Pictures out: a run of 500 tasks with the simulator's real videos, its contact sheet
    (and the same sheet with every video a 1080p 10 s file), a 1080p poster, a box check.
-5. ``validate`` of a 100,000-row CSV manifest (wall time).
+5. Images in: ``validate`` of a folder of 500 12 MP JPEGs and of 10,000 small PNGs,
+   against one decode per file divided among the cores.
+6. ``validate`` of a 100,000-row CSV manifest (wall time).
 
 The ideal bound: task *i* (in the order the API created them) cannot be done before
 ``i / rate + d_i``, where ``d_i`` is its own queue + generation time on the simulator;
@@ -336,6 +338,35 @@ def _full_hd_video(path: Path, seconds: int = 10, fps: int = 24) -> Path:
     return path
 
 
+def images_side(count: int, width: int, height: int, fmt: str) -> dict:
+    """``validate`` of a folder of ``count`` pictures (one file linked under many names:
+    each name is checked, and decoded, on its own), beside the ideal: one decode per file
+    divided among the cores."""
+    import os
+
+    from runner.cli import main
+
+    folder = Path(tempfile.mkdtemp(prefix="kling-bench-images-"))
+    shots = folder / "shots"
+    shots.mkdir()
+    first = shots / f"p00000.{fmt}"
+    Image.effect_noise((width, height), 60).convert("RGB").save(first, quality=92)
+    for index in range(1, count):
+        (shots / f"p{index:05d}.{fmt}").hardlink_to(first)
+    (folder / "m.yaml").write_text("rows:\n  - {image: shots/, prompt: p, sound: false}\n")
+    started = time.monotonic()
+    for _ in range(5):
+        with Image.open(first) as image:
+            image.load()
+    decode_s = (time.monotonic() - started) / 5
+    started = time.monotonic()
+    code = main(["validate", str(folder / "m.yaml")])
+    seconds = time.monotonic() - started
+    ideal = count * decode_s / (os.cpu_count() or 1)
+    return {"seconds": seconds, "ideal_s": ideal, "decode_ms": 1000 * decode_s, "exit": code,
+            "peak_rss_mb": _peak_rss_mb()}  # fmt: skip
+
+
 def validate_side(rows: int) -> dict:
     from runner.cli import main
 
@@ -416,6 +447,13 @@ def parts_config() -> SimConfig:
     )
 
 
+# Folders for "images in": count, size, format, the issue's target for the first validate.
+IMAGE_FOLDERS = [
+    (500, 4032, 3024, "jpg", "<= 1.3x the ideal"),
+    (10_000, 400, 300, "png", "<= 15 s"),
+]
+
+
 def videos_config() -> SimConfig:
     """Real videos made from the submitted image (one per image and duration)."""
     return SimConfig(api_key=KEY, queue_s=0.0, generation_s=0.2, jitter=0.0, seed=1)
@@ -479,7 +517,7 @@ def main() -> None:
         "--skip",
         action="append",
         default=[],
-        choices=["sdk", "scale", "parts", "videos", "validate"],
+        choices=["sdk", "scale", "parts", "videos", "images", "validate"],
     )
     parser.add_argument("--sheet-tasks", type=int, default=500)
     parser.add_argument("--seed", type=int, default=1)
@@ -513,6 +551,16 @@ def main() -> None:
         print(f"\npictures out: {args.sheet_tasks} tasks with real videos ...", flush=True)
         with SimulatorProcess(videos_config()) as sim:
             print_videos(_in_process(videos_side, sim.base_url, args.sheet_tasks), args)
+    if "images" not in args.skip:
+        for count, width, height, fmt, target in IMAGE_FOLDERS:
+            print(f"\nimages in: validate {count:,} {width}x{height} {fmt} ...", flush=True)
+            found = _in_process(images_side, count, width, height, fmt)
+            print(
+                f"validate {count:,} {width}x{height} {fmt} files: {found['seconds']:.1f} s, "
+                f"{found['seconds'] / found['ideal_s']:.2f}x the ideal {found['ideal_s']:.1f} s "
+                f"(one decode of {found['decode_ms']:.1f} ms per file / cores; target "
+                f"{target}), exit {found['exit']}, peak RSS {found['peak_rss_mb']:.0f} MB"
+            )
     if "validate" not in args.skip:
         checked = _in_process(validate_side, args.validate_rows)
         print(
