@@ -34,6 +34,7 @@ import asyncio
 import base64
 import json
 import multiprocessing
+import os
 import resource
 import shutil
 import statistics
@@ -342,8 +343,6 @@ def images_side(count: int, width: int, height: int, fmt: str) -> dict:
     """``validate`` of a folder of ``count`` pictures (one file linked under many names:
     each name is checked, and decoded, on its own), beside the ideal: one decode per file
     divided among the cores."""
-    import os
-
     from runner.cli import main
 
     folder = Path(tempfile.mkdtemp(prefix="kling-bench-images-"))

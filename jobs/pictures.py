@@ -18,7 +18,7 @@ from __future__ import annotations
 import functools
 import io
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from PIL import Image, ImageOps
 
@@ -88,7 +88,6 @@ class Conversion:
     size: tuple[int, int] = (0, 0)  # the final size
     encode: str | None = None  # "JPEG" or "PNG"; None: the bytes are sent as they are
     problem: str | None = None  # why the picture cannot become a first frame
-    notes: tuple[str, ...] = field(default=())
 
     @property
     def as_is(self) -> bool:
@@ -101,7 +100,7 @@ class Conversion:
         if self.as_is:
             return f"{source.format} {source.width}x{source.height}, sent as it is"
         width, height = self.size
-        done = [*self.notes]
+        done = []
         if self.turn:
             done.append("turned by its EXIF")
         if self.first_frame:

@@ -449,11 +449,10 @@ def _with_image_patterns(manifest: Manifest) -> Manifest:
         for file, name in zip(readable, _names_apart(base, readable), strict=True):
             row_id = f"{given}-{name}" if given not in (None, "") else name
             values = {**row.values, "image": str(file), "id": row_id}
-            for field, filled, rule in _fill_templates(values, file):
-                if rule is None:
-                    values[field] = filled
-                else:
-                    problem(rule, values[field] if filled is None else filled, field=field)
+            filled, stops = _fill_templates(values, file)
+            values.update(filled)
+            for field, shown, why in stops:
+                problem(why, shown, field=field)
             rows.append(Row(row.number, row.line, values, row.defaulted - {"image"}))
     return replace(manifest, rows=rows, problems=problems, patterns=patterns)
 
@@ -466,30 +465,36 @@ TEMPLATE_FIELDS = ("caption", "name")
 _TEMPLATE = re.compile(r"\{(\w+)\}")
 
 
-def _fill_templates(values: dict[str, Any], image: Path) -> list[tuple[str, Any, str | None]]:
-    """(field, filled value, None) per templated field, or (field, value, why not). A
-    list of prompts (one task each) is filled item by item."""
-    done: list[tuple[str, Any, str | None]] = []
+def _fill_templates(
+    values: dict[str, Any], image: Path
+) -> tuple[dict[str, Any], list[tuple[str, Any, str]]]:
+    """The templated fields filled in for ``image``, and what stops that, as (field,
+    value shown, why). A list of prompts (one task each) is filled item by item; the
+    caption file is read once, when a field first names it."""
+    filled: dict[str, Any] = {}
+    stops: list[tuple[str, Any, str]] = []
+    caption: tuple[str, str | None] | None = None
     for field in TEMPLATED:
         value = values.get(field)
         texts = value if isinstance(value, list) else [value]
         named = [n for t in texts if isinstance(t, str) for n in _TEMPLATE.findall(t)]
-        if not named:
-            continue
         unknown = [n for n in named if n not in TEMPLATE_FIELDS]
         if unknown:
-            done.append((field, None, _unknown_field(unknown[0])))
+            stops.append((field, value, _unknown_field(unknown[0])))
+            continue
+        if not named:
             continue
         words = {"name": image.stem}
         if "caption" in named:
-            caption, why = _caption(image)
+            caption = caption or _caption(image)
+            text, why = caption
             if why is not None:
-                done.append((field, _shown_name(image), why))
+                stops.append((field, _shown_name(image), why))
                 continue
-            words["caption"] = caption
-        filled = [_filled(t, words) if isinstance(t, str) else t for t in texts]
-        done.append((field, filled if isinstance(value, list) else filled[0], None))
-    return done
+            words["caption"] = text
+        done = [_filled(t, words) if isinstance(t, str) else t for t in texts]
+        filled[field] = done if isinstance(value, list) else done[0]
+    return filled, stops
 
 
 def _unknown_field(name: str) -> str:

@@ -21,14 +21,13 @@ from typing import Any
 from urllib.parse import quote
 
 import pandas as pd
-from PIL import Image
 
 from jobs import request_from_json
 from jobs.images import is_url
 from runner.atomic import write_text_atomically
 from runner.failed import write_failed_manifests
 from runner.records import TaskRecord
-from runner.sheet import write_contact_sheet
+from runner.sheet import small_picture, write_contact_sheet
 from runner.state import RunState
 from runner.status import RunSummary, no_video_reason, summarize
 from runner.video_files import POSTER_SUFFIX
@@ -214,13 +213,11 @@ def _thumbnails(records: Sequence[TaskRecord]) -> dict[str, str]:
 
 
 def _thumbnail(path: Path, size: int = THUMB_PX) -> str | None:
-    try:
-        with Image.open(path) as image:
-            image.thumbnail((size, size))
-            out = io.BytesIO()
-            image.convert("RGB").save(out, "JPEG", quality=70)
-    except (OSError, ValueError):
+    picture = small_picture(path, size)
+    if picture is None:
         return None  # moved or unreadable since the run: the card says so
+    out = io.BytesIO()
+    picture.save(out, "JPEG", quality=70)
     return "data:image/jpeg;base64," + base64.b64encode(out.getvalue()).decode()
 
 

@@ -157,25 +157,36 @@ def _source_thumbnails(tiles: list[Tile]) -> dict[str, Image.Image | None]:
     thumbs: dict[str, Image.Image | None] = {}
     for tile in tiles:
         if tile.image and tile.image not in thumbs:
-            thumbs[tile.image] = None if is_url(tile.image) else _thumbnail(Path(tile.image))
+            thumbs[tile.image] = None if is_url(tile.image) else small_picture(Path(tile.image))
     return thumbs
 
 
-def _thumbnail(path: Path) -> Image.Image | None:
+def small_picture(path: Path, size: int = CELL) -> Image.Image | None:
+    """A local picture at most ``size`` on a side, turned as its EXIF says (JPEG's
+    draft mode decodes it small); None if it cannot be read (moved since the run)."""
     try:
         with Image.open(path) as image:
-            image.draft("RGB", (CELL, CELL))
+            image.draft("RGB", (size, size))
             picture = ImageOps.exif_transpose(image).convert("RGB")
-            picture.thumbnail((CELL, CELL))
+            picture.thumbnail((size, size))
             return picture
     except (OSError, ValueError, Image.DecompressionBombError):
         return None
 
 
-def _missing_image(image: str) -> str:
+def _paste_source(
+    page: Image.Image,
+    draw: ImageDraw.ImageDraw,
+    thumbs: dict[str, Image.Image | None],
+    image: str,
+    at: tuple[int, int],
+) -> None:
+    """A task's source image, or what stands in its place."""
     if not image:
-        return "text to video"
-    return "image by URL" if is_url(image) else "image not found"
+        missing = "text to video"
+    else:
+        missing = "image by URL" if is_url(image) else "image not found"
+    _paste(page, draw, thumbs.get(image), at, missing)
 
 
 def _draw_page(
@@ -206,13 +217,7 @@ def _draw_page(
         x = MARGIN
         if several:
             first = next(tile for tile in line if tile is not None)
-            _paste(
-                page,
-                draw,
-                thumbs.get(first.image),
-                (x, y),
-                _missing_image(first.image),
-            )
+            _paste_source(page, draw, thumbs, first.image, (x, y))
             row = _fit(drawable(f"row {first.input_key[0]}"), CELL, font)
             draw.text((x, y + CELL + GAP), row, TEXT, font)  # the input's row, once
             x += source_w
@@ -237,13 +242,7 @@ def _draw_tile(
     x, y = at
     width = len(FRAMES_AT) * (CELL + GAP) - GAP
     if thumbs is not None:  # one model: the source image opens the tile
-        _paste(
-            page,
-            draw,
-            thumbs.get(tile.image),
-            (x, y),
-            _missing_image(tile.image),
-        )
+        _paste_source(page, draw, thumbs, tile.image, (x, y))
         x += CELL + GAP
     pictures = frames.get(tile.task_key)
     if pictures is None:  # no video: the reason fills the frames' place

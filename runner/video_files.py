@@ -166,9 +166,9 @@ def _frames_file(video: Path) -> Path:
 
 def _write_frames(video: Path, frames: list[Image.Image | None]) -> None:
     """The frames side by side in one JPEG (the first one's size; none missing)."""
-    if any(frame is None for frame in frames):
-        return  # made again next time: a strip never stands for a frame it lacks
     pictures = [frame for frame in frames if frame is not None]
+    if len(pictures) < len(frames):
+        return  # made again next time: a strip never stands for a frame it lacks
     width, height = pictures[0].size
     strip = Image.new("RGB", (width * len(pictures), height))
     for index, picture in enumerate(pictures):
