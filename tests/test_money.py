@@ -200,14 +200,16 @@ def test_a_missing_or_odd_balance_endpoint_warns_once_and_never_blocks(
 def test_nothing_listening_at_the_base_url_stops_at_once_naming_it(
     manifest, tmp_path, monkeypatch, capsys
 ):
-    with socket.socket() as probe:  # a port nothing listens on
+    # A port bound but not listening refuses connections, and stays ours for the whole
+    # run: a port closed after probing could be taken by another worker's simulator.
+    with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         url = f"http://127.0.0.1:{probe.getsockname()[1]}"
-    monkeypatch.setenv("NOVITA_BASE_URL", url)
-    monkeypatch.setenv("NOVITA_API_KEY", "sk_anything_1234")
-    monkeypatch.setattr("runner.account.RETRY_DELAYS_S", (0.05, 0.05))
-    run_dir = tmp_path / "run"
-    assert main(["run", str(manifest), "--out", str(run_dir), *FAST]) == 3
+        monkeypatch.setenv("NOVITA_BASE_URL", url)
+        monkeypatch.setenv("NOVITA_API_KEY", "sk_anything_1234")
+        monkeypatch.setattr("runner.account.RETRY_DELAYS_S", (0.05, 0.05))
+        run_dir = tmp_path / "run"
+        assert main(["run", str(manifest), "--out", str(run_dir), *FAST]) == 3
     err = capsys.readouterr().err
     assert f"stopped before any submit: nothing answers at {url}" in err
     assert f"kling-batch resume {run_dir}" in err
