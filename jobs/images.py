@@ -11,13 +11,11 @@ frame another accepted.
 from __future__ import annotations
 
 import base64
-import errno
 import hashlib
 import io
 import re
-import stat
 import warnings
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
@@ -25,7 +23,6 @@ from PIL import Image, UnidentifiedImageError
 from jobs.problems import FieldProblem
 
 IMAGE_FORMATS = {"PNG": "png", "JPEG": "jpeg"}  # Pillow format name -> what users call it
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 # "At most 10 MB": the page does not say MB or MiB, so take the stricter reading; a
 # file between the two would otherwise pass here and be rejected after queueing.
 IMAGE_MAX_BYTES = 10_000_000
@@ -69,8 +66,6 @@ class ImageFacts:
     height: int
     size_bytes: int
     sha256: str
-    shown_width: int = 0  # as a viewer shows it (after EXIF orientation)
-    shown_height: int = 0
 
 
 def check_image_bytes(data: bytes) -> tuple[ImageFacts | None, list[FieldProblem]]:
@@ -91,9 +86,10 @@ def check_image_bytes(data: bytes) -> tuple[ImageFacts | None, list[FieldProblem
             with Image.open(io.BytesIO(data)) as img:
                 fmt, (width, height) = img.format or "", img.size
                 damage = _load_problem(img)
-                shown = _shown_size(img)  # after the load: a PNG's EXIF may follow its pixels
     except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
-        problems.append(FieldProblem("image", None, _bomb(exc, len(data)), "INVALID_IMAGE_SIZE"))
+        problems.append(
+            FieldProblem("image", None, bomb_message(exc, len(data)), "INVALID_IMAGE_SIZE")
+        )
         return None, problems
     except (UnidentifiedImageError, OSError, ValueError):
         problems.append(
@@ -136,13 +132,11 @@ def check_image_bytes(data: bytes) -> tuple[ImageFacts | None, list[FieldProblem
         height=height,
         size_bytes=len(data),
         sha256=hashlib.sha256(data).hexdigest(),
-        shown_width=shown[0],
-        shown_height=shown[1],
     )
     return facts, problems
 
 
-def _bomb(exc: Exception, size: int) -> str:
+def bomb_message(exc: Exception, size: int) -> str:
     """Pillow refuses to open more pixels than ``Image.MAX_IMAGE_PIXELS`` (about 89
     million): a small file that decodes to gigabytes (a decompression bomb) would take
     the memory of the machine. Say so in our words, not Pillow's warning."""
@@ -162,7 +156,7 @@ def _load_problem(img: Image.Image) -> str | None:
     try:
         img.load()
     except Exception as exc:  # Pillow raises many kinds for damaged data
-        return _damaged(exc)
+        return damaged_message(exc)
     return None
 
 
@@ -172,53 +166,12 @@ def _verify_problem(data: bytes) -> str | None:
         with Image.open(io.BytesIO(data)) as img:
             img.verify()
     except Exception as exc:
-        return _damaged(exc)
+        return damaged_message(exc)
     return None
 
 
-def _damaged(exc: Exception) -> str:
+def damaged_message(exc: Exception) -> str:
     return f"is damaged or cut short ({exc}): export it again"
-
-
-# EXIF orientations that turn the picture by 90 degrees when it is shown.
-_TURNED = frozenset({5, 6, 7, 8})
-
-
-def _shown_size(img: Image.Image) -> tuple[int, int]:
-    """The size as a viewer shows it: EXIF orientation can turn the stored picture."""
-    try:
-        orientation = img.getexif().get(0x0112)
-    except Exception:  # a damaged EXIF block: show it as stored
-        orientation = None
-    width, height = img.size
-    return (height, width) if orientation in _TURNED else (width, height)
-
-
-def check_image_file(path: Path) -> tuple[ImageFacts | None, list[FieldProblem]]:
-    """Check a local first-frame image; a missing or unreadable file is a problem, not a crash."""
-    if path.suffix.lower() not in IMAGE_SUFFIXES:
-        return None, [FieldProblem("image", str(path), "must be a .png, .jpg or .jpeg file")]
-    try:
-        info = path.stat()
-        if not stat.S_ISREG(info.st_mode):  # a FIFO would block the read for ever
-            return None, [FieldProblem("image", str(path), "is not a regular file")]
-        size = info.st_size
-        if size > IMAGE_MAX_BYTES:  # don't read a huge file just to reject it
-            return None, [
-                FieldProblem(
-                    "image", f"{size} bytes", f"is larger than {IMAGE_MAX_BYTES // 1_000_000} MB"
-                )
-            ]
-        data = path.read_bytes()
-    except FileNotFoundError:
-        return None, [FieldProblem("image", str(path), "file not found")]
-    except OSError as exc:
-        why = "is a symlink loop" if exc.errno == errno.ELOOP else f"cannot be read: {exc.strerror}"
-        return None, [FieldProblem("image", str(path), why)]
-    facts, problems = check_image_bytes(data)
-    # "is damaged" names the file, not only the row: a glob or folder row has many.
-    named = [replace(p, value=str(path)) if p.value is None else p for p in problems]
-    return facts, named
 
 
 def check_image_url(url: str) -> list[FieldProblem]:
@@ -227,7 +180,14 @@ def check_image_url(url: str) -> list[FieldProblem]:
     the API judges those."""
     suffix = Path(url.split("?", 1)[0].split("#", 1)[0]).suffix.lower()
     if suffix in _OTHER_IMAGE_SUFFIXES:
-        return [FieldProblem("image", url, "must be a PNG or JPEG (.png, .jpg, .jpeg)")]
+        return [
+            FieldProblem(
+                "image",
+                url,
+                "must be a PNG or JPEG: a URL is sent as it is, so it cannot be converted "
+                "here (download it and name the file instead)",
+            )
+        ]
     return []
 
 
@@ -243,21 +203,3 @@ def image_payload(reference: str) -> str:
     if is_url(reference):
         return reference
     return base64.b64encode(Path(reference).read_bytes()).decode("ascii")
-
-
-def orientation_warning(image: ImageFacts | None, aspect_ratio: str | None) -> FieldProblem | None:
-    """An image whose EXIF orientation turns it against the requested aspect ratio: the
-    model may or may not apply EXIF, so the video may go the other way."""
-    if image is None or not image.shown_width or not image.shown_height:
-        return None
-    shown = orientation(image.shown_width, image.shown_height)
-    stored = orientation(image.width, image.height)
-    wanted = {"16:9": "landscape", "9:16": "portrait"}.get(aspect_ratio or "")
-    if not wanted or shown in (stored, wanted):
-        return None
-    return FieldProblem(
-        "image",
-        f"{image.width}x{image.height} shown {image.shown_width}x{image.shown_height}",
-        f"its EXIF orientation shows it {shown}, but aspect_ratio is "
-        f"{aspect_ratio} ({wanted}): check which way the video should go",
-    )

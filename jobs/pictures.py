@@ -16,13 +16,28 @@ Pillow never changes what an existing run sends, or its fingerprint.
 from __future__ import annotations
 
 import functools
+import hashlib
 import io
+import json
 import math
-from dataclasses import dataclass
+import stat
+import warnings
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
 
-from PIL import Image, ImageOps
+from PIL import Image, ImageColor, ImageOps, UnidentifiedImageError
 
-from jobs.images import IMAGE_ASPECT_RANGE, IMAGE_MAX_BYTES, IMAGE_MIN_SIDE
+from jobs.images import (
+    IMAGE_ASPECT_RANGE,
+    IMAGE_MAX_BYTES,
+    IMAGE_MIN_SIDE,
+    bomb_message,
+    damaged_message,
+    orientation,
+)
+from jobs.problems import FieldProblem
 
 DEFAULT_MAX_EDGE = 2048  # Kling renders 1080p: more pixels only cost bytes and time
 JPEG_QUALITY = 90
@@ -33,6 +48,18 @@ OPENABLE = SENDABLE | {"HEIF", "WEBP", "AVIF", "TIFF", "BMP", "GIF", "MPO"}
 _TURNED = frozenset({5, 6, 7, 8})  # EXIF orientations that swap width and height
 _HIGH_BIT_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I"})
 _SENDABLE_MODES = frozenset({"RGB", "L", "P", "1"})  # CMYK, 16 bits, alpha are not
+# What a row may ask of its pictures; none of them is ever sent to the API.
+PICTURE_FIELDS = ("matte", "fit", "max_edge")
+FITS = ("crop", "pad", "none")
+MAX_EDGE_RANGE = (IMAGE_MIN_SIDE, 8192)
+# A file bigger than this is not read at all: even a 100 MP camera file is smaller,
+# and reading a stray video or disk image whole would take the memory.
+PICTURE_MAX_BYTES = 200_000_000
+# File names offered to a glob or folder row (and accepted as a single image).
+PICTURE_SUFFIXES = (
+    ".png", ".jpg", ".jpeg", ".heic", ".heif", ".webp", ".avif", ".tif", ".tiff", ".bmp",
+    ".gif", ".mpo",
+)  # fmt: skip
 
 
 @functools.cache
@@ -74,6 +101,41 @@ class PictureSettings:
     ratio: float | None = None  # width / height wanted with ``fit`` (None: nearest allowed)
 
 
+def read_settings(values: Mapping[str, Any]) -> tuple[PictureSettings, list[FieldProblem]]:
+    """A task's picture settings (``matte``, ``fit``, ``max_edge``), checked; a value
+    that is wrong is a problem naming its field, like any setting."""
+    problems: list[FieldProblem] = []
+    settings = PictureSettings()
+    matte = values.get("matte")
+    if matte not in (None, ""):
+        try:
+            rgb = ImageColor.getrgb(str(matte).strip())
+            settings = replace(settings, matte=(rgb[0], rgb[1], rgb[2]))
+        except ValueError:
+            problems.append(
+                FieldProblem("matte", matte, 'must be a colour: "#ffffff", "#000", "black"')
+            )
+    fit = values.get("fit")
+    if fit not in (None, ""):
+        if not isinstance(fit, str) or fit.strip().lower() not in FITS:
+            problems.append(FieldProblem("fit", fit, f"must be one of {', '.join(FITS)}"))
+        elif fit.strip().lower() != "none":
+            settings = replace(settings, fit=fit.strip().lower())
+    edge = values.get("max_edge")
+    if edge not in (None, ""):
+        low, high = MAX_EDGE_RANGE
+        number = edge if isinstance(edge, int) and not isinstance(edge, bool) else None
+        if isinstance(edge, str) and edge.strip().isdigit():
+            number = int(edge.strip())
+        if number is None or not low <= number <= high:
+            problems.append(
+                FieldProblem("max_edge", edge, f"must be a whole number of px, {low} to {high}")
+            )
+        else:
+            settings = replace(settings, max_edge=number)
+    return settings, problems
+
+
 @dataclass(frozen=True)
 class Conversion:
     """What is done to one picture, in order; nothing at all when ``as_is``."""
@@ -93,28 +155,81 @@ class Conversion:
     def as_is(self) -> bool:
         return self.encode is None and self.problem is None
 
+    @property
+    def suffix(self) -> str:
+        return ".png" if self.encode == "PNG" else ".jpg"
+
+    def key(self) -> str:
+        """What is done, canonically: with the source's digest, a converted picture's
+        fingerprint (:func:`converted_digest`). The steps, not the bytes they make, so a
+        newer Pillow never makes a paid task look changed; and the steps, not the
+        settings, so a matte on a picture without transparency changes nothing."""
+        done = asdict(self)
+        del done["source"], done["problem"]
+        return json.dumps(done, sort_keys=True)
+
+    def to_json(self) -> str:
+        """Kept in the ledger, so that ``resume`` converts a deleted cache file again."""
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> Conversion:
+        return cls.from_dict(json.loads(text))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Conversion:
+        data = dict(data)
+        data["source"] = Source(**data["source"])
+        for name in ("matte", "crop_to", "pad_to", "size"):
+            if data.get(name) is not None:
+                data[name] = tuple(data[name])
+        return cls(**data)
+
     def describe(self) -> str:
-        """``HEIF 4032x3024 -> JPEG 2048x1536, turned by its EXIF`` (sizes in the listing
-        come from the files)."""
+        """``HEIF 4032x3024 -> JPEG 2048x1536, turned by its EXIF`` (the listing adds
+        the files' sizes)."""
         source = self.source
         if self.as_is:
             return f"{source.format} {source.width}x{source.height}, sent as it is"
         width, height = self.size
-        done = []
-        if self.turn:
-            done.append("turned by its EXIF")
-        if self.first_frame:
-            done.append(f"first of {source.frames} frames")
-        if self.matte is not None:
-            done.append("transparency on #{:02x}{:02x}{:02x}".format(*self.matte))
-        if self.to_8_bits:
-            done.append("16 bits scaled to 8")
-        if self.crop_to:
-            done.append("centre-cropped")
-        if self.pad_to:
-            done.append("padded")
         said = f"{source.format} {source.width}x{source.height} -> {self.encode} {width}x{height}"
-        return ", ".join([said, *done])
+        return ", ".join([said, *(step for _, step in self.steps() if step)])
+
+    def steps(self) -> list[tuple[str, str]]:
+        """(kind, as said) of each thing done: the listing counts them by kind."""
+        source, done = self.source, list[tuple[str, str]]()
+        if source.format not in SENDABLE:
+            done.append((f"from {source.format}", ""))
+        if self.turn:
+            done.append(("turned by EXIF", "turned by its EXIF"))
+        if self.first_frame:
+            done.append(("first frame only", f"first of {source.frames} frames"))
+        if self.matte is not None and source.has_alpha:
+            done.append(("on a matte", f"transparency on {_hex(self.matte)}"))
+        if self.to_8_bits:
+            done.append(("16 bits to 8", "16 bits scaled to 8"))
+        if source.mode not in _SENDABLE_MODES | _HIGH_BIT_MODES and not source.has_alpha:
+            done.append((f"{source.mode} to RGB", f"{source.mode} to RGB"))
+        if self.crop_to:
+            done.append(("cropped", "centre-cropped"))
+        if self.pad_to:
+            done.append(("padded", f"padded with {_hex(self.matte or WHITE)}"))
+        if max(self.size) < max(self.crop_to or self.pad_to or source.shown):
+            done.append(("shrunk", ""))
+        return done
+
+
+def _hex(colour: tuple[int, int, int]) -> str:
+    return "#{:02x}{:02x}{:02x}".format(*colour)
+
+
+def converted_digest(source_sha256: str, conversion: Conversion) -> str:
+    """The digest a converted picture counts as in its task's fingerprint: the source's
+    content and what is done to it. A picture sent as it is counts as its own sha256,
+    as it always has (existing run folders' fingerprints do not move)."""
+    if conversion.as_is:
+        return source_sha256
+    return hashlib.sha256(f"{source_sha256}|{conversion.key()}".encode()).hexdigest()
 
 
 def plan_conversion(source: Source, settings: PictureSettings = PictureSettings()) -> Conversion:
@@ -168,6 +283,58 @@ def plan_conversion(source: Source, settings: PictureSettings = PictureSettings(
     )
 
 
+def ratio_of(choice: str) -> float:
+    """``"16:9"`` as width / height."""
+    width, _, height = choice.partition(":")
+    return float(width) / float(height)
+
+
+def auto_ratio(width: int, height: int, choices: tuple[str, ...]) -> str:
+    """For ``aspect_ratio: auto``: the model's choice closest to the picture's shape.
+
+    Shapes are compared as logarithms, so that 2:1 is as far from 1:1 as 1:2 is. A 4:3
+    picture is then exactly between 1:1 and 16:9 ((4/3) / 1 = (16/9) / (4/3)): a tie
+    goes to the choice that keeps the picture's own way up (a landscape 4:3 gets 16:9,
+    a portrait 3:4 gets 9:16), since the video follows the picture's shape."""
+    shape = math.log(width / height)
+
+    def distance(choice: str) -> tuple[float, int]:
+        off = round(abs(math.log(ratio_of(choice)) - shape), 9)
+        same_way = _way(ratio_of(choice)) == _way(width / height)
+        return off, 0 if same_way else 1
+
+    return min(choices, key=distance)
+
+
+def _way(ratio: float) -> int:
+    """1 landscape, -1 portrait, 0 square."""
+    return (ratio > 1) - (ratio < 1)
+
+
+def turn_warning(conversion: Conversion, aspect_ratio: str | None) -> str | None:
+    """A picture turned by its EXIF (so sent as a viewer shows it) against the
+    aspect ratio asked: the video may not go the way the person meant."""
+    source = conversion.source
+    if not conversion.turn or source.orientation not in _TURNED:
+        return None
+    shown = orientation(*source.shown)
+    wanted = {"16:9": "landscape", "9:16": "portrait"}.get(aspect_ratio or "")
+    if not wanted or shown == wanted:
+        return None
+    return (
+        f"is stored {orientation(source.width, source.height)} but its EXIF shows it "
+        f"{shown}, and it is sent {shown}; aspect_ratio is {aspect_ratio} ({wanted}): check "
+        "which way the video should go (aspect_ratio: auto follows the picture)"
+    )
+
+
+def cut_warning(conversion: Conversion) -> str | None:
+    """An animation or a multi-picture file (MPO) sends its first frame only."""
+    if not conversion.first_frame:
+        return None
+    return f"has {conversion.source.frames} frames: only the first is sent"
+
+
 def nearest_allowed_ratio(ratio: float) -> float:
     """``ratio`` pulled into the API's range (1:2.5 to 2.5:1)."""
     low, high = IMAGE_ASPECT_RANGE
@@ -216,10 +383,14 @@ def _shape_problem(width: int, height: int) -> str | None:
 
 def source_of(image: Image.Image, size_bytes: int) -> Source:
     """What an opened picture tells before decoding (its header and EXIF)."""
-    try:
-        orientation = int(image.getexif().get(0x0112) or 1)
-    except Exception:  # a damaged EXIF block: take the picture as stored
-        orientation = 1
+    orientation = 1
+    # A PNG's getexif() decodes the whole picture when its header has no eXIf chunk
+    # (looking for one after the pixels): read the tag only when the header has it.
+    if image.format != "PNG" or "exif" in image.info:
+        try:
+            orientation = int(image.getexif().get(0x0112) or 1)
+        except Exception:  # a damaged EXIF block: take the picture as stored
+            orientation = 1
     has_alpha = image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info
     return Source(
         format=image.format or "",
@@ -231,6 +402,111 @@ def source_of(image: Image.Image, size_bytes: int) -> Source:
         frames=getattr(image, "n_frames", 1),
         has_alpha=has_alpha,
     )
+
+
+# --- reading a file once ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PictureFile:
+    """One reading of a picture file, whatever its rows ask of it: its content's digest
+    (the fingerprint's part), what it is, and why it cannot be used, if it cannot.
+    Plain data, so that it crosses a process pool and a cache as JSON."""
+
+    path: str
+    sha256: str = ""
+    source: Source | None = None
+    problem: str | None = None
+    code: str | None = None  # the API's error code for the same problem, where it has one
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> PictureFile:
+        data = json.loads(text)
+        if data.get("source") is not None:
+            data["source"] = Source(**data["source"])
+        return cls(**data)
+
+
+def open_picture(path: Path) -> PictureFile:
+    """Read a local picture once: a missing, unreadable, huge, damaged or unknown file
+    is a problem naming it, never a crash."""
+    where = str(path)
+    try:
+        info = path.stat()
+        if not stat.S_ISREG(info.st_mode):  # a FIFO would block the read for ever
+            return PictureFile(where, problem="is not a regular file")
+        if info.st_size > PICTURE_MAX_BYTES:  # don't read a disk image to refuse it
+            return PictureFile(
+                where,
+                problem=f"is {info.st_size:,} bytes: more than "
+                f"{PICTURE_MAX_BYTES // 1_000_000} MB is no picture this reads",
+                code="IMAGE_FILE_EXCEEDS_MAX_SIZE",
+            )
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return PictureFile(where, problem="file not found")
+    except OSError as exc:
+        why = "is a symlink loop" if exc.errno == 40 else f"cannot be read: {exc.strerror}"
+        return PictureFile(where, problem=why)
+    source, problem, code = inspect_bytes(data)
+    return PictureFile(where, hashlib.sha256(data).hexdigest(), source, problem, code)
+
+
+def inspect_bytes(data: bytes) -> tuple[Source | None, str | None, str | None]:
+    """What the picture in ``data`` is, and whether it is whole: (source, problem, code).
+
+    Whole means every byte of its data decodes. A JPEG is decoded at an eighth of its
+    size (libjpeg still reads every scan, so a cut file is found, at a fraction of the
+    time); a PNG's chunks are checked by their CRCs, which decodes nothing; the other
+    formats are decoded (they are converted anyway)."""
+    register_heif()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as image:
+                source = source_of(image, len(data))
+                if source.format not in OPENABLE:
+                    return (
+                        source,
+                        f"is a {source.format} picture, which is not read here",
+                        ("INVALID_IMAGE_FORMAT"),
+                    )
+                damage = _decode_problem(image)
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
+        return None, bomb_message(exc, len(data)), "INVALID_IMAGE_SIZE"
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+        return None, f"is not a picture this reads ({_KINDS})", "INVALID_IMAGE_FORMAT"
+    if damage is None and source.format == "PNG":
+        damage = _chunk_problem(data)
+    return source, damage, "INVALID_IMAGE_FORMAT" if damage else None
+
+
+_KINDS = "JPEG, PNG, HEIC, WebP, AVIF, TIFF, BMP, GIF"
+
+
+def _decode_problem(image: Image.Image) -> str | None:
+    if image.format == "PNG":
+        return None  # its CRCs, after: see _chunk_problem
+    if image.format in ("JPEG", "MPO"):
+        image.draft(image.mode, (max(1, image.width // 8), max(1, image.height // 8)))
+    try:
+        image.load()
+    except Exception as exc:  # Pillow raises many kinds for damaged data
+        return damaged_message(exc)
+    return None
+
+
+def _chunk_problem(data: bytes) -> str | None:
+    """A PNG's structure and every chunk's CRC (a cut or changed file fails it)."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image.verify()
+    except Exception as exc:
+        return damaged_message(exc)
+    return None
 
 
 def convert(data: bytes, conversion: Conversion) -> bytes:

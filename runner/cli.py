@@ -198,6 +198,8 @@ def _spend(
         if checked.rechecked is not None:
             console.rechecked(checked.rechecked)
         to_send = flow.to_send(state, checked.to_resubmit)
+        made = flow.make_pictures(state, folder.run_dir, to_send)
+        console.conversions(to_send.conversions, made)
         if to_send.tasks and not console.confirm_spend(
             to_send,
             simulated=connection.api == SIMULATOR_API,

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from jobs.contract import Model
@@ -15,7 +16,8 @@ from runner.account import Balance, tasks_covered
 from runner.engine import RunOutcome
 from runner.errors import BalanceExhausted, Interrupted
 from runner.folder import SyncSummary
-from runner.plan import LARGE_BATCH_USD, Plan
+from runner.picture_pool import Converted
+from runner.plan import LARGE_BATCH_USD, Plan, PlannedPicture
 from runner.progress import progress_line
 from runner.recheck import Recheck
 from runner.records import TaskRecord, TaskStatus
@@ -70,6 +72,29 @@ def validated(result: Plan, manifest: Path) -> None:
         print(f"  image {pattern}: {files} file(s)")
     if result.url_images:
         print(f"  {result.url_images} task(s) use image URLs: the API fetches and checks those")
+    conversions(result.conversions)
+
+
+def conversions(
+    planned: Sequence[PlannedPicture], made: Mapping[str, Converted] | None = None
+) -> None:
+    """Every picture converted before it is sent, file by file, then a count per kind
+    (``validate`` knows the sizes to come; a run says what it made)."""
+    if not planned:
+        return
+    print(f"  {len(planned)} picture(s) converted before sending (the rest are sent as they are):")
+    for picture in planned:
+        size = f"{megabytes(picture.conversion.source.size_bytes)}"
+        done = made.get(picture.name) if made else None
+        if done is not None and not done.problem:
+            size += f" -> {megabytes(done.size_bytes)}"
+        print(f"    {Path(picture.source).name}: {picture.conversion.describe()}, {size}")
+    kinds = Counter(kind for p in planned for kind, _ in p.conversion.steps())
+    print("  " + ", ".join(f"{count} {kind}" for kind, count in sorted(kinds.items())))
+
+
+def megabytes(size: int) -> str:
+    return f"{size / 1_000_000:.1f} MB" if size >= 100_000 else f"{size / 1000:.0f} KB"
 
 
 def synced(run_dir: Path, summary: SyncSummary) -> None:

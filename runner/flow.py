@@ -27,6 +27,7 @@ from runner.errors import KlingBatchError, UsageError
 from runner.folder import RunFolder
 from runner.limits import EndpointLimiter
 from runner.options import RunOptions
+from runner.picture_pool import Converted, convert_pictures
 from runner.plan import Plan, PlannedTask
 from runner.progress import ProgressSink
 from runner.recheck import Recheck, recheck
@@ -113,6 +114,19 @@ def to_send(state: RunState, extra: Sequence[TaskRecord] = ()) -> Plan:
     """Pending tasks plus ``extra`` (a rerun's), as the estimate shows them."""
     records = [*state.tasks([TaskStatus.PENDING]), *extra]
     return Plan(tasks=[PlannedTask.from_record(r) for r in records])
+
+
+def make_pictures(state: RunState, run_dir: Path, to_send: Plan) -> dict[str, Converted]:
+    """Every converted picture the tasks to send need, made once into ``images/`` (on
+    every core), before the question: nothing is paid for a task whose picture cannot
+    be made, which fails here, pending tasks only (a rerun's are failed already)."""
+    made = convert_pictures(run_dir, to_send.conversions)
+    pending = {r.task_key for r in state.tasks([TaskStatus.PENDING])}
+    for task in to_send.tasks:
+        problems = [made[p.name].problem for p in task.pictures if made[p.name].problem]
+        if problems and task.key in pending:
+            state.mark_failed(task.key, f"its picture could not be made: {problems[0]}")
+    return made
 
 
 def commit(

@@ -28,7 +28,7 @@ from runner.errors import RunFolderError
 from runner.records import MAY_HAVE_PAID, AttemptOutcome, TaskRecord, TaskStatus
 
 STATE_FILE = "state.sqlite"
-SCHEMA_VERSION = 3  # PRAGMA user_version; see _migrate
+SCHEMA_VERSION = 4  # PRAGMA user_version; see _migrate
 # Deferred (poll-side) writes are committed at least this often: at most this much
 # can be lost to a crash, and all of it is learned again by polling.
 DEFERRED_MAX_WRITES = 200
@@ -64,7 +64,8 @@ CREATE TABLE IF NOT EXISTS tasks (
     last_answer_at REAL,
     video_bytes INTEGER,
     video_s REAL,
-    video_problem TEXT
+    video_problem TEXT,
+    pictures TEXT
 );
 CREATE TABLE IF NOT EXISTS attempts (
     task_key TEXT NOT NULL,
@@ -364,6 +365,7 @@ _ADDED_COLUMNS = (  # by version
     ("video_bytes", "INTEGER"),
     ("video_s", "REAL"),
     ("video_problem", "TEXT"),
+    ("pictures", "TEXT"),
 )
 
 
@@ -373,7 +375,7 @@ def _migrate(db: sqlite3.Connection, path: Path) -> None:
 
     Version 1 is the first ledger (``user_version`` 0 or 1); version 2 adds
     ``tasks.last_answer_at``, version 3 ``tasks.video_bytes``, ``video_s`` and
-    ``video_problem`` (NULL for every older row)."""
+    ``video_problem``, version 4 ``pictures`` (NULL for every older row)."""
     version = db.execute("PRAGMA user_version").fetchone()[0]
     if version > SCHEMA_VERSION:
         raise RunFolderError(

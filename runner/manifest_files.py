@@ -20,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from jobs.pictures import PICTURE_SUFFIXES
 from runner.errors import ManifestError
 from runner.manifest import SEXAGESIMAL, Manifest, Problem, Row
 
@@ -413,7 +414,6 @@ def _header_rule(header: list[str], missing: list[str]) -> str:
 # --- images in bulk --------------------------------------------------------------------
 
 _GLOB = re.compile(r"[*?[]")
-IMAGE_FILES = (".png", ".jpg", ".jpeg")
 
 
 def _with_image_patterns(manifest: Manifest) -> Manifest:
@@ -444,7 +444,7 @@ def _with_image_patterns(manifest: Manifest) -> Manifest:
             else:
                 problem("its name is not UTF-8 text: rename the file", _shown_name(file))
         if not files:
-            problem("matches no .png, .jpg or .jpeg file")
+            problem(f"matches no picture ({', '.join(PICTURE_SUFFIXES)})")
         given = row.values.get("id")
         for file, name in zip(readable, _names_apart(base, readable), strict=True):
             row_id = f"{given}-{name}" if given not in (None, "") else name
@@ -561,14 +561,14 @@ def _matches(base_dir: Path, image: str) -> tuple[Path, list[Path]] | None:
     # Absolute: the rows made here name their files whatever folder the command runs in.
     path = (path if path.is_absolute() else base_dir / path).absolute()
     if path.is_dir():
-        found = [p for p in path.iterdir() if p.suffix.lower() in IMAGE_FILES]
+        found = [p for p in path.iterdir() if p.suffix.lower() in PICTURE_SUFFIXES]
         base = path
     elif _GLOB.search(image):
         parts = path.parts
         fixed = next(i for i, part in enumerate(parts) if _GLOB.search(part))
         base = Path(*parts[:fixed])
         pattern = str(Path(*parts[fixed:]))
-        found = [p for p in base.glob(pattern) if p.suffix.lower() in IMAGE_FILES]
+        found = [p for p in base.glob(pattern) if p.suffix.lower() in PICTURE_SUFFIXES]
     else:
         return None
     return base, sorted(p for p in found if p.is_file())

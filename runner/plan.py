@@ -9,35 +9,52 @@ every problem, so a user fixes a manifest in one pass instead of one error per a
 from __future__ import annotations
 
 import difflib
+import json
 import re
 from collections import Counter
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from jobs import DEFAULT_MODEL, MODELS, PriceTables, price_tables, request_from_json
-from jobs.contract import Model, Request
-from jobs.images import (
-    ImageFacts,
-    check_image_file,
-    check_image_reference,
-    check_image_url,
-    is_url,
-    orientation_warning,
+from jobs.contract import Model, Request, Wire
+from jobs.images import check_image_reference, check_image_url, is_url
+from jobs.pictures import (
+    PICTURE_FIELDS,
+    Conversion,
+    PictureFile,
+    PictureSettings,
+    auto_ratio,
+    converted_digest,
+    cut_warning,
+    plan_conversion,
+    ratio_of,
+    read_settings,
+    turn_warning,
 )
 from jobs.problems import FieldProblem
 from runner.manifest import MAX_TASKS, ROW_ONLY_FIELDS, Manifest, Problem, TaskSpec, expand
+from runner.picture_pool import IMAGES_DIR, open_pictures
 from runner.records import TaskRecord
 
-# An image reference (as written, or its resolved path) -> (the reference to send, what
-# the file is, its problems): each image is checked once however many tasks name it.
-ImageChecks = dict[object, tuple[str | None, ImageFacts | None, list[FieldProblem]]]
 # An estimate above this is said with a warning before spending: a 1 KB row of lists
 # can plan a batch of hundreds of thousands of dollars.
 LARGE_BATCH_USD = 500.0
 _UNSAFE = re.compile(r"[^\w.-]+")  # letters of any script stay: a CJK key keeps its name
-_ROW_WIDE = frozenset({"model", *ROW_ONLY_FIELDS})  # defaults that are no model's setting
+# Defaults that are no model's setting: the row's own, and what it asks of its pictures.
+_ROW_WIDE = frozenset({"model", *ROW_ONLY_FIELDS, *PICTURE_FIELDS})
+AUTO = "auto"  # aspect_ratio: auto, the model's ratio closest to each picture's
+
+
+@dataclass(frozen=True)
+class PlannedPicture:
+    """A picture of a task that is converted before it is sent (``images/<digest>``)."""
+
+    field: str  # image, end_image, ...
+    source: str  # the file as the manifest names it, resolved
+    conversion: Conversion
+    name: str  # relative to the run folder: images/<digest>.jpg
 
 
 @dataclass(frozen=True)
@@ -52,9 +69,23 @@ class PlannedTask:
     fingerprint: str
     est_cost_usd: float
     video_name: str
+    pictures: tuple[PlannedPicture, ...] = ()
+    picture_settings: tuple[tuple[str, Any], ...] = ()  # as the row gave them
 
     def request_json(self) -> str:
         return self.request.to_json()
+
+    def pictures_json(self) -> str | None:
+        """Kept in the ledger: what is sent instead of each converted picture, and how
+        it is made (so that ``resume`` makes it again if ``images/`` was emptied), and
+        the row's picture settings (so that ``failed.yaml`` keeps them)."""
+        if not self.pictures and not self.picture_settings:
+            return None
+        images = {
+            p.field: {"file": p.name, "conversion": json.loads(p.conversion.to_json())}
+            for p in self.pictures
+        }
+        return json.dumps({"settings": dict(self.picture_settings), "images": images})
 
     @classmethod
     def from_record(cls, record: TaskRecord) -> PlannedTask:
@@ -68,7 +99,21 @@ class PlannedTask:
             fingerprint=record.fingerprint,
             est_cost_usd=record.est_cost_usd,
             video_name=record.video_name,
+            pictures=_pictures_of(record),
         )
+
+
+def _pictures_of(record: TaskRecord) -> tuple[PlannedPicture, ...]:
+    """The converted pictures a ledger task sends, as its plan made them."""
+    if not record.pictures:
+        return ()
+    request = json.loads(record.request_json)
+    return tuple(
+        PlannedPicture(
+            name, str(request[name]), Conversion.from_dict(image["conversion"]), image["file"]
+        )
+        for name, image in json.loads(record.pictures).get("images", {}).items()
+    )
 
 
 @dataclass
@@ -80,6 +125,12 @@ class Plan:
     sound_by_default: int = 0  # tasks that get sound (and its price) only from the API default
     prices: PriceTables = field(default_factory=dict)  # USD per second, by model and tier
     patterns: dict[str, int] = field(default_factory=dict)  # image glob or folder -> files
+
+    @property
+    def conversions(self) -> list[PlannedPicture]:
+        """Each conversion once (many tasks may send one picture), in task order."""
+        unique = {p.name: p for task in self.tasks for p in task.pictures}
+        return list(unique.values())
 
     @property
     def ok(self) -> bool:
@@ -132,13 +183,13 @@ def plan(
     result = Plan(problems=problems, patterns=dict(manifest.patterns))
     typos = _defaults_no_model_takes(specs)
     result.problems += typos
-    image_cache: ImageChecks = {}
+    pictures = _Pictures(specs, manifest.base_dir)
     names: dict[str, str] = {}
     # (default, model) already said: a typo is an error above, not also a warning.
     models = {_model_name(spec) for spec in specs}  # once, not once per typo
     skipped = {(p.field or "", m) for p in typos for m in models}
     for spec in specs:
-        task = _plan_one(spec, manifest.base_dir, image_cache, result, tables, skipped)
+        task = _plan_one(spec, pictures, result, tables, skipped)
         if task is None:
             continue
         clash = names.get(task.video_name.casefold())  # macOS, Windows: Cat.mp4 is cat.mp4
@@ -215,7 +266,7 @@ def _settings(
     model does not take is skipped for that task, and said once per model."""
     values = {}
     for name, value in spec.values.items():
-        if name == "model":
+        if name == "model" or name in PICTURE_FIELDS or _is_auto(name, value):
             continue
         if name in spec.defaulted and not model.takes(name):
             if (name, model.name) not in skipped:
@@ -232,10 +283,13 @@ def _settings(
     return values
 
 
+def _is_auto(name: str, value: Any) -> bool:
+    return name == "aspect_ratio" and isinstance(value, str) and value.strip().lower() == AUTO
+
+
 def _plan_one(
     spec: TaskSpec,
-    base_dir: Path,
-    image_cache: ImageChecks,
+    pictures: _Pictures,
     result: Plan,
     tables: PriceTables,
     skipped: set[tuple[str, str]],
@@ -245,28 +299,29 @@ def _plan_one(
         result.problems.append(_locate(spec, model))
         return None
     typed, field_problems = model.check(_settings(spec, model, result, skipped))
-    digests: dict[str, str | None] = {}
-    facts_by_field: dict[str, ImageFacts | None] = {}
+    settings, setting_problems = read_settings(spec.values)
+    field_problems += setting_problems
+    auto = any(_is_auto(k, v) for k, v in spec.values.items())
+    if auto and not model.image_fields:
+        field_problems.append(
+            FieldProblem("aspect_ratio", AUTO, f"follows the picture: {model.name} takes none")
+        )
+    found = _TaskPictures(model, settings, auto)
     for name in model.image_fields:
         raw = typed.get(name)
-        if not isinstance(raw, str) or not raw:
-            continue
-        reference, facts, image_problems = _check_image(raw, base_dir, image_cache)
-        field_problems += [FieldProblem(name, p.value, p.rule, p.code) for p in image_problems]
-        typed[name] = reference
-        digests[name] = facts.sha256 if facts else None
-        facts_by_field[name] = facts
-        if reference and is_url(reference):
-            result.url_images += 1
+        if isinstance(raw, str) and raw:
+            typed[name] = found.add(name, raw, pictures, typed)
+    field_problems += found.problems
+    result.url_images += found.urls
+    warnings = list(found.warnings)
     if field_problems:
         result.problems.extend(_locate(spec, p) for p in field_problems)
         return None
     request = model.request(typed)
     if "sound" not in typed and request.get("sound"):
         result.sound_by_default += 1
-    result.warnings.extend(
-        _locate(spec, w) for w in _warnings(request, facts_by_field.get("image"))
-    )
+    warnings += [w for rule in model.warnings if (w := rule(request.values)) is not None]
+    result.warnings.extend(_locate(spec, w) for w in warnings)
     raw_image = spec.values.get("image")
     return PlannedTask(
         key=spec.key,
@@ -274,53 +329,126 @@ def _plan_one(
         source=spec.source,
         image=raw_image.strip() if isinstance(raw_image, str) else "",
         request=request,
-        fingerprint=request.fingerprint(digests),
+        fingerprint=request.fingerprint(found.digests),
         est_cost_usd=request.estimate(tables[model.name]),
         video_name=video_file_name(spec.key),
+        pictures=tuple(found.planned),
+        picture_settings=tuple((k, spec.values[k]) for k in PICTURE_FIELDS if k in spec.values),
     )
 
 
-def _warnings(request: Request, first_frame: ImageFacts | None) -> list[FieldProblem]:
-    """Allowed, but probably not what the user meant."""
-    found = []
-    turned = orientation_warning(first_frame, request.get("aspect_ratio"))
-    if turned is not None:
-        found.append(turned)
-    found += [w for rule in request.model.warnings if (w := rule(request.values)) is not None]
-    return found
+class _TaskPictures:
+    """One task's pictures: each checked, its conversion planned, its digest for the
+    fingerprint, and what to say of it."""
+
+    def __init__(self, model: Model, settings: PictureSettings, auto: bool):
+        self.model, self.settings, self.auto = model, settings, auto
+        self.digests: dict[str, str | None] = {}
+        self.planned: list[PlannedPicture] = []
+        self.problems: list[FieldProblem] = []
+        self.warnings: list[FieldProblem] = []
+        self.urls = 0
+
+    def add(self, name: str, raw: str, pictures: _Pictures, typed: dict[str, Any]) -> str | None:
+        """Check the picture of field ``name``; returns the reference to keep. With
+        ``aspect_ratio: auto``, the first frame decides the task's ratio (in ``typed``)."""
+        reference, picture, problems = pictures.check(raw)
+        self.problems += [FieldProblem(name, p.value, p.rule, p.code) for p in problems]
+        self.digests[name] = None
+        decides = self.auto and name == "image"
+        if reference and is_url(reference):
+            self.urls += 1
+            if decides:
+                self.problems.append(
+                    FieldProblem(
+                        "aspect_ratio", AUTO, "follows the picture; a URL is not read here"
+                    )
+                )
+        if picture is None or picture.source is None or problems:
+            return reference
+        if decides:
+            typed["aspect_ratio"] = auto_ratio(*picture.source.shown, _ratios(self.model))
+        conversion = plan_conversion(picture.source, _shape(self.settings, typed))
+        if conversion.problem:
+            self.problems.append(FieldProblem(name, picture.path, conversion.problem))
+            return reference
+        digest = converted_digest(picture.sha256, conversion)
+        self.digests[name] = digest
+        if not conversion.as_is:
+            file = f"{IMAGES_DIR}/{digest[:32]}{conversion.suffix}"
+            self.planned.append(PlannedPicture(name, picture.path, conversion, file))
+        said = (turn_warning(conversion, typed.get("aspect_ratio")), cut_warning(conversion))
+        self.warnings += [FieldProblem(name, picture.path, text) for text in said if text]
+        return reference
 
 
-def _check_image(
-    raw: str, base_dir: Path, cache: ImageChecks
-) -> tuple[str | None, ImageFacts | None, list[FieldProblem]]:
-    """Check an image once per distinct reference: a big batch names a few images many
-    times, and resolving a path costs more than checking a cached answer."""
-    if raw not in cache:
+def _ratios(model: Model) -> tuple[str, ...]:
+    spec = model.by_name.get("aspect_ratio")
+    return tuple(str(c) for c in spec.choices) if spec else ("16:9", "9:16", "1:1")
+
+
+def _shape(settings: PictureSettings, typed: Mapping[str, Any]) -> PictureSettings:
+    """With ``fit``, the shape a picture is made: the aspect ratio the row gives (or
+    ``auto`` chose), since Kling follows the picture's own shape; without one, the
+    nearest shape the API takes."""
+    given = typed.get("aspect_ratio")
+    if settings.fit is None or not isinstance(given, str) or ":" not in given:
+        return settings
+    return replace(settings, ratio=ratio_of(given))
+
+
+class _Pictures:
+    """Each image reference resolved once, each local file read once: every file the
+    manifest names is read before the tasks are planned, all of them at once on every
+    core (:func:`runner.picture_pool.open_pictures`)."""
+
+    def __init__(self, specs: list[TaskSpec], base_dir: Path):
+        self.base_dir = base_dir
+        self._resolved: dict[str, str | Path | list[FieldProblem]] = {}
+        paths = [r for r in self._references(specs) if isinstance(r, Path)]
+        self.files = open_pictures(paths)
+
+    def _references(self, specs: list[TaskSpec]) -> Iterator[str | Path | list[FieldProblem]]:
+        for spec in specs:
+            model = _model_of(spec)
+            if isinstance(model, FieldProblem):
+                continue
+            for name, raw in spec.values.items():
+                known = model.by_name.get(name)
+                if known is not None and known.wire == Wire.IMAGE and isinstance(raw, str):
+                    yield self.resolve(raw.strip())
+
+    def resolve(self, raw: str) -> str | Path | list[FieldProblem]:
+        """A URL as it is, a local path made absolute, or why it is neither."""
+        if raw not in self._resolved:
+            self._resolved[raw] = self._resolve(raw)
+        return self._resolved[raw]
+
+    def _resolve(self, raw: str) -> str | Path | list[FieldProblem]:
         if is_url(raw):
-            cache[raw] = (raw, None, check_image_url(raw))
-        elif problems := check_image_reference(raw):
-            cache[raw] = (None, None, problems)
-        else:
-            path = Path(raw).expanduser()
-            if not path.is_absolute():
-                path = base_dir / path
-            try:
-                path = path.resolve()
-            except (RuntimeError, OSError):  # Python 3.11 says a symlink loop this way
-                cache[raw] = (None, None, [FieldProblem("image", raw, "is a symlink loop")])
-                return _cached(cache, raw)
-            if path not in cache:  # two spellings of one file share its check
-                facts, problems = check_image_file(path)
-                cache[path] = (str(path), facts, problems)
-            cache[raw] = cache[path]
-    return _cached(cache, raw)
+            return raw
+        if problems := check_image_reference(raw):
+            return problems
+        path = Path(raw).expanduser()
+        if not path.is_absolute():
+            path = self.base_dir / path
+        try:
+            return path.resolve()
+        except (RuntimeError, OSError):  # Python 3.11 says a symlink loop this way
+            return [FieldProblem("image", raw, "is a symlink loop")]
 
-
-def _cached(
-    cache: ImageChecks, raw: str
-) -> tuple[str | None, ImageFacts | None, list[FieldProblem]]:
-    reference, facts, problems = cache[raw]
-    return reference, facts, list(problems)
+    def check(self, raw: str) -> tuple[str | None, PictureFile | None, list[FieldProblem]]:
+        """(the reference to send, the file read, the problems)."""
+        resolved = self.resolve(raw)
+        if isinstance(resolved, list):
+            return None, None, list(resolved)
+        if isinstance(resolved, str):
+            return resolved, None, check_image_url(resolved)
+        picture = self.files[resolved]
+        if picture.problem:
+            code = picture.code or FieldProblem.code
+            return None, picture, [FieldProblem("image", picture.path, picture.problem, code)]
+        return str(resolved), picture, []
 
 
 def _locate(spec: TaskSpec, problem: FieldProblem) -> Problem:

@@ -85,6 +85,7 @@ class TaskRecord:
     video_bytes: int | None = None  # the video's size when it was written (None: older ledgers)
     video_s: float | None = None  # the video's duration, read from its mvhd box
     video_problem: str | None = None  # why the video is not whole or not as asked; None: fine
+    pictures: str | None = None  # JSON: converted pictures sent instead (runner.plan)
 
 
 class Planned(Protocol):
@@ -105,3 +106,4 @@ class Planned(Protocol):
     @property
     def video_name(self) -> str: ...
     def request_json(self) -> str: ...
+    def pictures_json(self) -> str | None: ...

@@ -64,12 +64,13 @@ class RunState(Ledger):
                     task.fingerprint,
                     task.est_cost_usd,
                     task.video_name,
+                    task.pictures_json(),
                 )
                 if task.key not in existing:
                     db.execute(
                         "INSERT INTO tasks (row_id, source, image, request_json, fingerprint, "
-                        "est_cost_usd, video_name, task_key, position, status, updated_at) "
-                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        "est_cost_usd, video_name, pictures, task_key, position, status, "
+                        "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         (*values, task.key, start + offset, TaskStatus.PENDING, now),
                     )
                     added += 1
@@ -83,8 +84,8 @@ class RunState(Ledger):
                 elif status in unsent:
                     db.execute(
                         "UPDATE tasks SET row_id = ?, source = ?, image = ?, request_json = ?, "
-                        "fingerprint = ?, est_cost_usd = ?, video_name = ?, updated_at = ? "
-                        "WHERE task_key = ?",
+                        "fingerprint = ?, est_cost_usd = ?, video_name = ?, pictures = ?, "
+                        "updated_at = ? WHERE task_key = ?",
                         (*values, now, task.key),
                     )
                     updated += 1

@@ -26,6 +26,7 @@ from runner.errors import (
     TransportError,
 )
 from runner.limits import EndpointLimiter
+from runner.picture_pool import sent_files
 from runner.records import TaskRecord
 from runner.retry import DEFAULT_LIMITS, Action, Decision, RetryLimits, after_submit_error
 from runner.state import RunState
@@ -144,9 +145,14 @@ class Submitter:
     async def submit_one(self, record: TaskRecord) -> None:
         key = record.task_key
         request = request_from_json(record.request_json)
+        converted = sent_files(record.pictures)  # a converted picture is sent instead
         try:  # read the image now, not at planning: memory stays flat on big batches
             images = {
-                name: self.images.payload(reference)
+                name: self.images.payload(
+                    str(self.state.path.parent / converted[name])
+                    if name in converted
+                    else reference
+                )
                 for name in request.model.image_fields
                 if (reference := request.get(name))
             }

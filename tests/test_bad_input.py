@@ -167,7 +167,8 @@ def test_an_exif_turned_image_warns_when_it_disagrees_with_the_aspect_ratio(tmp_
     path = csv_file(tmp_path, "image,prompt,aspect_ratio\nturned.jpg,p,16:9\n")
     code, _, err = validate(path, capsys)
     assert code == 0
-    assert "its EXIF orientation shows it portrait, but aspect_ratio is 16:9" in err
+    assert "turned.jpg': is stored landscape but its EXIF shows it portrait, and it is sent " in err
+    assert "portrait; aspect_ratio is 16:9 (landscape)" in err
 
 
 @pytest.mark.parametrize(

@@ -90,7 +90,8 @@ def test_validate_lists_every_problem_with_file_line_row_and_field(bad_manifest,
     err = capsys.readouterr().err
     assert "6 problem(s); nothing was submitted" in err
     for expected in (
-        f"{bad_manifest}:2: row 'small': image = '200x200': width and height must both be at least",
+        f"{bad_manifest}:2: row 'small': image = '",
+        "tiny.png': is 200x200 as it would be sent: both sides must be at least 300 px",
         f"{bad_manifest}:3: row 'typo': durration = 10: is not a field of kling-v2.6-pro-i2v "
         "(did you mean 'duration'?)",
         f"{bad_manifest}:4: row 'seven': duration = 7: must be one of 5, 10",

@@ -34,6 +34,7 @@ LAYERS: list[tuple[str, list[str]]] = [
             "runner.lock",
             "runner.exits",
             "runner.mp4",
+            "runner.picture_pool",
         ],
     ),
     ("rates", ["runner.limits", "runner.options", "runner.stopping", "runner.schedule"]),

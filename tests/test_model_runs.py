@@ -111,7 +111,8 @@ def test_images_in_bulk_a_glob_or_a_folder_is_one_task_per_file(tmp_path, capsys
 
     path.write_text("image,prompt\nframes/*.gif,p\n", encoding="utf-8")
     assert main(["validate", str(path)]) == 2
-    assert "image = 'frames/*.gif': matches no .png, .jpg or .jpeg file" in capsys.readouterr().err
+    said = capsys.readouterr().err
+    assert "image = 'frames/*.gif': matches no picture (.png, .jpg, .jpeg, .heic" in said
 
 
 def test_a_folder_runs_with_keys_from_the_file_names(tmp_path, threaded_sim):

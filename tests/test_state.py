@@ -190,7 +190,7 @@ def test_a_first_version_ledger_opens_and_is_migrated_and_a_newer_one_is_refused
         db.execute("PRAGMA user_version = 0")
     RunState(path).close()
     with sqlite3.connect(path) as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == 3
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 4
         columns = {row[1] for row in db.execute("PRAGMA table_info(tasks)")}
         assert {"last_answer_at", "video_bytes"} <= columns
         db.execute("PRAGMA user_version = 99")

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from jobs import DEFAULT_MODEL, model_named
-from jobs.images import IMAGE_MAX_BYTES, check_image_file, image_payload
+from jobs.images import IMAGE_MAX_BYTES, image_payload
+from jobs.pictures import PICTURE_MAX_BYTES, open_picture
 from runner.manifest_files import load
 from runner.plan import Plan, plan, video_file_name
 from tests.conftest import draw_image
@@ -112,7 +113,7 @@ def test_image_size_and_aspect_edges(tmp_path, size, ok):
         assert "row 'r': image" in only_problem(result)
 
 
-def test_missing_unreadable_and_wrong_format_images(tmp_path):
+def test_missing_unreadable_and_url_images_and_other_formats_converted(tmp_path):
     (tmp_path / "fake.png").write_bytes(b"not an image at all")
     draw_image(tmp_path / "pic.bmp", 640, 360)
     draw_image(tmp_path / "sneaky.png", 640, 360, fmt="GIF")
@@ -127,20 +128,36 @@ def test_missing_unreadable_and_wrong_format_images(tmp_path):
     by_row = {p.row: p.rule for p in result.problems}
     assert by_row == {
         "gone": "file not found",
-        "fake": "is not a readable PNG or JPEG image",
-        "bmp": "must be a .png, .jpg or .jpeg file",
-        "gif": "must be a PNG or JPEG (.png, .jpg, .jpeg)",
-        "url": "must be a PNG or JPEG (.png, .jpg, .jpeg)",
+        "fake": "is not a picture this reads (JPEG, PNG, HEIC, WebP, AVIF, TIFF, BMP, GIF)",
+        "url": "must be a PNG or JPEG: a URL is sent as it is, so it cannot be converted "
+        "here (download it and name the file instead)",
+    }
+    # A BMP, and a GIF named .png, are converted, each said as what it is.
+    said = {Path(p.source).name: p.conversion.describe() for p in result.conversions}
+    assert said == {
+        "pic.bmp": "BMP 640x360 -> JPEG 640x360",
+        "sneaky.png": "GIF 640x360 -> JPEG 640x360",
     }
 
 
-def test_image_over_10_mb_is_refused_without_reading_it(tmp_path):
+def test_a_picture_over_10_mb_is_converted_to_fit(tmp_path):
     big = tmp_path / "big.png"
     draw_image(big, 640, 360)
     with big.open("ab") as handle:
         handle.truncate(IMAGE_MAX_BYTES + 1)
-    assert "larger than 10 MB" in only_problem(
-        plan_rows(tmp_path, "  - {id: r, image: big.png, prompt: p}\n")
+    result = plan_rows(tmp_path, "  - {id: r, image: big.png, prompt: p}\n")
+    assert result.ok
+    (picture,) = result.conversions
+    assert picture.conversion.encode == "JPEG" and picture.name.endswith(".jpg")
+
+
+def test_a_file_no_picture_is_that_big_is_refused_without_reading_it(tmp_path):
+    huge = tmp_path / "huge.png"
+    draw_image(huge, 640, 360)
+    with huge.open("ab") as handle:
+        handle.truncate(PICTURE_MAX_BYTES + 1)  # sparse: nothing is written
+    assert "more than 200 MB is no picture" in only_problem(
+        plan_rows(tmp_path, "  - {id: r, image: huge.png, prompt: p}\n")
     )
 
 
@@ -203,12 +220,12 @@ def test_body_sends_raw_base64_urls_as_they_are_and_voice_items(ok_image):
 def test_fingerprint_follows_image_content_and_settings(tmp_path):
     path = draw_image(tmp_path / "a.png", 640, 360)
     request = seed(image=str(path), prompt="p")
-    digest = check_image_file(path)[0].sha256
+    digest = open_picture(path).sha256
     same = request.fingerprint({"image": digest})
     assert seed(image=str(path), prompt="p").fingerprint({"image": digest}) == same
     assert seed(image=str(path), prompt="q").fingerprint({"image": digest}) != same
     draw_image(path, 640, 400)  # same path, new picture
-    assert request.fingerprint({"image": check_image_file(path)[0].sha256}) != same
+    assert request.fingerprint({"image": open_picture(path).sha256}) != same
 
 
 @pytest.mark.parametrize(
