@@ -29,6 +29,9 @@ from typing import Any
 from jobs.problems import FieldProblem
 
 PROMPT_MAX_CHARS = 2500  # every Kling page on Novita says so
+# Names a row may hold that are no model's field: the row's own, and what it asks of its
+# pictures (jobs.pictures). Offered by the did-you-mean of a name no model takes.
+ROW_NAMES = ("id", "repeat", "model", "matte", "fit", "max_edge")
 
 
 class Kind(StrEnum):
@@ -160,7 +163,7 @@ class Model:
 
     def _unknown(self, name: str) -> str:
         known = sorted(self.by_name)
-        close = difflib.get_close_matches(name, [*known, "id", "repeat", "model"], n=1)
+        close = difflib.get_close_matches(name, [*known, *ROW_NAMES], n=1)
         hint = f" (did you mean '{close[0]}'?)" if close else ""
         return f"is not a field of {self.name}{hint}; it takes: {', '.join(known)}"
 

@@ -90,7 +90,8 @@ def conversions(
             size += f" -> {megabytes(done.size_bytes)}"
         print(f"    {Path(picture.source).name}: {picture.conversion.describe()}, {size}")
     kinds = Counter(kind for p in planned for kind, _ in p.conversion.steps())
-    print("  " + ", ".join(f"{count} {kind}" for kind, count in sorted(kinds.items())))
+    by_kind = sorted(kinds.items(), key=lambda item: (-item[1], item[0]))
+    print("  by kind: " + ", ".join(f"{count} {kind}" for kind, count in by_kind))
 
 
 def megabytes(size: int) -> str:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from pathlib import Path
 import yaml
 
 from jobs import DEFAULT_MODEL, MODELS, request_from_json
+from jobs.pictures import PICTURE_FIELDS
 from runner.atomic import write_text_atomically
 from runner.records import TaskRecord, TaskStatus
 
@@ -33,7 +35,9 @@ FAILED_CSV = "failed.csv"
 LISTED_STATUSES = (TaskStatus.FAILED, TaskStatus.EXPIRED)
 # Every field any model takes, in the order the models declare them: one header for all.
 CSV_FIELDS = tuple(
-    dict.fromkeys(["id", "model", *(f.name for m in MODELS.values() for f in m.fields)])
+    dict.fromkeys(
+        ["id", "model", *(f.name for m in MODELS.values() for f in m.fields), *PICTURE_FIELDS]
+    )
 )
 MAX_ID_LENGTH = 100  # the manifest's own limit on row ids
 
@@ -79,6 +83,8 @@ def _row(record: TaskRecord) -> dict[str, object]:
             if isinstance(value, tuple)
             else value
         )
+    # What the row asked of its pictures: the new batch converts them the same way.
+    row.update(json.loads(record.pictures).get("settings", {}) if record.pictures else {})
     return row
 
 

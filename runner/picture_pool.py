@@ -28,6 +28,7 @@ import PIL
 
 from jobs.images import check_image_bytes
 from jobs.pictures import Conversion, PictureFile, convert, open_picture
+from runner.records import TaskRecord
 
 # Fewer pictures than this are read in this process: starting a pool costs more.
 POOL_FROM = 16
@@ -157,6 +158,15 @@ def sent_files(pictures_json: str | None) -> dict[str, str]:
         return {}
     images = json.loads(pictures_json).get("images", {})
     return {name: str(image["file"]) for name, image in images.items()}
+
+
+def first_frame_sent(record: TaskRecord, run_dir: Path) -> str:
+    """The first frame as the API got it, for the report and the contact sheet: the
+    converted file in ``images/``, or the image the request names (a path or a URL)."""
+    converted = sent_files(record.pictures).get("image")
+    if converted:
+        return str(run_dir / converted)
+    return str(json.loads(record.request_json).get("image") or "")
 
 
 def convert_pictures(run_dir: Path, wanted: Iterable[ToConvert]) -> dict[str, Converted]:

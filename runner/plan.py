@@ -99,11 +99,11 @@ class PlannedTask:
             fingerprint=record.fingerprint,
             est_cost_usd=record.est_cost_usd,
             video_name=record.video_name,
-            pictures=_pictures_of(record),
+            pictures=planned_pictures(record),
         )
 
 
-def _pictures_of(record: TaskRecord) -> tuple[PlannedPicture, ...]:
+def planned_pictures(record: TaskRecord) -> tuple[PlannedPicture, ...]:
     """The converted pictures a ledger task sends, as its plan made them."""
     if not record.pictures:
         return ()
@@ -230,7 +230,7 @@ def _defaults_no_model_takes(specs: list[TaskSpec]) -> list[Problem]:
         if any(model.takes(name) for model in models):
             continue
         known = sorted({f for model in models for f in model.by_name})
-        close = difflib.get_close_matches(name, known, n=1)
+        close = difflib.get_close_matches(name, [*known, *PICTURE_FIELDS], n=1)
         hint = f" (did you mean '{close[0]}'?)" if close else ""
         problems.append(
             _about_default(

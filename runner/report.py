@@ -26,6 +26,8 @@ from jobs import request_from_json
 from jobs.images import is_url
 from runner.atomic import write_text_atomically
 from runner.failed import write_failed_manifests
+from runner.picture_pool import first_frame_sent
+from runner.plan import planned_pictures
 from runner.records import TaskRecord
 from runner.sheet import small_picture, write_contact_sheet
 from runner.state import RunState
@@ -69,6 +71,8 @@ COLUMNS = [
     "video_s",  # the video's duration, measured from its file
     "video_problem",  # empty when the video is whole and as asked
     "poster_path",  # the video's first frame, beside it
+    "sent_image",  # the picture as converted and sent (images/...); empty: sent as it is
+    "conversion",  # what was done to it
 ]
 # Settings with a column of their own; the rest of a model's settings go in "settings".
 _OWN_COLUMNS = frozenset(
@@ -130,6 +134,7 @@ def build_frame(records: Sequence[TaskRecord], run_dir: Path | None = None) -> p
                 "video_s": record.video_s,
                 "video_problem": record.video_problem,
                 "poster_path": _poster(record, run_dir),
+                **_sent_image(record, run_dir),
             }
         )
     return pd.DataFrame(rows, columns=COLUMNS)
@@ -179,7 +184,7 @@ def write_reports(state: RunState, run_dir: Path, formats: Sequence[str] = ()) -
             run_dir / REPORT_JSONL, frame.to_json(orient="records", lines=True, force_ascii=False)
         )
     summary = summarize(state, str(run_dir), records=records)
-    page = render_html(frame, summary, run_dir.name, _thumbnails(records), files.sheets)
+    page = render_html(frame, summary, run_dir.name, _thumbnails(records, run_dir), files.sheets)
     write_text_atomically(files.html, page)
     return files
 
@@ -195,13 +200,25 @@ def for_spreadsheets(frame: pd.DataFrame) -> str:
     return "\ufeff" + safe.to_csv(index=False)
 
 
-def _thumbnails(records: Sequence[TaskRecord]) -> dict[str, str]:
-    """task key -> a small inline JPEG of its source image (local images only: the page
-    must open without a network). Each image file is read once however many tasks use it."""
+def _sent_image(record: TaskRecord, run_dir: Path | None) -> dict[str, str | None]:
+    """The first frame as converted and sent, and what was done: beside ``image`` (the
+    file as the manifest names it), so a person sees both."""
+    pictures = {p.field: p for p in planned_pictures(record)}
+    first = pictures.get("image")
+    if first is None:
+        return {"sent_image": None, "conversion": None}
+    sent = str(run_dir / first.name) if run_dir is not None else first.name
+    return {"sent_image": sent, "conversion": first.conversion.describe()}
+
+
+def _thumbnails(records: Sequence[TaskRecord], run_dir: Path) -> dict[str, str]:
+    """task key -> a small inline JPEG of its first frame as sent (local images only:
+    the page must open without a network). Each file is read once however many tasks
+    use it."""
     by_image: dict[str, str | None] = {}
     thumbs: dict[str, str] = {}
     for record in records:
-        image = json.loads(record.request_json).get("image")
+        image = first_frame_sent(record, run_dir)
         if not image:
             continue  # text to video: no source image
         if image not in by_image:

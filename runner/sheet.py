@@ -34,6 +34,7 @@ from PIL import Image, ImageDraw, ImageFont, ImageOps
 from jobs import request_from_json
 from jobs.images import is_url
 from runner.atomic import write_bytes_atomically
+from runner.picture_pool import first_frame_sent
 from runner.records import TaskRecord, TaskStatus
 from runner.status import no_video_reason
 from runner.video_files import FRAME_PX, FRAMES_AT, frames_of
@@ -126,7 +127,7 @@ def tile_of(record: TaskRecord, run_dir: Path) -> Tile:
         status=record.status,
         model=request.model.name,
         input_key=(record.row_id, record.image, str(request.get("prompt")), str(duration)),
-        image=str(request.get("image") or ""),  # the file as sent (record.image is as typed)
+        image=first_frame_sent(record, run_dir),  # as sent (record.image is as typed)
         video=video,
         label=label,
         problem=problem,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -17,6 +18,9 @@ from runner.limits import Rate
 from runner.poll import PollPolicy
 from runner.simulator import SimConfig, Simulator, simulator_in_thread
 
+# The pictures' check cache (runner.picture_pool) of this test session, never the user's;
+# set before any test, so that the processes the tests start inherit it.
+os.environ.setdefault("KLING_BATCH_CACHE", tempfile.mkdtemp(prefix="kling-batch-test-cache-"))
 SIM_KEY = "sk_test_5f1e9c2a7b3d4e6f"  # a recognisable key, so tests can grep for leaks
 # CLI options that scale a run from minutes down to a test's fraction of a second.
 FAST = ["--yes", "--submit-rate", "100/s", "--poll-rate", "100/s", "--first-poll-s", "0.05"]

@@ -5,9 +5,13 @@ byte for byte."""
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
+from pathlib import Path
 
 import pytest
+import yaml
 from PIL import Image
 
 from jobs import images
@@ -15,12 +19,18 @@ from jobs.pictures import (
     Conversion,
     PictureSettings,
     Source,
+    auto_ratio,
     convert,
+    open_picture,
     plan_conversion,
     register_heif,
     source_of,
 )
+from runner import picture_pool
 from runner.cli import main
+from runner.manifest_files import load
+from runner.plan import Plan, plan
+from runner.state import RunState
 from tests.conftest import FAST, write_rows
 
 MB = 1_000_000
@@ -272,3 +282,231 @@ def test_a_ready_file_reaches_the_api_byte_for_byte(tmp_path, threaded_sim):
     assert main(["run", str(manifest), "--out", str(tmp_path / "run"), *FAST]) == 0
     (task_id,) = threaded_sim.tasks
     assert threaded_sim.sent_image(task_id) == (tmp_path / "frame.png").read_bytes()
+
+
+# --- through validate and a run, against the simulator's checks -----------------------
+
+
+def people_pictures(folder: Path) -> dict[str, str]:
+    """The folder of the issue: each kind of picture people have, made for real."""
+    register_heif()
+    folder.mkdir(parents=True, exist_ok=True)
+    turned = Image.Exif()
+    turned[0x0112] = 6
+    stored = Image.new("RGB", (800, 600), (200, 30, 30))
+    stored.paste((30, 200, 30), (0, 0, 100, 600))  # green at the stored left: on top, shown
+    (folder / "phone.jpg").write_bytes(encoded(stored, "JPEG", exif=turned.tobytes()))
+    Image.new("RGB", (640, 900), (40, 160, 90)).save(folder / "iphone.heic")
+    Image.new("RGB", (900, 600), (40, 160, 90)).save(folder / "web.webp")
+    logo = Image.new("RGBA", (600, 400), (0, 0, 0, 0))
+    logo.paste((255, 0, 0, 255), (200, 100, 400, 300))
+    logo.save(folder / "logo.png")
+    Image.new("I;16", (600, 400), 32896).save(folder / "scan.png")
+    Image.new("CMYK", (600, 400), (0, 255, 255, 0)).save(folder / "print.jpg")
+    Image.new("RGB", (700, 500), (90, 90, 200)).save(folder / "flatbed.tif")
+    Image.effect_noise((640, 360), 50).convert("RGB").save(folder / "ready.png")
+    return {path.stem: str(path) for path in folder.iterdir()}
+
+
+def sent_by_row(run_dir: Path, sim) -> dict[str, Image.Image]:
+    state = RunState.open(run_dir, read_only=True)
+    try:
+        ids = {r.row_id: r.task_id for r in state.tasks()}
+    finally:
+        state.close()
+    return {row: Image.open(io.BytesIO(sim.sent_image(task_id))) for row, task_id in ids.items()}
+
+
+def test_every_kind_of_picture_reaches_the_api_as_it_takes_it(tmp_path, threaded_sim, capsys):
+    people_pictures(tmp_path / "shots")
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text("defaults: {sound: false}\nrows:\n  - {image: shots, prompt: '{name}'}\n")
+    assert main(["validate", str(manifest)]) == 0
+    said = capsys.readouterr().out
+    assert "7 picture(s) converted before sending" in said
+    assert "phone.jpg: JPEG 800x600 -> JPEG 600x800, turned by its EXIF" in said
+    assert "logo.png: PNG 600x400 -> PNG 600x400, transparency on #ffffff" in said
+    assert "by kind: 1 16 bits to 8, 1 CMYK to RGB, 1 from HEIF, 1 from TIFF, 1 from WEBP" in said
+    assert "ready.png" not in said  # sent as it is
+
+    run_dir = tmp_path / "run"
+    assert main(["run", str(manifest), "--out", str(run_dir), *FAST]) == 0
+    assert (
+        "phone.jpg: JPEG 800x600 -> JPEG 600x800, turned by its EXIF, " in capsys.readouterr().out
+    )
+    sent = sent_by_row(run_dir, threaded_sim)
+    assert sent["phone"].size == (600, 800)  # portrait, as the phone showed it
+    red, green, _ = sent["phone"].convert("RGB").getpixel((300, 20))
+    assert green > 150 and red < 80  # and turned the right way
+    assert sent["iphone"].format == "JPEG" and sent["iphone"].size == (640, 900)
+    assert sent["logo"].convert("RGB").getpixel((10, 10)) == (255, 255, 255)  # white matte
+    assert sent["scan"].mode == "L" and sent["scan"].getpixel((10, 10)) == 128  # still grey
+    assert sent["print"].mode == "RGB" and sent["print"].getpixel((10, 10))[0] > 200
+    assert sent["web"].format == sent["flatbed"].format == "JPEG"
+    ready = (tmp_path / "shots" / "ready.png").read_bytes()
+    assert threaded_sim.sent_image(_task_id(run_dir, "ready")) == ready  # byte for byte
+    assert len(list((run_dir / "images").iterdir())) == 7
+    report = (run_dir / "report.csv").read_text(encoding="utf-8-sig")
+    assert "shots/iphone.heic" in report and "/images/" in report  # the original and as sent
+
+
+def _task_id(run_dir: Path, row_id: str) -> str:
+    state = RunState.open(run_dir, read_only=True)
+    try:
+        return next(r.task_id for r in state.tasks() if r.row_id == row_id)
+    finally:
+        state.close()
+
+
+# --- what a row asks of its pictures ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("size", "chosen"),
+    [
+        ((1600, 1200), "16:9"),  # 4:3: exactly between 1:1 and 16:9, keeps its way up
+        ((1200, 1600), "9:16"),  # 3:4: the same tie, portrait
+        ((1000, 1000), "1:1"),
+        ((1500, 1000), "16:9"),  # 3:2
+        ((1250, 1000), "1:1"),  # 5:4
+        ((2100, 900), "16:9"),  # 21:9
+        ((1000, 1500), "9:16"),  # 2:3
+    ],
+)
+def test_aspect_ratio_auto_picks_the_nearest_and_breaks_the_4_3_tie_by_orientation(size, chosen):
+    assert auto_ratio(*size, ("16:9", "9:16", "1:1")) == chosen
+
+
+def plan_of(tmp_path: Path, rows: str, defaults: str = "{sound: false}") -> Plan:
+    path = tmp_path / "m.yaml"
+    path.write_text(f"defaults: {defaults}\nrows:\n{rows}", encoding="utf-8")
+    return plan(load(path))
+
+
+def test_auto_and_fit_make_the_picture_the_shape_of_the_video(tmp_path):
+    Image.new("RGB", (1200, 1600), (9, 9, 9)).save(tmp_path / "tall.jpg")  # 3:4
+    result = plan_of(tmp_path, "  - {id: t, image: tall.jpg, prompt: p, aspect_ratio: auto}\n")
+    (task,) = result.tasks
+    assert task.request.aspect_ratio == "9:16" and not task.pictures  # sent as it is
+    result = plan_of(
+        tmp_path, "  - {id: t, image: tall.jpg, prompt: p, aspect_ratio: auto, fit: crop}\n"
+    )
+    (task,) = result.tasks
+    (picture,) = task.pictures
+    assert task.request.aspect_ratio == "9:16" and picture.conversion.size == (900, 1600)
+    sent = json.loads(task.request_json())
+    assert not {"fit", "matte", "max_edge"} & set(sent)  # never in the request
+    assert "fit" not in task.request.body({"image": "b64"})
+
+
+def test_picture_settings_are_checked_like_any_setting(tmp_path):
+    Image.new("RGB", (800, 600)).save(tmp_path / "a.jpg")
+    result = plan_of(
+        tmp_path,
+        "  - {id: a, image: a.jpg, prompt: p, matte: blurple, fit: stretch, max_edge: 100}\n"
+        "  - {id: u, image: 'https://example.com/a.jpg', prompt: p, aspect_ratio: auto}\n"
+        "  - {id: t, model: kling-o1-t2v, prompt: p, aspect_ratio: auto}\n",
+        defaults="{sound: false, mate: '#000'}",
+    )
+    said = "\n".join(str(p) for p in result.problems)
+    assert "row 'a': matte = 'blurple': must be a colour" in said
+    assert "row 'a': fit = 'stretch': must be one of crop, pad, none" in said
+    assert "row 'a': max_edge = 100: must be a whole number of px, 300 to 8192" in said
+    assert "row 'u': aspect_ratio = 'auto': follows the picture; a URL is not read here" in said
+    assert "row 't': aspect_ratio = 'auto': follows the picture: kling-o1-t2v takes none" in said
+    assert "mate: is a default (defaults: or --set) that no model of this manifest takes " in said
+    assert "(did you mean 'matte'?)" in said
+
+
+def test_a_converted_fingerprint_is_the_source_and_the_steps(tmp_path):
+    logo = Image.new("RGBA", (600, 400), (0, 0, 0, 0))
+    logo.save(tmp_path / "logo.png")
+    Image.new("RGB", (640, 360), (1, 2, 3)).save(tmp_path / "ready.png")
+
+    def fingerprint(row: str) -> str:
+        (task,) = plan_of(tmp_path, f"  - {{id: a, prompt: p, {row}}}\n").tasks
+        return task.fingerprint
+
+    white = fingerprint("image: logo.png")
+    assert fingerprint("image: logo.png, matte: '#000000'") != white  # another picture
+    assert fingerprint("image: logo.png, matte: white") == white  # the same steps
+    # A ready file counts as its own bytes, whatever a row asks of pictures (golden value:
+    # what every run folder before conversions holds).
+    ready = fingerprint("image: ready.png")
+    assert fingerprint("image: ready.png, matte: '#000000', fit: crop") == ready
+    digest = hashlib.sha256((tmp_path / "ready.png").read_bytes()).hexdigest()
+    (task,) = plan_of(tmp_path, "  - {id: a, prompt: p, image: ready.png}\n").tasks
+    assert ready == task.request.fingerprint({"image": digest})
+
+
+def test_an_animation_warns_that_only_its_first_frame_goes(tmp_path):
+    frames = [Image.new("RGB", (600, 400), c) for c in ((250, 0, 0), (0, 0, 250), (0, 250, 0))]
+    frames[0].save(tmp_path / "loop.gif", save_all=True, append_images=frames[1:])
+    result = plan_of(tmp_path, "  - {id: g, image: loop.gif, prompt: p}\n")
+    assert result.ok
+    assert "loop.gif': has 3 frames: only the first is sent" in str(result.warnings[0])
+
+
+def test_a_second_validate_reads_no_picture_again(tmp_path, monkeypatch):
+    monkeypatch.setenv("KLING_BATCH_CACHE", str(tmp_path / "cache"))
+    for name in ("a.jpg", "b.png"):
+        Image.new("RGB", (640, 360), (5, 5, 5)).save(tmp_path / name)
+    read: list[Path] = []
+
+    def counted(path: Path):
+        read.append(path)
+        return open_picture(path)
+
+    monkeypatch.setattr(picture_pool, "open_picture", counted)
+    rows = "  - {id: a, image: a.jpg, prompt: p}\n  - {id: b, image: b.png, prompt: p}\n"
+    assert plan_of(tmp_path, rows).ok and len(read) == 2
+    assert plan_of(tmp_path, rows).ok and len(read) == 2  # nothing read the second time
+    Image.new("RGB", (640, 360), (9, 9, 9)).save(tmp_path / "a.jpg")  # edited
+    assert plan_of(tmp_path, rows).ok and read[2:] == [(tmp_path / "a.jpg").resolve()]
+
+
+def test_many_pictures_are_read_on_every_core_with_the_same_answers(tmp_path, monkeypatch):
+    monkeypatch.setenv("KLING_BATCH_CACHE", str(tmp_path / "cache"))
+    shots = tmp_path / "shots"
+    shots.mkdir()
+    for index in range(picture_pool.POOL_FROM + 4):
+        size = (640, 360) if index % 5 else (640, 200)  # every fifth too small
+        Image.new("RGB", size, (index, 9, 9)).save(shots / f"s{index:02d}.png")
+    found = picture_pool.open_pictures(sorted(shots.iterdir()))
+    assert found == {path: open_picture(path) for path in sorted(shots.iterdir())}
+    result = plan_of(tmp_path, "  - {image: shots, prompt: p}\n")
+    assert len(result.tasks) == 16 and len(result.problems) == 4
+
+
+def test_a_resume_makes_a_deleted_conversion_again(tmp_path, threaded_sim):
+    logo = Image.new("RGBA", (600, 400), (0, 0, 0, 0))
+    logo.save(tmp_path / "logo.png")
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text(
+        "defaults: {sound: false}\nrows:\n  - {id: l, image: logo.png, prompt: p, matte: black}\n"
+    )
+    run_dir = tmp_path / "run"
+    # Converted before the question; declined (no terminal, no --yes): nothing is sent.
+    assert main(["run", str(manifest), "--out", str(run_dir)]) == 2
+    (made,) = (run_dir / "images").iterdir()
+    made.unlink()
+    assert main(["resume", str(run_dir), *FAST]) == 0
+    assert made.is_file()
+    sent = sent_by_row(run_dir, threaded_sim)["l"]
+    assert sent.convert("RGB").getpixel((10, 10)) == (0, 0, 0)
+
+
+def test_failed_rows_keep_the_original_picture_and_what_the_row_asked(tmp_path, threaded_sim):
+    Image.new("RGB", (1500, 500), (90, 90, 200)).save(tmp_path / "pano.jpg")
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text(
+        "defaults: {sound: false}\n"
+        "rows:\n  - {id: p, image: pano.jpg, prompt: p, fit: pad, matte: '#000000'}\n"
+    )
+    threaded_sim.script_fates("fail")
+    assert main(["run", str(manifest), "--out", str(tmp_path / "run"), *FAST]) == 1
+    failed = yaml.safe_load((tmp_path / "run" / "failed.yaml").read_text())
+    (row,) = failed["rows"]
+    assert row["image"] == str((tmp_path / "pano.jpg").resolve())
+    assert (row["fit"], row["matte"]) == ("pad", "#000000")
+    assert main(["validate", str(tmp_path / "run" / "failed.yaml")]) == 0
