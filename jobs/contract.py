@@ -113,19 +113,18 @@ class Model:
     # that shape (no "model" key), so old ledgers' fingerprints still match.
     legacy_json: bool = False
     by_name: dict[str, Field] = field(init=False, repr=False, compare=False)
+    image_fields: tuple[str, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         names = {f.name: f for f in self.fields}
         names.update({alias: f for f in self.fields for alias in f.aliases})
         object.__setattr__(self, "by_name", names)
+        images = tuple(f.name for f in self.fields if f.wire == Wire.IMAGE)
+        object.__setattr__(self, "image_fields", images)  # asked once per task: kept
 
     @property
     def path(self) -> str:
         return f"/v3/async/{self.name}"
-
-    @property
-    def image_fields(self) -> tuple[str, ...]:
-        return tuple(f.name for f in self.fields if f.wire == Wire.IMAGE)
 
     def takes(self, name: str) -> bool:
         return name in self.by_name

@@ -232,9 +232,11 @@ def converted_digest(source_sha256: str, conversion: Conversion) -> str:
     return hashlib.sha256(f"{source_sha256}|{conversion.key()}".encode()).hexdigest()
 
 
+@functools.lru_cache(maxsize=4096)
 def plan_conversion(source: Source, settings: PictureSettings = PictureSettings()) -> Conversion:
-    """What must change for ``source`` to be a first frame the API takes. Pure: the
-    table test pins it, :func:`convert` carries it out."""
+    """What must change for ``source`` to be a first frame the API takes. Pure (so a
+    batch that names one picture in many rows plans it once): the table test pins it,
+    :func:`convert` carries it out."""
     if source.format not in OPENABLE:
         return Conversion(source, problem=f"is a {source.format} picture, which is not read here")
     width, height = source.shown

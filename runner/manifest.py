@@ -13,9 +13,11 @@ Whatever else changes a task is caught by its request fingerprint (see ``plan``)
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import itertools
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +33,24 @@ LIST_VALUED = frozenset(
     f.name for m in MODELS.values() for f in m.fields if f.wire in (Wire.VOICES, Wire.SEGMENTS)
 )
 MAX_REPEAT = 1000
+
+
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    """CPython's cycle collector walks every live object each time its oldest
+    generation fills; reading a big manifest makes a million small objects at once
+    (YAML nodes, rows, tasks), so it walks them again and again for nothing (measured:
+    composing 100,000 YAML rows took 12.2 s with it, 2.6 s without). None of them form
+    cycles, so reference counting frees them; the collector runs again after."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 # More tasks than this is refused before any is built (``--max-tasks`` raises it): a
 # product of a few lists reaches millions, and building them would exhaust the memory.
 MAX_TASKS = 100_000

@@ -34,7 +34,15 @@ from jobs.pictures import (
     turn_warning,
 )
 from jobs.problems import FieldProblem
-from runner.manifest import MAX_TASKS, ROW_ONLY_FIELDS, Manifest, Problem, TaskSpec, expand
+from runner.manifest import (
+    MAX_TASKS,
+    ROW_ONLY_FIELDS,
+    Manifest,
+    Problem,
+    TaskSpec,
+    expand,
+    gc_paused,
+)
 from runner.picture_pool import IMAGES_DIR, open_pictures
 from runner.records import TaskRecord
 
@@ -170,6 +178,11 @@ def plan(
 ) -> Plan:
     """Validate and price every task. ``prices`` (``--price-per-second``) beat the
     manifest's ``prices:``, which beat each model's own table."""
+    with gc_paused():  # 100,000 tasks are a million small objects: see gc_paused
+        return _plan(manifest, prices, max_tasks)
+
+
+def _plan(manifest: Manifest, prices: Mapping[str, Any] | None, max_tasks: int) -> Plan:
     specs, problems = expand(manifest, max_tasks)
     _, from_file = price_tables(manifest.prices)
     _, from_option = price_tables(prices or {})
