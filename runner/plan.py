@@ -136,8 +136,9 @@ class Plan:
 
     @property
     def conversions(self) -> list[PlannedPicture]:
-        """Each conversion once (many tasks may send one picture), in task order."""
-        unique = {p.name: p for task in self.tasks for p in task.pictures}
+        """Each picture file converted, once however many tasks send it, in task order
+        (two files of the same content are one conversion in ``images/``)."""
+        unique = {(p.source, p.name): p for task in self.tasks for p in task.pictures}
         return list(unique.values())
 
     @property

@@ -32,6 +32,7 @@ from jobs import request_from_json
 from jobs.images import is_url
 from runner.atomic import write_text_atomically
 from runner.mp4 import Mp4Check, check_mp4
+from runner.plan import planned_pictures
 from runner.records import TaskRecord
 
 log = logging.getLogger(__name__)
@@ -223,7 +224,8 @@ def file_sha256(path: Path) -> str | None:
 
 
 def video_story(record: TaskRecord, check: Mp4Check) -> dict[str, Any]:
-    """Everything a copied video needs to say where it came from."""
+    """Everything a copied video needs to say where it came from: the source picture
+    (its path and sha256) and, when it was converted, what was done to it."""
     request = request_from_json(record.request_json)
     images = {name: request.get(name) for name in request.model.image_fields if request.get(name)}
     sources = {
@@ -242,7 +244,15 @@ def video_story(record: TaskRecord, check: Mp4Check) -> dict[str, Any]:
         "task_id": record.task_id,
         "source_image": record.image or None,
         "images": sources,
-        "conversions": [],  # what was done to a picture before sending (none yet)
+        "conversions": [  # what was done to a picture before it was sent
+            {
+                "field": picture.field,
+                "source": picture.source,
+                "sent": picture.name,  # in the run folder
+                "done": picture.conversion.describe(),
+            }
+            for picture in planned_pictures(record)
+        ],
         "submitted_at": iso_time(record.submitted_at),
         "finished_at": iso_time(record.finished_at),
         "duration_s": check.duration_s,

@@ -45,8 +45,16 @@ TABLE: list[tuple[str, Source, PictureSettings, str | None, tuple[int, int], set
         Source("JPEG", 4032, 3024, 3 * MB, orientation=6),
         PictureSettings(),
         "JPEG",
-        (1536, 2048),
+        (1512, 2016),  # libjpeg's half size: decoded small, not resized
         {"turn"},
+    ),
+    (
+        "a JPEG whose DCT sizes miss the cap",
+        Source("JPEG", 4400, 3300, 3 * MB),
+        PictureSettings(),
+        "JPEG",
+        (2048, 1536),  # 2200 is over it, 1100 too far under: decoded at half, resized
+        set(),
     ),
     (
         "an iPhone HEIC",
@@ -264,7 +272,9 @@ def test_an_animation_sends_its_first_frame():
 def test_a_big_camera_file_is_shrunk_to_the_cap_with_its_shape():
     noisy = Image.effect_noise((4032, 3024), 80).convert("RGB")
     picture = sent(encoded(noisy, "JPEG", quality=95))
-    assert picture.size == (2048, 1536)
+    assert picture.size == (2016, 1512)  # libjpeg's half size, a little under the cap
+    noisy = Image.effect_noise((4400, 3300), 80).convert("RGB")
+    assert sent(encoded(noisy, "JPEG", quality=95)).size == (2048, 1536)
 
 
 def test_crop_and_pad_make_the_shape_asked():
@@ -348,6 +358,10 @@ def test_every_kind_of_picture_reaches_the_api_as_it_takes_it(tmp_path, threaded
     assert len(list((run_dir / "images").iterdir())) == 7
     report = (run_dir / "report.csv").read_text(encoding="utf-8-sig")
     assert "shots/iphone.heic" in report and "/images/" in report  # the original and as sent
+    story = json.loads((run_dir / "videos" / "iphone_1.json").read_text())
+    (done,) = story["conversions"]
+    assert done["source"].endswith("iphone.heic") and done["sent"].startswith("images/")
+    assert done["done"] == "HEIF 640x900 -> JPEG 640x900"
 
 
 def _task_id(run_dir: Path, row_id: str) -> str:
