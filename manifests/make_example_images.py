@@ -1,11 +1,14 @@
 """Draw the example first-frame images (committed; rerun to regenerate them).
 
 They cover the shapes the API accepts: landscape, portrait, square, and the 2.5:1
-aspect-ratio edge, as PNG and JPEG, at the 300 px minimum side and above.
+aspect-ratio edge, as PNG and JPEG, at the 300 px minimum side and above; and two
+pictures as phones leave them, which kling-batch converts before sending: an iPhone
+HEIC, and a JPEG stored sideways whose EXIF says to turn it.
 """
 
 from pathlib import Path
 
+import pillow_heif
 from PIL import Image, ImageDraw
 
 HERE = Path(__file__).parent / "images"
@@ -34,3 +37,10 @@ if __name__ == "__main__":
     for name, (width, height, sky, ground) in SHAPES.items():
         draw(width, height, sky, ground).save(HERE / name, quality=85)
         print(HERE / name)
+    pillow_heif.register_heif_opener()
+    draw(900, 1200, "#cdb4db", "#3d405b").save(HERE / "phone.heic", quality=80)
+    turn = Image.Exif()
+    turn[0x0112] = 6  # "turn 90 degrees clockwise to show": shown portrait
+    sideways = draw(720, 1000, "#a8dadc", "#1d3557").transpose(Image.Transpose.ROTATE_90)
+    sideways.save(HERE / "phone-sideways.jpg", quality=85, exif=turn.tobytes())
+    print(HERE / "phone.heic", HERE / "phone-sideways.jpg", sep="\n")
