@@ -85,7 +85,7 @@ def check_image_bytes(data: bytes) -> tuple[ImageFacts | None, list[FieldProblem
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data)) as img:
                 fmt, (width, height) = img.format or "", img.size
-                damage = _load_problem(img)
+                damage = load_problem(img)
     except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
         problems.append(
             FieldProblem("image", None, bomb_message(exc, len(data)), "INVALID_IMAGE_SIZE")
@@ -98,7 +98,7 @@ def check_image_bytes(data: bytes) -> tuple[ImageFacts | None, list[FieldProblem
             )
         )
         return None, problems
-    damage = damage or _verify_problem(data)
+    damage = damage or verify_problem(data)
     if damage:
         problems.append(FieldProblem("image", None, damage, "INVALID_IMAGE_FORMAT"))
     if fmt not in IMAGE_FORMATS:
@@ -148,11 +148,10 @@ def bomb_message(exc: Exception, size: int) -> str:
     )
 
 
-def _load_problem(img: Image.Image) -> str | None:
-    """Decode the whole image once: a header can be fine while the data is cut short
-    (a copy that stopped early), and the API would take the task and fail it, paid.
-    The one decode of a check: reading a PNG's EXIF afterwards costs nothing more
-    (before, it decoded the picture a second time)."""
+def load_problem(img: Image.Image) -> str | None:
+    """Decode the image (a JPEG after ``draft`` at a fraction of its size): a header can
+    be fine while the data is cut short (a copy that stopped early), and the API would
+    take the task and fail it, paid."""
     try:
         img.load()
     except Exception as exc:  # Pillow raises many kinds for damaged data
@@ -160,7 +159,7 @@ def _load_problem(img: Image.Image) -> str | None:
     return None
 
 
-def _verify_problem(data: bytes) -> str | None:
+def verify_problem(data: bytes) -> str | None:
     """Pillow's structure check (a PNG's chunk checksums), which decodes nothing."""
     try:
         with Image.open(io.BytesIO(data)) as img:

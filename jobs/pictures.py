@@ -34,8 +34,9 @@ from jobs.images import (
     IMAGE_MAX_BYTES,
     IMAGE_MIN_SIDE,
     bomb_message,
-    damaged_message,
+    load_problem,
     orientation,
+    verify_problem,
 )
 from jobs.problems import FieldProblem
 
@@ -500,7 +501,7 @@ def inspect_bytes(data: bytes) -> tuple[Source | None, str | None, str | None]:
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
         return None, f"is not a picture this reads ({_KINDS})", "INVALID_IMAGE_FORMAT"
     if damage is None and source.format == "PNG":
-        damage = _chunk_problem(data)
+        damage = verify_problem(data)
     return source, damage, "INVALID_IMAGE_FORMAT" if damage else None
 
 
@@ -509,24 +510,10 @@ _KINDS = "JPEG, PNG, HEIC, WebP, AVIF, TIFF, BMP, GIF"
 
 def _decode_problem(image: Image.Image) -> str | None:
     if image.format == "PNG":
-        return None  # its CRCs, after: see _chunk_problem
+        return None  # its chunks' CRCs instead (verify_problem), which decode nothing
     if image.format in ("JPEG", "MPO"):
         image.draft(image.mode, (max(1, image.width // 8), max(1, image.height // 8)))
-    try:
-        image.load()
-    except Exception as exc:  # Pillow raises many kinds for damaged data
-        return damaged_message(exc)
-    return None
-
-
-def _chunk_problem(data: bytes) -> str | None:
-    """A PNG's structure and every chunk's CRC (a cut or changed file fails it)."""
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            image.verify()
-    except Exception as exc:
-        return damaged_message(exc)
-    return None
+    return load_problem(image)
 
 
 def convert(data: bytes, conversion: Conversion) -> bytes:

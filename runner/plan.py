@@ -79,6 +79,9 @@ class PlannedTask:
     video_name: str
     pictures: tuple[PlannedPicture, ...] = ()
     picture_settings: tuple[tuple[str, Any], ...] = ()  # as the row gave them
+    # With a converted picture: the fingerprint a kling-batch from before conversions
+    # gave it (it sent the file as it was), so that a task it sent is not "changed".
+    legacy_fingerprint: str | None = None
 
     def request_json(self) -> str:
         return self.request.to_json()
@@ -347,6 +350,7 @@ def _plan_one(
         est_cost_usd=request.estimate(tables[model.name]),
         video_name=video_file_name(spec.key),
         pictures=tuple(found.planned),
+        legacy_fingerprint=request.fingerprint(found.sources) if found.planned else None,
         picture_settings=tuple((k, spec.values[k]) for k in PICTURE_FIELDS if k in spec.values),
     )
 
@@ -358,6 +362,7 @@ class _TaskPictures:
     def __init__(self, model: Model, settings: PictureSettings, auto: bool):
         self.model, self.settings, self.auto = model, settings, auto
         self.digests: dict[str, str | None] = {}
+        self.sources: dict[str, str | None] = {}  # the files' own sha256
         self.planned: list[PlannedPicture] = []
         self.problems: list[FieldProblem] = []
         self.warnings: list[FieldProblem] = []
@@ -387,7 +392,7 @@ class _TaskPictures:
             self.problems.append(FieldProblem(name, picture.path, conversion.problem))
             return reference
         digest = converted_digest(picture.sha256, conversion)
-        self.digests[name] = digest
+        self.digests[name], self.sources[name] = digest, picture.sha256
         if not conversion.as_is:
             file = f"{IMAGES_DIR}/{digest[:32]}{conversion.suffix}"
             self.planned.append(PlannedPicture(name, picture.path, conversion, file))

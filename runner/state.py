@@ -89,6 +89,8 @@ class RunState(Ledger):
                         (*values, now, task.key),
                     )
                     updated += 1
+                elif fingerprint == task.legacy_fingerprint:
+                    kept += 1  # sent as it was before conversions: the very same request
                 else:
                     changed.append(task.key)
             if changed:  # refuse the whole plan: nothing half-applied

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -524,3 +525,39 @@ def test_failed_rows_keep_the_original_picture_and_what_the_row_asked(tmp_path, 
     assert row["image"] == str((tmp_path / "pano.jpg").resolve())
     assert (row["fit"], row["matte"]) == ("pad", "#000000")
     assert main(["validate", str(tmp_path / "run" / "failed.yaml")]) == 0
+
+
+def test_an_end_image_is_converted_like_a_first_frame(tmp_path, threaded_sim):
+    register_heif()
+    Image.new("RGB", (900, 600), (40, 160, 90)).save(tmp_path / "start.webp")
+    Image.new("RGB", (900, 600), (160, 40, 90)).save(tmp_path / "end.heic")
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text(
+        "rows:\n  - {id: e, model: kling-o1-i2v, image: start.webp, end_image: end.heic, "
+        "prompt: p}\n"
+    )
+    run_dir = tmp_path / "run"
+    # The simulator checks every image as the API does: a HEIC sent as it is would fail.
+    assert main(["run", str(manifest), "--out", str(run_dir), *FAST]) == 0
+    fields = sorted(p.field for p in plan(load(manifest)).conversions)
+    assert fields == ["end_image", "image"] and len(list((run_dir / "images").iterdir())) == 2
+
+
+def test_a_task_sent_before_conversions_is_not_a_changed_request(tmp_path, threaded_sim):
+    """A kling-batch from before conversions sent an EXIF-turned JPEG as it was, with
+    the file's own sha256 in its fingerprint: running that folder's manifest again must
+    not refuse the paid task as changed (nor send it again)."""
+    turned = Image.Exif()
+    turned[0x0112] = 6
+    (tmp_path / "phone.jpg").write_bytes(
+        encoded(Image.new("RGB", (800, 600), (9, 99, 9)), "JPEG", exif=turned.tobytes())
+    )
+    manifest = write_rows(tmp_path / "m.yaml", 1, image="phone.jpg")
+    run_dir = tmp_path / "run"
+    assert main(["run", str(manifest), "--out", str(run_dir), *FAST]) == 0
+    (task,) = plan(load(manifest)).tasks
+    with sqlite3.connect(run_dir / "state.sqlite") as db:  # as the older version left it
+        db.execute("UPDATE tasks SET fingerprint = ?, pictures = NULL", (task.legacy_fingerprint,))
+    db.close()
+    assert main(["run", str(manifest), "--out", str(run_dir), *FAST]) == 0
+    assert len(threaded_sim.tasks) == 1  # nothing sent again
