@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from runner.causes import FailureClass
 from runner.manifest import MAX_TASKS
 from runner.options import option_specs
 from runner.simulator import add_sim_arguments
@@ -51,6 +52,16 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="KEY",
         help="one task key, taken whole (one that holds a comma); repeatable",
+    )
+    rerun.add_argument(
+        "--class",
+        dest="classes",
+        action="append",
+        default=[],
+        choices=[*(str(c) for c in FailureClass), "all"],
+        help="with --failed, resend failures of this cause too (repeatable); by default "
+        "only provider and account failures are resent: a moderation or input failure "
+        "would be refused again",
     )
     _spending_options(rerun)
 

@@ -23,6 +23,7 @@ from jobs.contract import model_as_json
 from runner import console, flow
 from runner.account import record_balance
 from runner.arguments import RERUN_FLAGS, build_parser
+from runner.causes import RERUN_BY_DEFAULT, FailureClass
 from runner.crash import keep_traceback, machine_problem
 from runner.errors import FolderChanged, KlingBatchError, ManifestError
 from runner.exits import (
@@ -167,9 +168,13 @@ def cmd_rerun(args: argparse.Namespace) -> int:
     if not statuses and not keys:
         console.error(f"error: say what to rerun: --{', --'.join(RERUN_FLAGS)}, --keys or --key")
         return EXIT_USAGE
+    classes = {*RERUN_BY_DEFAULT, *(FailureClass(c) for c in args.classes if c != "all")}
+    if "all" in args.classes:
+        classes = set(FailureClass)
     with RunFolder.existing(args.run_dir) as folder:
         connection = flow.connect_folder(folder)
-        chosen = folder.choose_reruns(statuses, keys)
+        chosen, left_out = folder.choose_reruns(statuses, keys, classes)
+        console.left_out(left_out)
         if not chosen:
             print(f"{args.run_dir}: no task to rerun")
             return EXIT_OK
@@ -237,6 +242,8 @@ def _execute(folder: RunFolder, url: str, api_key: str, options: RunOptions, ver
     files = write_reports(state, run_dir)
     console.outcome(run_dir, outcome, files, missing, options.download, files.video_problems)
     missing = missing if options.download else 0
+    if outcome.bad_night:
+        return EXIT_SOME_FAILED  # tasks failed; the machine and the API are fine
     if outcome.stopped_by:
         return EXIT_INTERRUPTED if outcome.interrupted else EXIT_STOPPED
     return EXIT_SOME_FAILED if missing else exit_code_for(outcome.counts)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from jobs.contract import Model
 from runner.account import Balance, tasks_covered
+from runner.causes import failure_class
 from runner.engine import RunOutcome
 from runner.errors import BalanceExhausted, Interrupted
 from runner.folder import SyncSummary
@@ -107,6 +108,21 @@ def synced(run_dir: Path, summary: SyncSummary) -> None:
         )
 
 
+def left_out(records: Sequence[TaskRecord]) -> None:
+    """Failed tasks a rerun does not resend, by cause: the same request would be
+    refused again."""
+    if not records:
+        return
+    causes = Counter(str(failure_class(r.error)) for r in records)
+    said = ", ".join(f"{n} {cause}" for cause, n in sorted(causes.items()))
+    print(
+        f"left out {len(records)} failed task(s) ({said}): sent again as they are, they "
+        "would be refused again; edit them (failed.yaml lists them) or add "
+        + " ".join(f"--class {cause}" for cause in sorted(causes))
+        + " to resend them anyway"
+    )
+
+
 def may_pay_twice(chosen: Sequence[TaskRecord]) -> None:
     for status, why in MAY_PAY_TWICE.items():
         if any(r.status == status for r in chosen):
@@ -181,6 +197,36 @@ def resume_hint(run_dir: Path, what: str) -> None:
     )
 
 
+def _stopped_early(run_dir: Path, result: RunOutcome) -> bool:
+    """What stopped the run early, and how to go on; False when nothing did."""
+    if isinstance(result.stop_error, Interrupted):
+        resume_hint(run_dir, f"interrupted ({result.stop_error})")
+        return True
+    if isinstance(result.stop_error, BalanceExhausted):
+        waiting = result.counts.get(TaskStatus.PENDING, 0)
+        error(
+            f"stopped submitting: {result.stopped_by}\n"
+            f"  the tasks created before it were polled and fetched; {waiting} task(s) "
+            "wait for a top-up"
+        )
+        resume_hint(run_dir, "top up the Novita balance")
+        return True
+    if result.bad_night:
+        waiting = result.counts.get(TaskStatus.PENDING, 0)
+        error(
+            f"stopped submitting: {result.stopped_by}\n"
+            f"  the tasks in flight were polled and fetched; {waiting} task(s) left pending. "
+            "Look at the reasons (status, report.html), fix what they have in common"
+        )
+        resume_hint(run_dir, "a bad night stopped itself")
+        return True
+    if result.stopped_by:
+        error(f"stopped: {result.stopped_by}")
+        resume_hint(run_dir, getattr(result.stop_error, "hint", "") or "fix the cause")
+        return True
+    return False
+
+
 def outcome(
     run_dir: Path,
     result: RunOutcome,
@@ -201,21 +247,7 @@ def outcome(
         print(f"  contact sheet: {files.sheets[0]}{more}")
     if files.failed_yaml:
         print(f"  failed rows as a manifest: {files.failed_yaml}")
-    if isinstance(result.stop_error, Interrupted):
-        resume_hint(run_dir, f"interrupted ({result.stop_error})")
-        return
-    if isinstance(result.stop_error, BalanceExhausted):
-        waiting = result.counts.get(TaskStatus.PENDING, 0)
-        error(
-            f"stopped submitting: {result.stopped_by}\n"
-            f"  the tasks created before it were polled and fetched; {waiting} task(s) "
-            "wait for a top-up"
-        )
-        resume_hint(run_dir, "top up the Novita balance")
-        return
-    if result.stopped_by:
-        error(f"stopped: {result.stopped_by}")
-        resume_hint(run_dir, getattr(result.stop_error, "hint", "") or "fix the cause")
+    if _stopped_early(run_dir, result):
         return
     if result.budget_reached:
         pending = result.counts.get(TaskStatus.PENDING, 0)
@@ -281,21 +313,12 @@ def status(run_dir: Path, summary: RunSummary) -> None:
             f"  generation time p50 {summary.generation_p50_s:.1f}s, "
             f"p95 {summary.generation_p95_s:.1f}s"
         )
-    oldest = summary.oldest
-    if oldest is not None:
-        print(
-            f"  {len(summary.in_flight)} in flight; oldest {oldest.task_key} "
-            f"({oldest.status}, {human_duration(oldest.age_s)} since submit)"
-        )
-        for task in summary.in_flight[:10]:
-            age = human_duration(task.age_s)
-            print(f"    {task.task_key:<30} {task.status:<11} {age:>8}  {task.task_id}")
-        if len(summary.in_flight) > 10:
-            print(f"    ... and {len(summary.in_flight) - 10} more")
+    _in_flight(summary)
     for task in summary.stalled[:10]:
         answered = summary.last_answers.get(task.task_key)
         last = clock(answered) if answered else "none since the submit"
         print(f"  stalled {task.task_key:<30} {task.task_id}  last answer: {last}")
+    _failures(summary)
     if summary.videos_missing:
         print(f"  {summary.videos_missing} video(s) not downloaded yet")
     if summary.video_problems:
@@ -306,6 +329,34 @@ def status(run_dir: Path, summary: RunSummary) -> None:
     print("next:")
     for step in summary.next_steps:
         print(f"  {step}")
+
+
+def _in_flight(summary: RunSummary) -> None:
+    oldest = summary.oldest
+    if oldest is None:
+        return
+    print(
+        f"  {len(summary.in_flight)} in flight; oldest {oldest.task_key} "
+        f"({oldest.status}, {human_duration(oldest.age_s)} since submit)"
+    )
+    for task in summary.in_flight[:10]:
+        age = human_duration(task.age_s)
+        print(f"    {task.task_key:<30} {task.status:<11} {age:>8}  {task.task_id}")
+    if len(summary.in_flight) > 10:
+        print(f"    ... and {len(summary.in_flight) - 10} more")
+
+
+def _failures(summary: RunSummary) -> None:
+    """Failures by cause, then the first few with their reasons."""
+    if not summary.failures_by_class:
+        return
+    causes = ", ".join(f"{n} {cause}" for cause, n in summary.failures_by_class.items())
+    print(f"  failed by cause: {causes}")
+    for failure in summary.failures[:10]:
+        reason = " ".join(failure.reason.split())[:100]
+        print(f"    {failure.task_key:<30} {failure.failure_class:<10} {reason}")
+    if len(summary.failures) > 10:
+        print(f"    ... and {len(summary.failures) - 10} more (report.csv has them all)")
 
 
 def _balance(summary: RunSummary) -> None:

@@ -30,6 +30,7 @@ from runner.records import IN_FLIGHT, TaskRecord, TaskStatus
 from runner.retry import DEFAULT_LIMITS, RetryLimits
 from runner.state import RunState
 from runner.stopping import StopSwitch
+from runner.streak import DEFAULT_MAX_FAILURE_STREAK, BadNight, FailureStreak
 from runner.submit import Budget, Submitter
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,7 @@ class EngineConfig:
     budget_usd: float | None = None  # estimated spend of the whole run folder
     # Connection failures (nothing answers at the base URL) for this long stop the run.
     unreachable_after_s: float = 30.0
+    max_failure_streak: int = DEFAULT_MAX_FAILURE_STREAK  # 0: never stop for failures
 
     @classmethod
     def from_options(cls, options: RunOptions) -> EngineConfig:
@@ -62,6 +64,7 @@ class EngineConfig:
             download=options.download,
             budget_usd=options.budget_usd,
             progress_every_s=options.progress_every_s,
+            max_failure_streak=options.max_failure_streak,
             poll_policy=PollPolicy(
                 task_timeout_s=options.task_timeout_s, first_delay_s=options.first_poll_s
             ),
@@ -86,6 +89,11 @@ class RunOutcome:
     def interrupted(self) -> bool:
         """Stopped by Ctrl-C or SIGTERM, not by the API or the machine."""
         return isinstance(self.stop_error, Interrupted)
+
+    @property
+    def bad_night(self) -> bool:
+        """Submitting stopped after a streak of failures (runner.streak)."""
+        return isinstance(self.stop_error, BadNight)
 
 
 async def run_engine(
@@ -163,7 +171,9 @@ async def run_engine(
         retry_base_s=config.retry_base_s,
         budget=budget,
         unreachable_after_s=config.unreachable_after_s,
+        streak=FailureStreak(config.max_failure_streak),
     )
+    state.on_finished = submitter.streak.note
 
     pending = _load(state.tasks(), scheduler, fetcher if config.download else None, clock.time())
     log.info(
@@ -214,12 +224,16 @@ async def run_engine(
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        state.on_finished = None
         state.flush()
         sink.stop(snapshot())
     stopped_by, stop_error = stop.reason, stop.error
     if stopped_by is None and submitter.out_of_balance is not None:
         stopped_by = f"the API refused the run: {submitter.out_of_balance}"
         stop_error = submitter.out_of_balance
+    if stopped_by is None and submitter.streak.tripped is not None:
+        stopped_by = str(submitter.streak.tripped)
+        stop_error = submitter.streak.tripped
     if stopped_by:
         log.error("stopped: %s", stopped_by)
     return RunOutcome(

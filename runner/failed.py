@@ -27,6 +27,7 @@ import yaml
 from jobs import DEFAULT_MODEL, MODELS, request_from_json
 from jobs.pictures import PICTURE_FIELDS
 from runner.atomic import write_text_atomically
+from runner.causes import failure_class
 from runner.records import TaskRecord, TaskStatus
 
 FAILED_YAML = "failed.yaml"
@@ -114,7 +115,8 @@ def _yaml_text(
     lines.append("rows:")
     for record, row in zip(records, rows, strict=True):
         reason = " ".join((record.error or "no reason given").split())
-        lines.append(f"  # {record.task_key} ({record.status}): {reason}")
+        cause = f", {failure_class(record.error)}" if record.status == TaskStatus.FAILED else ""
+        lines.append(f"  # {record.task_key} ({record.status}{cause}): {reason}")
         dumped = yaml.safe_dump([row], sort_keys=False, allow_unicode=True, width=10_000)
         lines.extend(f"  {line}" for line in dumped.splitlines())
     return "\n".join(lines) + "\n"

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from runner.causes import RERUN_BY_DEFAULT, FailureClass, failure_class
 from runner.errors import RunFolderError
 from runner.ledger import STATE_FILE
 from runner.lock import LOCK_FILE, RunFolderLock
@@ -129,10 +130,16 @@ class RunFolder:
         pending = len(self.state.tasks([TaskStatus.PENDING]))
         return SyncSummary(len(planned), result.added, pending, result.retired)
 
-    def choose_reruns(self, statuses: Sequence[str], keys: Sequence[str]) -> list[TaskRecord]:
-        """The tasks chosen by status or key. A key that is unknown, or whose task is
-        still running in this folder's view, is refused: a running task must not get a
-        second, paid twin."""
+    def choose_reruns(
+        self,
+        statuses: Sequence[str],
+        keys: Sequence[str],
+        classes: Collection[FailureClass] = RERUN_BY_DEFAULT,
+    ) -> tuple[list[TaskRecord], list[TaskRecord]]:
+        """The tasks chosen by status or key, and the failed ones left out for their
+        cause (``classes``: the causes resent; a key named is taken whatever its
+        cause). A key that is unknown, or whose task is still running in this folder's
+        view, is refused: a running task must not get a second, paid twin."""
         records = {r.task_key: r for r in self.state.tasks()}
         missing = [k for k in keys if k not in records]
         if missing:
@@ -142,7 +149,17 @@ class RunFolder:
             raise RunFolderError(
                 f"not finished, so not rerun: {', '.join(busy)} (resume finishes them first)"
             )
-        return [r for r in records.values() if r.status in statuses or r.task_key in keys]
+        chosen: list[TaskRecord] = []
+        left_out: list[TaskRecord] = []
+        for record in records.values():
+            if record.task_key in keys:
+                chosen.append(record)
+            elif record.status in statuses:
+                unsendable = record.status == TaskStatus.FAILED and (
+                    failure_class(record.error) not in classes
+                )
+                (left_out if unsendable else chosen).append(record)
+        return chosen, left_out
 
 
 _LOOPBACK = {"localhost": "127.0.0.1", "[::1]": "127.0.0.1", "::1": "127.0.0.1"}

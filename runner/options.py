@@ -47,6 +47,13 @@ def parse_seconds(text: str) -> float:
     return value
 
 
+def parse_count(text: str) -> int:
+    """A whole number, 0 or more (0 turns the thing off)."""
+    if not text.strip().isdigit():
+        raise ValueError(f"a whole number, 0 or more (0 turns it off), not {text!r}")
+    return int(text.strip())
+
+
 @dataclass(frozen=True)
 class OptionSpec:
     """How one option meets the user and the run folder."""
@@ -70,6 +77,8 @@ class OptionSpec:
             return self.switch_value if value else self.default
         if value is None:
             return None
+        if self.parse is parse_count:
+            return int(value)
         return Rate.parse(value) if self.parse is parse_rate else float(value)
 
 
@@ -142,6 +151,17 @@ class RunOptions:
             "(inf lifts it)",
             parse_usd,
             "USD",
+        ),
+    )
+    max_failure_streak: int = field(
+        default=10,
+        metadata=_option(
+            "--max-failure-streak",
+            "max_failure_streak",
+            "stop submitting when the last N tasks to finish all failed (in flight go on; "
+            "exit 1; resume continues); 0 turns it off",
+            parse_count,
+            "N",
         ),
     )
     progress_every_s: float = field(

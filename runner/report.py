@@ -25,10 +25,11 @@ import pandas as pd
 from jobs import request_from_json
 from jobs.images import is_url
 from runner.atomic import write_text_atomically
+from runner.causes import failure_class
 from runner.failed import write_failed_manifests
 from runner.picture_pool import first_frame_sent
 from runner.plan import planned_pictures
-from runner.records import TaskRecord
+from runner.records import TaskRecord, TaskStatus
 from runner.sheet import small_picture, write_contact_sheet
 from runner.state import RunState
 from runner.status import RunSummary, no_video_reason, summarize
@@ -71,6 +72,7 @@ COLUMNS = [
     "video_s",  # the video's duration, measured from its file
     "video_problem",  # empty when the video is whole and as asked
     "poster_path",  # the video's first frame, beside it
+    "failure_class",  # a failed task's cause: moderation, input, provider, account
     "sent_image",  # the picture as converted and sent (images/...); empty: sent as it is
     "conversion",  # what was done to it
 ]
@@ -134,6 +136,9 @@ def build_frame(records: Sequence[TaskRecord], run_dir: Path | None = None) -> p
                 "video_s": record.video_s,
                 "video_problem": record.video_problem,
                 "poster_path": _poster(record, run_dir),
+                "failure_class": str(failure_class(record.error))
+                if record.status == TaskStatus.FAILED
+                else None,
                 **_sent_image(record, run_dir),
             }
         )
@@ -254,6 +259,10 @@ def render_html(
         f'<button type="button" data-filter="{html.escape(s)}">{html.escape(s)} '
         f"<span>{n}</span></button>"
         for s, n in summary.counts.items()
+    ) + "".join(  # failures by cause: a moderated row is not a model down
+        f'\n<button type="button" data-filter="failed:{html.escape(c)}">failed: '
+        f"{html.escape(c)} <span>{n}</span></button>"
+        for c, n in summary.failures_by_class.items()
     )
     facts = [
         ("tasks", str(summary.total)),
@@ -388,10 +397,13 @@ def _card(row: dict[str, Any], thumb: str | None) -> str:
         str(row[c] or "")
         for c in ("task_key", "prompt", "negative_prompt", "error", "task_id", "row_id", "image")
     ).lower()
-    return f"""<article class="card" data-status="{e(status)}" data-text="{e(searchable)}">
+    cause = row["failure_class"] or ""
+    badge = f' <span class="badge cause">{e(cause)}</span>' if cause else ""
+    return f"""<article class="card" data-status="{e(status)}" data-cause="{e(cause)}"
+  data-text="{e(searchable)}">
   <div class="media">{media}</div>
   <div class="body">
-    <header><span class="badge s-{e(status)}">{e(status)}</span>
+    <header><span class="badge s-{e(status)}">{e(status)}</span>{badge}
       <code class="key">{e(row["task_key"])}</code></header>
     <div class="source">{source}<p class="prompt">{e(row["prompt"])}</p></div>
     <p class="settings">{e(" · ".join(settings))}</p>

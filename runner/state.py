@@ -13,7 +13,7 @@ polls and downloads learn is deferred (group-committed), see ``runner.ledger``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from runner.ledger import Ledger
@@ -33,6 +33,14 @@ class SyncResult:
 
 class RunState(Ledger):
     """The ledger of one run folder, with the transitions a run makes."""
+
+    # Told each task that finishes (key, failed?, reason), in the order they finish:
+    # the engine's failure streak listens (runner.streak).
+    on_finished: Callable[[str, bool, str | None], None] | None = None
+
+    def _finished(self, task_key: str, failed: bool, reason: str | None) -> None:
+        if self.on_finished is not None:
+            self.on_finished(task_key, failed, reason)
 
     # --- planning ---------------------------------------------------------------
 
@@ -198,6 +206,7 @@ class RunState(Ledger):
     def mark_submit_refused(self, task_key: str, attempt: int, error: str) -> None:
         """The API refused the input (400): nothing created, nothing to retry."""
         self._close_attempt(task_key, attempt, AttemptOutcome.REFUSED, TaskStatus.FAILED, error)
+        self._finished(task_key, True, error)
 
     def mark_unknown(self, task_key: str, attempt: int, error: str) -> None:
         self._close_attempt(task_key, attempt, AttemptOutcome.UNKNOWN, TaskStatus.UNKNOWN, error)
@@ -231,6 +240,7 @@ class RunState(Ledger):
                 finished_at=now,
                 generation_s=generation_s,
             )
+        self._finished(task_key, True, error)
 
     def mark_succeeded(
         self,
@@ -252,6 +262,7 @@ class RunState(Ledger):
                 video_url_expires_at=expires_at,
                 generation_s=generation_s,
             )
+        self._finished(task_key, False, None)
 
     def set_video_url(self, task_key: str, video_url: str, expires_at: float | None) -> None:
         with self._deferred() as db:

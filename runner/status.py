@@ -9,12 +9,14 @@ from __future__ import annotations
 import json
 import statistics
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from jobs import model_of
 from runner.account import Balance
+from runner.causes import RERUN_BY_DEFAULT, failure_class
 from runner.records import FINAL, IN_FLIGHT, TaskRecord, TaskStatus
 from runner.state import RunState
 
@@ -25,6 +27,13 @@ class InFlight:
     status: str
     task_id: str
     age_s: float  # since the API accepted it
+
+
+@dataclass(frozen=True)
+class Failure:
+    task_key: str
+    failure_class: str  # moderation, input, provider, account (runner.causes)
+    reason: str  # verbatim
 
 
 @dataclass(frozen=True)
@@ -48,6 +57,8 @@ class RunSummary:
     balance_latest_at: float | None = None
     by_model: dict[str, dict[str, int]] = field(default_factory=dict)  # model -> status counts
     video_problems: int = 0  # videos kept or refused for not being whole or as asked
+    failures_by_class: dict[str, int] = field(default_factory=dict)  # cause -> failed tasks
+    failures: list[Failure] = field(default_factory=list)  # every failed task, its cause
 
     @property
     def measured_spend_usd(self) -> float | None:
@@ -102,6 +113,12 @@ def summarize(
     all_final = bool(records) and all(r.status in FINAL for r in records)
     missing = state.missing_videos()
     stalled = [r for r in records if r.status == TaskStatus.STALLED]
+    failures = [
+        Failure(r.task_key, str(failure_class(r.error)), r.error or "")
+        for r in records
+        if r.status == TaskStatus.FAILED
+    ]
+    by_class = Counter(f.failure_class for f in failures)
     meta = state.meta()
     first, latest = (
         Balance.from_json(meta.get("balance_first")),
@@ -126,6 +143,7 @@ def summarize(
             live_run,
             downloads=not json.loads(meta.get("options", "{}")).get("no_download"),
             expired_with_id=sum(1 for r in records if r.status == TaskStatus.EXPIRED and r.task_id),
+            failed_resent=sum(n for c, n in by_class.items() if c in RERUN_BY_DEFAULT),
         ),
         live_run=live_run,
         stalled=[
@@ -138,6 +156,8 @@ def summarize(
         balance_latest_at=latest.at if latest else None,
         by_model=by_model,
         video_problems=sum(1 for r in records if r.video_problem),
+        failures_by_class=dict(sorted(by_class.items())),
+        failures=failures,
     )
 
 
@@ -159,11 +179,13 @@ def _next_steps(
     *,
     downloads: bool = True,
     expired_with_id: int = 0,
+    failed_resent: int | None = None,
 ) -> list[str]:
     """What ``resume`` would do, then what only a ``rerun`` would (and would cost); while
     a run holds the folder, only to wait for it. ``downloads``: the folder's saved
     options download videos (else ``resume`` needs ``--download`` to fetch them);
-    ``expired_with_id``: expired tasks whose link ``resume`` asks for again, free."""
+    ``expired_with_id``: expired tasks whose link ``resume`` asks for again, free;
+    ``failed_resent``: failed tasks ``rerun --failed`` resends by their cause."""
     if live_run:
         return [f"wait: a run is live in this folder ({live_run}); status again shows it"]
     resume = []
@@ -189,11 +211,20 @@ def _next_steps(
         (TaskStatus.UNKNOWN, "--unknown"),
         (TaskStatus.STALLED, "--stalled"),
     ):
-        if counts[status]:
+        count = counts[status]
+        if status == TaskStatus.FAILED and failed_resent is not None and count:
+            kept = count - failed_resent
+            count = failed_resent
+            if kept:
+                steps.append(
+                    f"{kept} failed task(s) were refused for their content or input: "
+                    f"edit them (failed.yaml), or kling-batch rerun {run_dir} --failed "
+                    "--class all resends them as they are"
+                )
+        if count:
             note = _RERUN_NOTES.get(status, "")
             steps.append(
-                f"kling-batch rerun {run_dir} {flag} would resubmit {counts[status]} "
-                f"{status} task(s){note}"
+                f"kling-batch rerun {run_dir} {flag} would resubmit {count} {status} task(s){note}"
             )
     return steps or ["nothing: every task succeeded and every video is here"]
 

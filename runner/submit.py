@@ -31,6 +31,7 @@ from runner.records import TaskRecord
 from runner.retry import DEFAULT_LIMITS, Action, Decision, RetryLimits, after_submit_error
 from runner.state import RunState
 from runner.stopping import StopSwitch
+from runner.streak import FailureStreak
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +96,7 @@ class Submitter:
         unreachable_after_s: float = 30.0,
         clock: Clock = SYSTEM_CLOCK,
         rng: random.Random | None = None,
+        streak: FailureStreak | None = None,
     ):
         self.state = state
         self.client = client
@@ -114,6 +116,8 @@ class Submitter:
         self.out_of_balance: BalanceExhausted | None = None
         self._unreachable_since: float | None = None  # first connection failure in a row
         self.images = ImageCache()
+        # The last tasks to finish all failed: submitting stops (in flight go on).
+        self.streak = streak or FailureStreak(0)
 
     async def run(self, tasks: list[TaskRecord]) -> None:
         """Submit every task (as the ledger had it at the start of the run). The first
@@ -140,7 +144,12 @@ class Submitter:
             done += 1
 
     def _may_submit(self) -> bool:
-        return not self.stop.is_set and not self.budget.exhausted and self.out_of_balance is None
+        return (
+            not self.stop.is_set
+            and not self.budget.exhausted
+            and self.out_of_balance is None
+            and self.streak.tripped is None
+        )
 
     async def submit_one(self, record: TaskRecord) -> None:
         key = record.task_key
@@ -163,7 +172,7 @@ class Submitter:
         failures = rate_limited = 0
         while True:
             await self.limiter.acquire()
-            if self.stop.is_set or self.out_of_balance is not None:
+            if self.stop.is_set or self.out_of_balance is not None or self.streak.tripped:
                 return  # still pending: the next run submits it
             if not self.budget.reserve(record.est_cost_usd):
                 log.warning(

@@ -35,6 +35,8 @@ LAYERS: list[tuple[str, list[str]]] = [
             "runner.exits",
             "runner.mp4",
             "runner.picture_pool",
+            "runner.causes",
+            "runner.streak",
         ],
     ),
     ("rates", ["runner.limits", "runner.options", "runner.stopping", "runner.schedule"]),

@@ -114,7 +114,7 @@ def test_failed_rows_become_manifests_that_validate_accepts_unchanged(
     capsys.readouterr()
 
     yaml_text = (run_dir / "failed.yaml").read_text(encoding="utf-8")
-    assert "# two/1 (failed): TASK_FAILED" in yaml_text
+    assert "# two/1 (failed, provider): TASK_FAILED" in yaml_text
     assert "1 'unknown' task(s) are not listed" in yaml_text
     for name in ("failed.yaml", "failed.csv"):
         assert main(["validate", str(run_dir / name)]) == 0

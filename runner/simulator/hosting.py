@@ -115,6 +115,20 @@ def add_sim_arguments(parser: argparse.ArgumentParser) -> None:
         default=0,
         help="each task's first N polls answer 404 TASK_NOT_FOUND (a lagging Task Result)",
     )
+    parser.add_argument(
+        "--refuse-prompt-word",
+        action="append",
+        default=[],
+        metavar="WORD",
+        help="a prompt holding WORD is refused at submit: 400 ILLEGAL_PROMPT (repeatable)",
+    )
+    parser.add_argument(
+        "--moderate-prompt-word",
+        action="append",
+        default=[],
+        metavar="WORD",
+        help="a prompt holding WORD is created, then fails for its content (repeatable)",
+    )
     parser.add_argument("--seed", type=int, default=0)
 
 
@@ -138,6 +152,8 @@ def run_simulator(args: argparse.Namespace) -> int:
         balance_usd=args.balance_usd,
         poll_outage_s=args.poll_outage,
         result_lag_polls=args.result_lag_polls,
+        refuse_prompt_words=tuple(args.refuse_prompt_word),
+        prompt_fates={word: "moderated" for word in args.moderate_prompt_word},
         seed=args.seed,
     )
     try:

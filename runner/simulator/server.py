@@ -189,6 +189,8 @@ class Simulator:
         if problem is not None:
             return self._reject(problem.code, f"{problem.field}: {problem.rule}")
         assert checked is not None  # no problem: the body is a request
+        if _holds_any(str(body.get("prompt", "")), self.config.refuse_prompt_words):
+            return self._reject("ILLEGAL_PROMPT", "the prompt contains sensitive content")
         price = checked.estimate()
         if self.config.balance_usd is not None:
             if self.config.balance_usd < price:
@@ -387,6 +389,8 @@ class Simulator:
 
     def _create(self, body: dict[str, Any], model: str) -> SimTask:
         fate = self.faults.next_fate()
+        prompt = str(body.get("prompt", "")).lower()
+        fate = next((f for w, f in self.config.prompt_fates.items() if w.lower() in prompt), fate)
         task = SimTask.new(body, self.config, self._rng, fate, self.now(), model)
         task.image_digest = self._keep_image(body.get("image"))
         self.tasks[task.task_id] = task
@@ -409,6 +413,8 @@ class Simulator:
             progress, eta = 100, 0.0
             if task.fate == "fail":
                 status, reason = "TASK_STATUS_FAILED", self.config.fail_reason
+            elif task.fate == "moderated":
+                status, reason = "TASK_STATUS_FAILED", self.config.moderation_reason
             else:
                 status = "TASK_STATUS_SUCCEED"
                 videos = [self._video_entry(task)]
@@ -446,3 +452,8 @@ class Simulator:
         if request.transport is not None:
             request.transport.abort()
         raise asyncio.CancelledError  # aiohttp ends the handler quietly on a gone peer
+
+
+def _holds_any(text: str, words: tuple[str, ...]) -> bool:
+    lowered = text.lower()
+    return any(word.lower() in lowered for word in words)

@@ -22,7 +22,7 @@ SUBMIT_FAULTS = (
 )
 POLL_FAULTS = ("429", "500", "503", "502_html", "drop", "404")
 MEDIA_FAULTS = ("403", "500", "drop", "cut")  # cut: the first half, closed cleanly
-FATES = ("succeed", "fail", "stall")
+FATES = ("succeed", "fail", "stall", "moderated")  # moderated: fails for its content
 
 
 @dataclass
@@ -39,6 +39,13 @@ class SimConfig:
     fail_rate: float = 0.0
     stall_rate: float = 0.0
     fail_reason: str = "TASK_FAILED: the model could not generate this video"
+    # Content moderation: a prompt holding one of these words (any case) is refused at
+    # submit (400 ILLEGAL_PROMPT, nothing created) ...
+    refuse_prompt_words: tuple[str, ...] = ()
+    # A prompt holding a word here decides its task's fate (one of FATES): "moderated"
+    # fails it with a free-text reason as moderation gives it, "fail" with fail_reason.
+    prompt_fates: dict[str, str] = field(default_factory=dict)
+    moderation_reason: str = "The generated video was flagged by content moderation"
     submit_limit: int | None = None  # accepted submits per window (429 beyond)
     poll_limit: int | None = None  # accepted task-result calls per window
     limit_window_s: float = 60.0
