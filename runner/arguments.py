@@ -10,6 +10,7 @@ from typing import Any
 
 from runner.causes import FailureClass
 from runner.manifest import MAX_TASKS
+from runner.notify import ON_FINISH_TIMEOUT_S
 from runner.options import option_specs
 from runner.simulator import add_sim_arguments
 
@@ -120,6 +121,30 @@ def _spending_options(parser: argparse.ArgumentParser) -> None:
                 metavar=spec.metavar,
                 help=text,
             )
+    parser.add_argument(
+        "--notify",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="an Apprise URL told when the run ends or stops (ntfy://, slack://, json://, "
+        "mailto://, ...); repeatable; also $KLING_BATCH_NOTIFY. A secret: never saved",
+    )
+    parser.add_argument(
+        "--notify-test", action="store_true", help="send one test message to --notify and exit"
+    )
+    parser.add_argument(
+        "--on-finish",
+        metavar="CMD",
+        help="a shell command run once the reports are written: the summary as JSON on "
+        "its stdin, KLING_BATCH_DIR and KLING_BATCH_EXIT in its environment",
+    )
+    parser.add_argument(
+        "--on-finish-timeout",
+        type=float,
+        default=ON_FINISH_TIMEOUT_S,
+        metavar="SECONDS",
+        help=f"stop --on-finish after this long (default {ON_FINISH_TIMEOUT_S:g})",
+    )
     parser.add_argument("-v", "--verbose", action="store_true")
 
 

@@ -10,17 +10,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import os
 import signal
+import sqlite3
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from jobs import DEFAULT_MODEL, MODELS
 from jobs.contract import model_as_json
-from runner import console, flow
+from runner import console, flow, notify
 from runner.account import record_balance
 from runner.arguments import RERUN_FLAGS, build_parser
 from runner.causes import RERUN_BY_DEFAULT, FailureClass
@@ -62,6 +65,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         survive_closed_console()
         signal.signal(signal.SIGTERM, _terminate_as_interrupt)
     args = build_parser().parse_args(argv)
+    if getattr(args, "notify_test", False):
+        return _notify_test(args)
     try:
         return COMMANDS[args.command](args)
     except KlingBatchError as exc:  # refused or stopped before anything was sent
@@ -74,6 +79,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_OK
     except Exception as exc:  # the last line of defence: no traceback reaches a user
         return _unexpected(exc, args)
+
+
+def _notify_test(args: argparse.Namespace) -> int:
+    """``--notify-test``: one message to every URL, so a night's alert is known to
+    arrive; nothing else is done."""
+    urls = notify.notify_urls(args.notify)
+    if not urls:
+        console.error(f"error: --notify-test needs --notify URL or ${notify.NOTIFY_ENV}")
+        return EXIT_USAGE
+    warnings = notify.send(urls, notify.test_message())
+    for warning in warnings:
+        console.error(f"warning: {warning}")
+    delivered = len(urls) - len(warnings)
+    print(f"test message sent to {delivered} of {len(urls)}: " + ", ".join(map(notify.shown, urls)))
+    return EXIT_OK if not warnings else EXIT_STOPPED
 
 
 def _terminate_as_interrupt(signum: int, frame: object) -> None:
@@ -191,10 +211,42 @@ def _spend(
     rerun: Sequence[TaskRecord] | None = None,
 ) -> int:
     """``run``, ``resume`` and ``rerun`` from here on: check, ask, commit, run, report."""
-    state = folder.state
     given = {spec.name: getattr(args, spec.name, None) for spec in option_specs()}
-    options = RunOptions.resolve(flow.saved_options(state), given)
-    setup_logging(folder.run_dir, verbose=args.verbose, secrets=[connection.api_key])
+    options = RunOptions.resolve(flow.saved_options(folder.state), given)
+    urls = notify.notify_urls(args.notify)
+    setup_logging(
+        folder.run_dir,
+        verbose=args.verbose,
+        secrets=[connection.api_key, *notify.secret_parts(urls)],
+    )
+    started = time.monotonic()
+    try:
+        code, stopped_by = _check_ask_run(args, folder, connection, options, manifest, rerun)
+    except (KlingBatchError, KeyboardInterrupt) as exc:  # the key refused, nothing answers
+        code = EXIT_INTERRUPTED
+        if isinstance(exc, KlingBatchError):
+            code = exit_code_for_error(exc)
+        if code != EXIT_USAGE:
+            why = f"before any submit: {exc or 'interrupted'}"
+            _tell_owner(args, urls, folder.run_dir, code, why, time.monotonic() - started)
+        raise
+    if code is not None:
+        _tell_owner(args, urls, folder.run_dir, code, stopped_by, time.monotonic() - started)
+        return code
+    return EXIT_USAGE  # declined at the question: nothing was sent, nothing to tell
+
+
+def _check_ask_run(
+    args: argparse.Namespace,
+    folder: RunFolder,
+    connection: flow.Connection,
+    options: RunOptions,
+    manifest: str | None,
+    rerun: Sequence[TaskRecord] | None,
+) -> tuple[int | None, str | None]:
+    """Check the account, ask, commit, run: (exit code, why it stopped early); a code
+    of None: the person said no."""
+    state = folder.state
     with flow.base_url(state, connection) as url:
         checked = asyncio.run(flow.preflight(state, url, connection.api_key, options, rerun))
         if checked.account.warning:
@@ -213,14 +265,17 @@ def _spend(
             balance=checked.account.balance,
             assume_yes=args.yes,
         ):
-            return EXIT_USAGE
+            return None, None
         flow.commit(state, connection, options, manifest, checked.to_resubmit)
         if checked.to_resubmit:
             print(f"{len(checked.to_resubmit)} task(s) queued again as new attempts")
         return _execute(folder, url, connection.api_key, options, args.verbose)
 
 
-def _execute(folder: RunFolder, url: str, api_key: str, options: RunOptions, verbose: bool) -> int:
+def _execute(
+    folder: RunFolder, url: str, api_key: str, options: RunOptions, verbose: bool
+) -> tuple[int, str | None]:
+    """The engine, then the reports; (the exit code, why the run stopped early)."""
     state, run_dir = folder.state, folder.run_dir
     try:
         outcome, balance = asyncio.run(
@@ -229,24 +284,55 @@ def _execute(folder: RunFolder, url: str, api_key: str, options: RunOptions, ver
     except asyncio.CancelledError:  # a second Ctrl-C: cut short, ledger still consistent
         write_reports(state, run_dir)
         console.resume_hint(run_dir, "stopped at once")
-        return EXIT_INTERRUPTED
+        return EXIT_INTERRUPTED, "interrupted at once (a second Ctrl-C)"
     if isinstance(outcome.stop_error, FolderChanged):
         if state.file_problem() is None:  # the lock file went; the ledger is fine
             console.error(f"stopped: {outcome.stopped_by}")
             console.resume_hint(run_dir, "stopped so that no second run can start beside it")
         else:
             console.ledger_rescued(run_dir, *flow.rescue_ledger(state), outcome.stopped_by or "")
-        return EXIT_STOPPED
+        return EXIT_STOPPED, outcome.stopped_by
     record_balance(state, balance)
     missing = state.missing_videos()
     files = write_reports(state, run_dir)
     console.outcome(run_dir, outcome, files, missing, options.download, files.video_problems)
     missing = missing if options.download else 0
-    if outcome.bad_night:
-        return EXIT_SOME_FAILED  # tasks failed; the machine and the API are fine
+    if outcome.bad_night:  # tasks failed; the machine and the API are fine
+        return EXIT_SOME_FAILED, outcome.stopped_by
     if outcome.stopped_by:
-        return EXIT_INTERRUPTED if outcome.interrupted else EXIT_STOPPED
-    return EXIT_SOME_FAILED if missing else exit_code_for(outcome.counts)
+        return EXIT_INTERRUPTED if outcome.interrupted else EXIT_STOPPED, outcome.stopped_by
+    return EXIT_SOME_FAILED if missing else exit_code_for(outcome.counts), None
+
+
+def _tell_owner(
+    args: argparse.Namespace,
+    urls: Sequence[str],
+    run_dir: Path,
+    code: int,
+    stopped_by: str | None,
+    elapsed_s: float,
+) -> None:
+    """The one message of the run (a summary, or an alert when it stopped early) and
+    the ``--on-finish`` command; neither changes the exit code."""
+    summary: dict[str, object] = {}
+    with contextlib.suppress(KlingBatchError, OSError, sqlite3.Error):  # a rescued ledger
+        reader = RunState.open(run_dir, read_only=True)
+        try:
+            summary = summarize(reader, str(run_dir)).as_json()
+        finally:
+            reader.close()
+    summary |= {
+        "run_dir": str(run_dir),
+        "exit_code": code,
+        "stopped_by": stopped_by,
+        "elapsed_s": round(elapsed_s, 1),
+        "report": str(run_dir / "report.html"),
+    }
+    for warning in notify.send(urls, notify.summary_message(run_dir.name, summary, stopped_by)):
+        logging.getLogger(__name__).warning("warning: %s (the exit code is unchanged)", warning)
+    if args.on_finish:
+        hook = notify.run_on_finish(args.on_finish, summary, run_dir, code, args.on_finish_timeout)
+        console.on_finish(hook, args.on_finish_timeout)
 
 
 def _progress(options: RunOptions, verbose: bool) -> ProgressSink:

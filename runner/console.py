@@ -5,6 +5,7 @@ decides nothing (the library does), it only words it.
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
 from collections import Counter
@@ -17,6 +18,7 @@ from runner.causes import failure_class
 from runner.engine import RunOutcome
 from runner.errors import BalanceExhausted, Interrupted
 from runner.folder import SyncSummary
+from runner.notify import HookResult
 from runner.picture_pool import Converted
 from runner.plan import LARGE_BATCH_USD, Plan, PlannedPicture
 from runner.progress import progress_line
@@ -120,6 +122,20 @@ def left_out(records: Sequence[TaskRecord]) -> None:
         "would be refused again; edit them (failed.yaml lists them) or add "
         + " ".join(f"--class {cause}" for cause in sorted(causes))
         + " to resend them anyway"
+    )
+
+
+def on_finish(hook: HookResult, timeout_s: float) -> None:
+    """What the ``--on-finish`` command did (also in run.log)."""
+    said = (
+        f"--on-finish ran out of its {timeout_s:g} s and was stopped"
+        if hook.exit_code is None
+        else f"--on-finish exited {hook.exit_code}"
+    )
+    tail = hook.tail.strip()
+    logging.getLogger(__name__).info("%s%s", said, f"; its output ended:\n{tail}" if tail else "")
+    (print if hook.exit_code == 0 else error)(
+        said + (f"; its output ended:\n{tail}" if tail else "")
     )
 
 

@@ -37,6 +37,7 @@ LAYERS: list[tuple[str, list[str]]] = [
             "runner.picture_pool",
             "runner.causes",
             "runner.streak",
+            "runner.notify",
         ],
     ),
     ("rates", ["runner.limits", "runner.options", "runner.stopping", "runner.schedule"]),
