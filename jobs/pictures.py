@@ -15,6 +15,7 @@ Pillow never changes what an existing run sends, or its fingerprint.
 
 from __future__ import annotations
 
+import errno
 import functools
 import hashlib
 import io
@@ -169,13 +170,9 @@ class Conversion:
         del done["source"], done["problem"]
         return json.dumps(done, sort_keys=True)
 
-    def to_json(self) -> str:
+    def to_dict(self) -> dict[str, Any]:
         """Kept in the ledger, so that ``resume`` converts a deleted cache file again."""
-        return json.dumps(asdict(self), sort_keys=True)
-
-    @classmethod
-    def from_json(cls, text: str) -> Conversion:
-        return cls.from_dict(json.loads(text))
+        return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Conversion:
@@ -470,7 +467,7 @@ def open_picture(path: Path) -> PictureFile:
     except FileNotFoundError:
         return PictureFile(where, problem="file not found")
     except OSError as exc:
-        why = "is a symlink loop" if exc.errno == 40 else f"cannot be read: {exc.strerror}"
+        why = "is a symlink loop" if exc.errno == errno.ELOOP else f"cannot be read: {exc.strerror}"
         return PictureFile(where, problem=why)
     source, problem, code = inspect_bytes(data)
     return PictureFile(where, hashlib.sha256(data).hexdigest(), source, problem, code)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 
@@ -11,7 +12,13 @@ def write_text_atomically(path: Path, text: str) -> None:
     write_bytes_atomically(path, text.encode("utf-8"))
 
 
-def write_bytes_atomically(path: Path, data: bytes) -> None:
+def write_bytes_atomically(path: Path, data: bytes, *, durable: bool = False) -> None:
+    """``durable``: fsync before the rename, so that a power cut leaves the old file or
+    the whole new one (for what money depends on; reports can be written again)."""
     partial = path.with_name(path.name + ".part")
-    partial.write_bytes(data)
+    with open(partial, "wb") as out:
+        out.write(data)
+        if durable:
+            out.flush()
+            os.fsync(out.fileno())
     partial.replace(path)

@@ -314,6 +314,8 @@ def _tell_owner(
 ) -> None:
     """The one message of the run (a summary, or an alert when it stopped early) and
     the ``--on-finish`` command; neither changes the exit code."""
+    if not urls and not args.on_finish:
+        return  # nobody to tell: the ledger is not read again
     summary: dict[str, object] = {}
     with contextlib.suppress(KlingBatchError, OSError, sqlite3.Error):  # a rescued ledger
         reader = RunState.open(run_dir, read_only=True)

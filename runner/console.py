@@ -26,6 +26,7 @@ from runner.recheck import Recheck
 from runner.records import TaskRecord, TaskStatus
 from runner.report import ReportFiles
 from runner.status import RunSummary, human_duration
+from runner.streak import BadNight
 
 TIER_LABELS = {"silent": "no sound", "sound": "with sound", "sound_voices": "sound + voices"}
 MAY_PAY_TWICE = {
@@ -133,10 +134,9 @@ def on_finish(hook: HookResult, timeout_s: float) -> None:
         else f"--on-finish exited {hook.exit_code}"
     )
     tail = hook.tail.strip()
-    logging.getLogger(__name__).info("%s%s", said, f"; its output ended:\n{tail}" if tail else "")
-    (print if hook.exit_code == 0 else error)(
-        said + (f"; its output ended:\n{tail}" if tail else "")
-    )
+    said += f"; its output ended:\n{tail}" if tail else ""
+    logging.getLogger(__name__).info("%s", said)
+    (print if hook.exit_code == 0 else error)(said)
 
 
 def may_pay_twice(chosen: Sequence[TaskRecord]) -> None:
@@ -218,24 +218,21 @@ def _stopped_early(run_dir: Path, result: RunOutcome) -> bool:
     if isinstance(result.stop_error, Interrupted):
         resume_hint(run_dir, f"interrupted ({result.stop_error})")
         return True
-    if isinstance(result.stop_error, BalanceExhausted):
-        waiting = result.counts.get(TaskStatus.PENDING, 0)
-        error(
-            f"stopped submitting: {result.stopped_by}\n"
-            f"  the tasks created before it were polled and fetched; {waiting} task(s) "
-            "wait for a top-up"
-        )
-        resume_hint(run_dir, "top up the Novita balance")
-        return True
-    if result.bad_night:
-        waiting = result.counts.get(TaskStatus.PENDING, 0)
-        error(
-            f"stopped submitting: {result.stopped_by}\n"
-            f"  the tasks in flight were polled and fetched; {waiting} task(s) left pending. "
-            "Look at the reasons (status, report.html), fix what they have in common"
-        )
-        resume_hint(run_dir, "a bad night stopped itself")
-        return True
+    only_submits = {  # submitting stopped; what was in flight was polled and fetched
+        BalanceExhausted: ("the tasks created before it", "wait for a top-up", "top up the "
+                           "Novita balance"),
+        BadNight: ("the tasks in flight", "left pending. Look at the reasons (status, "
+                   "report.html), fix what they have in common", "a bad night stopped itself"),
+    }  # fmt: skip
+    for kind, (before, waiting, hint) in only_submits.items():
+        if isinstance(result.stop_error, kind):
+            pending = result.counts.get(TaskStatus.PENDING, 0)
+            error(
+                f"stopped submitting: {result.stopped_by}\n"
+                f"  {before} were polled and fetched; {pending} task(s) {waiting}"
+            )
+            resume_hint(run_dir, hint)
+            return True
     if result.stopped_by:
         error(f"stopped: {result.stopped_by}")
         resume_hint(run_dir, getattr(result.stop_error, "hint", "") or "fix the cause")

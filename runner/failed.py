@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from jobs import DEFAULT_MODEL, MODELS, request_from_json
 from jobs.pictures import PICTURE_FIELDS
 from runner.atomic import write_text_atomically
 from runner.causes import failure_class
+from runner.picture_pool import picture_settings
 from runner.records import TaskRecord, TaskStatus
 
 FAILED_YAML = "failed.yaml"
@@ -85,7 +85,7 @@ def _row(record: TaskRecord) -> dict[str, object]:
             else value
         )
     # What the row asked of its pictures: the new batch converts them the same way.
-    row.update(json.loads(record.pictures).get("settings", {}) if record.pictures else {})
+    row.update(picture_settings(record.pictures))
     return row
 
 

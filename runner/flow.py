@@ -121,6 +121,8 @@ def make_pictures(state: RunState, run_dir: Path, to_send: Plan) -> dict[str, Co
     every core), before the question: nothing is paid for a task whose picture cannot
     be made, which fails here, pending tasks only (a rerun's are failed already)."""
     made = convert_pictures(run_dir, to_send.conversions)
+    if not any(m.problem for m in made.values()):
+        return made
     pending = {r.task_key for r in state.tasks([TaskStatus.PENDING])}
     for task in to_send.tasks:
         problems = [made[p.name].problem for p in task.pictures if made[p.name].problem]

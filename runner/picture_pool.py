@@ -22,12 +22,13 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import PIL
 
 from jobs.images import check_image_bytes
 from jobs.pictures import Conversion, PictureFile, convert, open_picture
+from runner.atomic import write_bytes_atomically
 from runner.records import TaskRecord
 
 # Fewer pictures than this are read in this process: starting a pool costs more.
@@ -151,13 +152,37 @@ class Converted:
     problem: str | None = None  # why it could not be made (the source changed, ...)
 
 
-def sent_files(pictures_json: str | None) -> dict[str, str]:
+# --- the ledger's ``pictures`` column: written and read here only ----------------------
+
+
+def pictures_json(
+    images: Mapping[str, tuple[str, Conversion]], settings: Mapping[str, Any]
+) -> str | None:
+    """A task's converted pictures (field -> (the file sent, how it is made)) and the
+    row's picture settings, as the ledger keeps them; None when there are neither."""
+    if not images and not settings:
+        return None
+    kept = {f: {"file": file, "conversion": c.to_dict()} for f, (file, c) in images.items()}
+    return json.dumps({"settings": dict(settings), "images": kept})
+
+
+def read_pictures(text: str | None) -> dict[str, tuple[str, Conversion]]:
+    """Field -> (the file sent instead, relative to the run folder; how it is made)."""
+    if not text:
+        return {}
+    images = json.loads(text).get("images", {})
+    return {f: (str(i["file"]), Conversion.from_dict(i["conversion"])) for f, i in images.items()}
+
+
+def picture_settings(text: str | None) -> dict[str, Any]:
+    """What the row asked of its pictures (``matte``, ``fit``, ``max_edge``)."""
+    return dict(json.loads(text).get("settings", {})) if text else {}
+
+
+def sent_files(text: str | None) -> dict[str, str]:
     """What a ledger task sends instead of each converted picture (field -> the file,
     relative to the run folder)."""
-    if not pictures_json:
-        return {}
-    images = json.loads(pictures_json).get("images", {})
-    return {name: str(image["file"]) for name, image in images.items()}
+    return {name: file for name, (file, _) in read_pictures(text).items()}
 
 
 def first_frame_sent(record: TaskRecord, run_dir: Path) -> str:
@@ -177,9 +202,9 @@ def convert_pictures(run_dir: Path, wanted: Iterable[ToConvert]) -> dict[str, Co
     done = {}
     todo = []
     for name, job in unique.items():
-        made = run_dir / name
-        if made.is_file() and made.stat().st_size > 0:
-            done[name] = Converted(name, made.stat().st_size)
+        size = _size(run_dir / name)
+        if size:
+            done[name] = Converted(name, size)
         else:
             todo.append(job)
     jobs = [(str(run_dir), job) for job in todo]
@@ -188,9 +213,17 @@ def convert_pictures(run_dir: Path, wanted: Iterable[ToConvert]) -> dict[str, Co
     return done
 
 
+def _size(path: Path) -> int:
+    """A made file's size; 0 when it is missing (or empty: a power cut's leftover)."""
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
 def _convert_one(job: tuple[str, ToConvert]) -> Converted:
-    """In a worker: read, convert, check as the API would, write with fsync (the file
-    is what a paid task sends; a torn one after a power cut would be refused)."""
+    """In a worker: read, convert, check as the API would, write durably (the file is
+    what a paid task sends; a torn one after a power cut would be refused)."""
     run_dir, wanted = Path(job[0]), job[1]
     try:
         data = convert(Path(wanted.source).read_bytes(), wanted.conversion)
@@ -200,13 +233,7 @@ def _convert_one(job: tuple[str, ToConvert]) -> Converted:
     if problems:
         said = "; ".join(p.rule for p in problems)
         return Converted(wanted.name, problem=f"{wanted.source} converted is still refused: {said}")
-    target = run_dir / wanted.name
-    partial = target.with_name(target.name + ".part")
-    with open(partial, "wb") as out:
-        out.write(data)
-        out.flush()
-        os.fsync(out.fileno())
-    partial.replace(target)
+    write_bytes_atomically(run_dir / wanted.name, data, durable=True)
     return Converted(wanted.name, len(data))
 
 

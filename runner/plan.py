@@ -43,7 +43,7 @@ from runner.manifest import (
     expand,
     gc_paused,
 )
-from runner.picture_pool import IMAGES_DIR, open_pictures
+from runner.picture_pool import IMAGES_DIR, open_pictures, pictures_json, read_pictures
 from runner.records import TaskRecord
 
 # An estimate above this is said with a warning before spending: a 1 KB row of lists
@@ -90,13 +90,8 @@ class PlannedTask:
         """Kept in the ledger: what is sent instead of each converted picture, and how
         it is made (so that ``resume`` makes it again if ``images/`` was emptied), and
         the row's picture settings (so that ``failed.yaml`` keeps them)."""
-        if not self.pictures and not self.picture_settings:
-            return None
-        images = {
-            p.field: {"file": p.name, "conversion": json.loads(p.conversion.to_json())}
-            for p in self.pictures
-        }
-        return json.dumps({"settings": dict(self.picture_settings), "images": images})
+        images = {p.field: (p.name, p.conversion) for p in self.pictures}
+        return pictures_json(images, dict(self.picture_settings))
 
     @classmethod
     def from_record(cls, record: TaskRecord) -> PlannedTask:
@@ -116,14 +111,13 @@ class PlannedTask:
 
 def planned_pictures(record: TaskRecord) -> tuple[PlannedPicture, ...]:
     """The converted pictures a ledger task sends, as its plan made them."""
-    if not record.pictures:
+    converted = read_pictures(record.pictures)
+    if not converted:
         return ()
     request = json.loads(record.request_json)
     return tuple(
-        PlannedPicture(
-            name, str(request[name]), Conversion.from_dict(image["conversion"]), image["file"]
-        )
-        for name, image in json.loads(record.pictures).get("images", {}).items()
+        PlannedPicture(name, str(request[name]), conversion, file)
+        for name, (file, conversion) in converted.items()
     )
 
 
