@@ -127,7 +127,8 @@ def left_out(records: Sequence[TaskRecord]) -> None:
 
 
 def on_finish(hook: HookResult, timeout_s: float) -> None:
-    """What the ``--on-finish`` command did (also in run.log)."""
+    """What the ``--on-finish`` command did, on the console and in run.log (one log
+    line: the console's handler shows it)."""
     said = (
         f"--on-finish ran out of its {timeout_s:g} s and was stopped"
         if hook.exit_code is None
@@ -135,8 +136,8 @@ def on_finish(hook: HookResult, timeout_s: float) -> None:
     )
     tail = hook.tail.strip()
     said += f"; its output ended:\n{tail}" if tail else ""
-    logging.getLogger(__name__).info("%s", said)
-    (print if hook.exit_code == 0 else error)(said)
+    level = logging.INFO if hook.exit_code == 0 else logging.WARNING
+    logging.getLogger(__name__).log(level, "%s", said)
 
 
 def may_pay_twice(chosen: Sequence[TaskRecord]) -> None:
