@@ -91,6 +91,8 @@ RERUN_FLAGS = {
     "stalled": "tasks past their deadline: they exist, are billed and may still finish "
     "(asked about first; one still running is left alone)",
     "unknown": "tasks whose submit got no answer (they may exist and be billed already)",
+    "lost": "tasks whose task id Task Result never knew (they may exist and be billed "
+    "already; asked about first)",
     "expired": "tasks whose video was lost",
 }
 

@@ -46,10 +46,11 @@ log = logging.getLogger(__name__)
 TASK_RESULT_PATH = "/v3/async/task-result"
 DEFAULT_BASE_URL = "https://api.novita.ai"
 
-# 500 reasons whose answer itself says nothing was created: a submit may be retried.
-_NOTHING_CREATED_500 = frozenset(
-    {"CREATE_TASK_FAILED", "BILLING_FAILED", "GET_RESULT_FAILED", "TASK_FAILED"}
-)
+# The one 500 reason whose answer itself says nothing was created: a submit may be
+# retried. BILLING_FAILED, TASK_FAILED and GET_RESULT_FAILED are listed by name only; no
+# source says they come before a task is made, and one that came after it would be paid
+# twice by a retry: they are ``unknown`` (shared/novita-api.md, "What the pages leave open").
+_NOTHING_CREATED_500 = frozenset({"CREATE_TASK_FAILED"})
 _AUTH_400 = frozenset({"MISSING_API_KEY"})
 _BALANCE_400 = frozenset({"BILLING_BALANCE_NOT_ENOUGH"})
 

@@ -32,6 +32,7 @@ TIER_LABELS = {"silent": "no sound", "sound": "with sound", "sound_voices": "sou
 MAY_PAY_TWICE = {
     TaskStatus.UNKNOWN: "an 'unknown' task may already exist at the API and be billed",
     TaskStatus.STALLED: "a 'stalled' task exists at the API, is billed, and may still finish",
+    TaskStatus.LOST: "a 'lost' task was given a task id: it may exist at the API and be billed",
 }
 
 
@@ -276,6 +277,14 @@ def outcome(
             f"deadline; they are billed either way and may still finish.\n"
             f"  kling-batch resume {run_dir} polls them again and fetches their videos"
         )
+    lost = result.counts.get(TaskStatus.LOST, 0)
+    if lost:
+        print(
+            f"  {lost} task(s) lost: the API gave them task ids that Task Result never knew "
+            "up to the deadline; they may exist and be billed, so nothing resends them.\n"
+            f"  kling-batch resume {run_dir} asks again (and fetches any that turned up); "
+            "rerun --lost pays again"
+        )
     if missing_videos and downloads:
         print(f"  {missing_videos} video(s) not downloaded yet: run again to fetch them")
     elif missing_videos:
@@ -331,7 +340,7 @@ def status(run_dir: Path, summary: RunSummary) -> None:
     for task in summary.stalled[:10]:
         answered = summary.last_answers.get(task.task_key)
         last = clock(answered) if answered else "none since the submit"
-        print(f"  stalled {task.task_key:<30} {task.task_id}  last answer: {last}")
+        print(f"  {task.status} {task.task_key:<30} {task.task_id}  last answer: {last}")
     _failures(summary)
     if summary.videos_missing:
         print(f"  {summary.videos_missing} video(s) not downloaded yet")

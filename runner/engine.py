@@ -26,7 +26,7 @@ from runner.limits import EndpointLimiter, Rate
 from runner.options import RunOptions
 from runner.poll import PollPolicy, PollScheduler
 from runner.progress import LineProgress, ProgressSink, Snapshot
-from runner.records import IN_FLIGHT, TaskRecord, TaskStatus
+from runner.records import ASKED_AGAIN, IN_FLIGHT, TaskRecord, TaskStatus
 from runner.retry import DEFAULT_LIMITS, RetryLimits
 from runner.state import RunState
 from runner.stopping import StopSwitch
@@ -107,9 +107,9 @@ async def run_engine(
     clock: Clock = SYSTEM_CLOCK,
     rng: random.Random | None = None,
 ) -> RunOutcome:
-    """Run every pending, in-flight and stalled task of the ledger to a final state (or
-    stalled again), or until ``stop`` trips (the caller may trip it, e.g. on Ctrl-C).
-    ``progress`` is shown every few seconds (default: a log line every
+    """Run every pending, in-flight, stalled and lost task of the ledger to a final
+    state (or stalled or lost again), or until ``stop`` trips (the caller may trip it,
+    e.g. on Ctrl-C). ``progress`` is shown every few seconds (default: a log line every
     ``config.progress_every_s``). ``guard`` is asked twice a second whether the run
     folder is still this run's (e.g. its lock file); a problem it names stops the run,
     as does the ledger file being deleted or replaced. ``clock`` and ``rng`` (the
@@ -261,18 +261,19 @@ def submit_workers_for(rate: Rate, latency_s: float = 0.25) -> int:
 def _load(
     records: list[TaskRecord], scheduler: PollScheduler, fetcher: Fetcher | None, now: float
 ) -> list[TaskRecord]:
-    """Hand each task to its stage; returns the pending ones. Stalled tasks are polled
-    first, each with a fresh deadline: they may have finished since the last run."""
-    for record in sorted(records, key=lambda r: r.status != TaskStatus.STALLED):
-        resumable = record.status in IN_FLIGHT or record.status == TaskStatus.STALLED
-        if resumable and record.task_id:
+    """Hand each task to its stage; returns the pending ones. Stalled and lost tasks are
+    polled first, each with a fresh deadline: they may have finished since the last run
+    (or Task Result may know them by now)."""
+    for record in sorted(records, key=lambda r: r.status not in ASKED_AGAIN):
+        asked_again = record.status in ASKED_AGAIN
+        if (asked_again or record.status in IN_FLIGHT) and record.task_id:
             scheduler.add(
                 record.task_key,
                 record.task_id,
                 record.submitted_at or now,
                 status=record.status,
                 delay=0,
-                deadline_from=now if record.status == TaskStatus.STALLED else None,
+                deadline_from=now if asked_again else None,
                 last_answer_at=record.last_answer_at,
             )
         elif fetcher and _video_to_fetch(record):

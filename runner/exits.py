@@ -16,6 +16,7 @@ EXIT_INTERNAL = 70  # sysexits.h EX_SOFTWARE: kling-batch itself went wrong
 EXIT_INTERRUPTED = 130  # Ctrl-C or SIGTERM: state saved, resume continues
 
 _SETTLED_OK = frozenset({TaskStatus.SUCCEEDED, TaskStatus.RETIRED, TaskStatus.STALLED})
+# ``lost`` is not among them: a task id Task Result never knew is a 1, for a person to see.
 
 
 def exit_code_for(counts: Mapping[str, int]) -> int:

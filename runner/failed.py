@@ -28,7 +28,7 @@ from jobs.pictures import PICTURE_FIELDS
 from runner.atomic import write_text_atomically
 from runner.causes import failure_class
 from runner.picture_pool import picture_settings
-from runner.records import TaskRecord, TaskStatus
+from runner.records import ASKED_AGAIN, TaskRecord, TaskStatus
 
 FAILED_YAML = "failed.yaml"
 FAILED_CSV = "failed.csv"
@@ -61,7 +61,7 @@ def write_failed_manifests(
             path.unlink(missing_ok=True)
         return None
     rows = [_row(record) for record in records]
-    left_out = [r for r in all_records if r.status in (TaskStatus.UNKNOWN, TaskStatus.STALLED)]
+    left_out = [r for r in all_records if r.status in (TaskStatus.UNKNOWN, *ASKED_AGAIN)]
     write_text_atomically(paths[0], _yaml_text(run_dir, records, rows, left_out))
     write_text_atomically(paths[1], _csv_text(rows))
     return FailedManifests(*paths, rows=len(rows))
@@ -112,6 +112,14 @@ def _yaml_text(
             f"billed, and may still finish; `kling-batch resume {run_dir}` polls them again:"
         )
         lines.extend(f"#   {r.task_key}: task {r.task_id}, {_last_answer(r)}" for r in stalled)
+    lost = [r for r in left_out if r.status == TaskStatus.LOST]
+    if lost:
+        lines.append(
+            f"# {len(lost)} 'lost' task(s) are not listed: the API gave them task ids that "
+            "Task Result never knew; they may exist and be billed. "
+            f"`kling-batch resume {run_dir}` asks again; rerun --lost pays again:"
+        )
+        lines.extend(f"#   {r.task_key}: task {r.task_id}" for r in lost)
     lines.append("rows:")
     for record, row in zip(records, rows, strict=True):
         reason = " ".join((record.error or "no reason given").split())

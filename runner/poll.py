@@ -29,7 +29,7 @@ from runner.client import NovitaClient, TaskResult
 from runner.clock import SYSTEM_CLOCK, Clock
 from runner.errors import KlingBatchError, RateLimited, TaskNotFound
 from runner.limits import EndpointLimiter
-from runner.records import TaskStatus
+from runner.records import ASKED_AGAIN, TaskStatus
 from runner.retry import Action, Decision, after_poll_error
 from runner.schedule import Durations, Seen, next_delay
 from runner.state import RunState
@@ -55,8 +55,9 @@ class PollPolicy:
     # look) after which a task the API still runs, or whose polls fail, is ``stalled``.
     task_timeout_s: float = 1800.0
     # A TASK_NOT_FOUND for an id the API gave us is not proof: a new task can lag behind
-    # in Task Result, and a proxy can answer for the API. Only after this long of
-    # nothing but 404s is the task failed.
+    # in Task Result (for minutes), and a proxy can answer for the API. For this long it
+    # is asked again at the usual backoff, then every ``max_interval_s`` until the
+    # deadline, when it is ``lost`` (never failed: it may exist and be billed).
     not_found_grace_s: float = 60.0
     # A progress that puts the finish within this many seconds is polled once, at the
     # window's end; a wider one gets a look in between first (see runner.schedule).
@@ -148,14 +149,14 @@ class PollScheduler:
         deadline_from: float | None = None,
         last_answer_at: float | None = None,
     ) -> None:
-        """Track a task. ``deadline_from`` defaults to the submit; a stalled task found
-        at start gets a fresh deadline from now, one more chance per run."""
+        """Track a task. ``deadline_from`` defaults to the submit; a stalled or lost task
+        found at start gets a fresh deadline from now, one more chance per run."""
         self._tracked[task_key] = _Tracked(
             task_id,
             submitted_at,
             deadline_from=submitted_at if deadline_from is None else deadline_from,
             last_answer_at=last_answer_at,
-            status=TaskStatus.QUEUED if status == TaskStatus.STALLED else status,
+            status=TaskStatus.QUEUED if status in ASKED_AGAIN else status,
         )
         if delay is not None:
             self._schedule(task_key, delay)
@@ -292,20 +293,37 @@ class PollScheduler:
         self._schedule(key, delay_s)
 
     def _not_found(self, key: str, tracked: _Tracked, exc: TaskNotFound, delay_s: float) -> None:
-        """Ask again for ``not_found_grace_s`` before calling a task the API gave us lost."""
+        """A task id the API gave us that Task Result does not know proves nothing: a new
+        task can lag behind in Task Result for minutes, and meanwhile it exists, runs and
+        is billed. So it is asked again (at the backoff for ``not_found_grace_s``, then
+        every ``max_interval_s``) until its deadline, and then it is ``lost``: never
+        failed, so no default rerun pays for it again; ``resume`` asks once more."""
         now = self.clock.time()
         if tracked.not_found_since is None:
             tracked.not_found_since = now
-        if now - tracked.not_found_since < self.policy.not_found_grace_s:
-            self._retry_later(key, tracked, f"the API does not know it yet ({exc.reason})", delay_s)
+        unknown_for = now - tracked.not_found_since
+        if self._deadline_passed(tracked):
+            self._finish(key)
+            self.state.mark_lost(
+                key,
+                f"lost: {exc.reason}: Task Result did not know task {tracked.task_id} for "
+                f"{unknown_for:.0f}s, up to the {self.policy.task_timeout_s:g}s deadline; it "
+                "may exist and be billed: `resume` asks again, `rerun --lost` pays again",
+                tracked.last_answer_at,
+            )
+            log.warning("%s: lost: Task Result never knew task %s", key, tracked.task_id)
             return
-        self._finish(key)
-        self.state.mark_failed(
+        if unknown_for >= self.policy.not_found_grace_s:
+            delay_s = max(delay_s, self.policy.max_interval_s)  # slower: it may take minutes
+        log.info(
+            "%s: Task Result does not know task %s yet (%s, for %.0fs); again in %.1fs",
             key,
-            f"{exc.reason}: the API did not know task {tracked.task_id} for "
-            f"{now - tracked.not_found_since:.0f}s",
+            tracked.task_id,
+            exc.reason,
+            unknown_for,
+            delay_s,
         )
-        log.warning("%s: the API does not know task %s", key, tracked.task_id)
+        self._schedule(key, delay_s)
 
     def _handle(self, key: str, tracked: _Tracked, result: TaskResult) -> None:
         if result.generation_s is not None and result.status in (SUCCEED, FAILED):
@@ -348,9 +366,9 @@ class PollScheduler:
     def _past_deadline(self, key: str, tracked: _Tracked, last_seen: str) -> bool:
         """Past its deadline, a task is ``stalled``, not failed: it keeps its task id, may
         still finish and is billed either way, so only an explicit choice pays again."""
-        age = self.clock.time() - tracked.deadline_from
-        if age <= self.policy.task_timeout_s:
+        if not self._deadline_passed(tracked):
             return False
+        age = self.clock.time() - tracked.deadline_from
         self._finish(key)
         if tracked.last_answer_at is not None:
             answered = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(tracked.last_answer_at))
@@ -365,6 +383,9 @@ class PollScheduler:
         )
         log.warning("%s: stalled after %.0fs (%s)", key, age, last_seen)
         return True
+
+    def _deadline_passed(self, tracked: _Tracked) -> bool:
+        return self.clock.time() - tracked.deadline_from > self.policy.task_timeout_s
 
     def _finish(self, key: str) -> None:
         tracked = self._tracked.pop(key, None)

@@ -158,6 +158,7 @@ _STYLE = {
     TaskStatus.UNKNOWN: "yellow",
     TaskStatus.EXPIRED: "magenta",
     TaskStatus.STALLED: "dark_orange",
+    TaskStatus.LOST: "dark_orange",
     TaskStatus.PROCESSING: "cyan",
     TaskStatus.QUEUED: "blue",
 }

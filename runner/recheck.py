@@ -29,7 +29,7 @@ from runner.poll import FAILED, SUCCEED
 from runner.records import TaskRecord, TaskStatus
 from runner.state import RunState
 
-ASKED = frozenset({TaskStatus.FAILED, TaskStatus.STALLED})
+ASKED = frozenset({TaskStatus.FAILED, TaskStatus.STALLED, TaskStatus.LOST})
 
 
 @dataclass

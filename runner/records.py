@@ -25,6 +25,10 @@ class TaskStatus(StrEnum):
     # Its deadline passed while the API still ran it (or polls failed): task id kept,
     # billed either way; `run`/`resume` poll it again, only `rerun --stalled` resubmits.
     STALLED = "stalled"
+    # The API gave it a task id, then Task Result never knew that id until its deadline:
+    # it may exist, run and be billed (a lagging Task Result), so it is not failed;
+    # `run`/`resume` ask again, only `rerun --lost` resubmits.
+    LOST = "lost"
     RETIRED = "retired"  # pending, but no longer in the manifest: never sent, never will be
 
 
@@ -53,8 +57,10 @@ FINAL = frozenset(
         TaskStatus.RETIRED,
     }
 )
-# What a run cannot finish by itself: final, or stalled (a later run polls it again).
-SETTLED = FINAL | {TaskStatus.STALLED}
+# Task ids a later run asks about again: they may still finish at the API.
+ASKED_AGAIN = frozenset({TaskStatus.STALLED, TaskStatus.LOST})
+# What a run cannot finish by itself: final, or asked about again by a later run.
+SETTLED = FINAL | ASKED_AGAIN
 
 
 @dataclass(frozen=True)

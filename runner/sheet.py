@@ -57,6 +57,7 @@ STATUS_COLOURS = {
     TaskStatus.UNKNOWN: (235, 180, 80),
     TaskStatus.EXPIRED: (235, 180, 80),
     TaskStatus.STALLED: (235, 180, 80),
+    TaskStatus.LOST: (235, 180, 80),
 }
 
 

@@ -328,6 +328,20 @@ class RunState(Ledger):
                 last_answer_at=last_answer_at,
             )
 
+    def mark_lost(self, task_key: str, error: str, last_answer_at: float | None) -> None:
+        """Task Result never knew the task id the API gave us, up to its deadline. Not a
+        failure: the task may exist and be billed; its id is kept, a later run asks
+        again, and only ``rerun --lost`` pays for it again."""
+        with self._deferred() as db:
+            self._set(
+                db,
+                task_key,
+                TaskStatus.LOST,
+                self.clock.time(),
+                error=error,
+                last_answer_at=last_answer_at,
+            )
+
     def mark_expired(self, task_key: str, error: str) -> None:
         with self._deferred() as db:
             self._set(db, task_key, TaskStatus.EXPIRED, self.clock.time(), error=error)

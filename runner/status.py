@@ -17,7 +17,7 @@ from typing import Any
 from jobs import model_of
 from runner.account import Balance
 from runner.causes import RERUN_BY_DEFAULT, failure_class
-from runner.records import FINAL, IN_FLIGHT, TaskRecord, TaskStatus
+from runner.records import ASKED_AGAIN, FINAL, IN_FLIGHT, TaskRecord, TaskStatus
 from runner.state import RunState
 
 
@@ -112,7 +112,7 @@ def summarize(
     finished = [r.finished_at for r in records if r.finished_at]
     all_final = bool(records) and all(r.status in FINAL for r in records)
     missing = state.missing_videos()
-    stalled = [r for r in records if r.status == TaskStatus.STALLED]
+    stalled = [r for r in records if r.status in ASKED_AGAIN]  # and lost: asked again
     failures = [
         Failure(r.task_key, str(failure_class(r.error)), r.error or "")
         for r in records
@@ -188,17 +188,7 @@ def _next_steps(
     ``failed_resent``: failed tasks ``rerun --failed`` resends by their cause."""
     if live_run:
         return [f"wait: a run is live in this folder ({live_run}); status again shows it"]
-    resume = []
-    if counts[TaskStatus.PENDING]:
-        resume.append(f"submit {counts[TaskStatus.PENDING]} pending")
-    if in_flight:
-        resume.append(f"poll {in_flight} in flight")
-    if counts[TaskStatus.STALLED]:
-        resume.append(f"poll {counts[TaskStatus.STALLED]} stalled again")
-    if missing and downloads:
-        resume.append(f"download {missing} video(s)")
-    if expired_with_id and downloads:
-        resume.append(f"ask for a fresh link to {expired_with_id} expired video(s) (free)")
+    resume = _resume_would(counts, in_flight, missing, downloads, expired_with_id)
     steps = [f"kling-batch resume {run_dir} would {', '.join(resume)}"] if resume else []
     if missing and not downloads:
         steps.append(
@@ -210,6 +200,7 @@ def _next_steps(
         (TaskStatus.EXPIRED, "--expired"),
         (TaskStatus.UNKNOWN, "--unknown"),
         (TaskStatus.STALLED, "--stalled"),
+        (TaskStatus.LOST, "--lost"),
     ):
         count = counts[status]
         if status == TaskStatus.FAILED and failed_resent is not None and count:
@@ -229,10 +220,32 @@ def _next_steps(
     return steps or ["nothing: every task succeeded and every video is here"]
 
 
+def _resume_would(
+    counts: dict[str, int], in_flight: int, missing: int, downloads: bool, expired_with_id: int
+) -> list[str]:
+    """What ``resume`` would do, in a few words each (``downloads``: whether the
+    folder's saved options download videos)."""
+    resume = []
+    if counts[TaskStatus.PENDING]:
+        resume.append(f"submit {counts[TaskStatus.PENDING]} pending")
+    if in_flight:
+        resume.append(f"poll {in_flight} in flight")
+    if counts[TaskStatus.STALLED]:
+        resume.append(f"poll {counts[TaskStatus.STALLED]} stalled again")
+    if counts[TaskStatus.LOST]:
+        resume.append(f"ask Task Result about {counts[TaskStatus.LOST]} lost again")
+    if missing and downloads:
+        resume.append(f"download {missing} video(s)")
+    if expired_with_id and downloads:
+        resume.append(f"ask for a fresh link to {expired_with_id} expired video(s) (free)")
+    return resume
+
+
 _RERUN_NOTES = {
     TaskStatus.UNKNOWN: " (they may exist and be billed already)",
     TaskStatus.STALLED: " (billed already, and they may still finish: resume first)",
     TaskStatus.EXPIRED: " (pays again: resume first asks for a fresh link, free)",
+    TaskStatus.LOST: " (they may exist and be billed already: resume asks again first)",
 }
 
 
@@ -253,5 +266,6 @@ def no_video_reason(status: str) -> str:
         "unknown": "no video: submit outcome unknown",
         "expired": "no video: link expired",
         "stalled": "no video yet: still running at the API at its deadline (resume polls it)",
+        "lost": "no video yet: Task Result never knew its task id (resume asks again)",
         "retired": "not sent: no longer in the manifest",
     }.get(status, "not finished yet")

@@ -58,6 +58,7 @@ async def test_submit_then_result_follows_the_task_to_success(sim, body):
         ("500", ServerError, True),  # CREATE_TASK_FAILED: the answer says nothing was made
         ("503", ServerError, True),
         ("502_html", SubmitOutcomeUnknown, False),  # a gateway: the task may exist
+        ("500_after_create", SubmitOutcomeUnknown, False),  # BILLING_FAILED: it may exist
         ("drop_after_create", SubmitOutcomeUnknown, False),
     ],
 )

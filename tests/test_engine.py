@@ -352,7 +352,7 @@ async def test_interrupted_submit_becomes_unknown_and_queued_tasks_resume_pollin
     assert sim.stats.created_by_prompt["prompt 0"] == 0
 
 
-async def test_a_task_the_api_does_not_know_is_failed_with_that_reason(start_sim, tmp_path):
+async def test_a_task_the_api_never_knows_is_lost_not_failed(start_sim, tmp_path):
     first = await start_sim()
     manifest = simple_manifest(tmp_path, 1)
     run_dir = tmp_path / "run"
@@ -363,13 +363,20 @@ async def test_a_task_the_api_does_not_know_is_failed_with_that_reason(start_sim
     state.mark_submitted("r0/1", attempt, "id-from-another-account")
     state.close()
     config = fast_engine_config(
-        poll_policy=PollPolicy(first_delay_s=0.02, min_interval_s=0.02, not_found_grace_s=0.3)
+        poll_policy=PollPolicy(
+            first_delay_s=0.02,
+            min_interval_s=0.02,
+            max_interval_s=0.05,
+            not_found_grace_s=0.1,
+            task_timeout_s=0.4,
+        )
     )
     state, _ = await run_batch(first, manifest, run_dir, config)
     record = state.get("r0/1")
-    assert record.status == TaskStatus.FAILED and record.error.startswith("TASK_NOT_FOUND")
-    assert "did not know task id-from-another-account for" in record.error
-    assert first.stats.polls >= 3  # asked again over the grace period before concluding
+    assert record.status == TaskStatus.LOST and record.task_id == "id-from-another-account"
+    assert "Task Result did not know task id-from-another-account for" in record.error
+    assert "`rerun --lost` pays again" in record.error
+    assert first.stats.polls >= 3  # asked again up to the deadline before concluding
 
 
 def test_the_image_is_read_once_per_run_of_tasks_and_again_when_it_changes(tmp_path):
@@ -457,7 +464,7 @@ async def test_the_deadline_is_read_from_the_injected_clock_no_waiting(sim, tmp_
     assert "past the 1800s deadline (still TASK_STATUS_QUEUED)" in state.get("r0/1").error
 
 
-async def test_not_found_is_asked_again_until_the_grace_ends_on_the_clock(start_sim, tmp_path):
+async def test_not_found_is_asked_again_until_the_deadline_on_the_clock(start_sim, tmp_path):
     sim = await start_sim(result_lag_polls=10_000)  # Task Result never knows the tasks
     clock = ManualClock()
     state = RunState.open(tmp_path / "run")
@@ -468,11 +475,15 @@ async def test_not_found_is_asked_again_until_the_grace_ends_on_the_clock(start_
         )
         while sim.stats.polls < 3:
             await asyncio.sleep(0.01)
-        assert not engine.done()  # 404s within the 60 s grace: asked again
-        clock.advance(61)
+        clock.advance(61)  # past the 60 s grace: still asked, not concluded
+        polls = sim.stats.polls
+        while sim.stats.polls < polls + 2:
+            await asyncio.sleep(0.01)
+        assert not engine.done() and state.get("r0/1").status == TaskStatus.QUEUED
+        clock.advance(1800)  # past the deadline: lost
         await asyncio.wait_for(engine, 10)
     record = state.get("r0/1")
-    assert record.status == TaskStatus.FAILED and record.error.startswith("TASK_NOT_FOUND")
+    assert record.status == TaskStatus.LOST and "TASK_NOT_FOUND" in record.error
 
 
 async def test_a_large_video_is_written_whole_from_a_thread(start_sim, tmp_path):

@@ -43,7 +43,10 @@ TABLE = [
     (404, "TASK_NOT_FOUND", A.STOP_RUN, A.NOT_FOUND),  # poll: not proof, asked again
     (429, "RATE_LIMIT_EXCEEDED", A.PAUSE_ALL, A.PAUSE_ALL),
     (500, "CREATE_TASK_FAILED", A.RETRY, A.RETRY),  # the answer says nothing was made
-    (500, "BILLING_FAILED", A.RETRY, A.RETRY),
+    # Listed by name only: no source says they come before a task is made (issue 28).
+    (500, "BILLING_FAILED", A.UNKNOWN, A.RETRY),
+    (500, "TASK_FAILED", A.UNKNOWN, A.RETRY),
+    (500, "GET_RESULT_FAILED", A.UNKNOWN, A.RETRY),
     (500, "INTERNAL_ERROR", A.UNKNOWN, A.RETRY),  # may have made a task: never resent
     (502, "", A.UNKNOWN, A.RETRY),  # a gateway's HTML
     (503, "SERVICE_UNAVAILABLE", A.RETRY, A.RETRY),

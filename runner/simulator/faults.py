@@ -81,7 +81,11 @@ class Faults:
             return "500"
         if roll < config.error_500_rate + config.error_503_rate:
             return "503"
+        if endpoint != "submit":
+            return None
         drop = config.error_500_rate + config.error_503_rate + config.drop_after_create_rate
-        if endpoint == "submit" and roll < drop:
+        if roll < drop:
             return "drop_after_create"
+        if roll < drop + config.error_500_after_create_rate:
+            return "500_after_create"
         return None

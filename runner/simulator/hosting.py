@@ -89,6 +89,7 @@ def add_sim_arguments(parser: argparse.ArgumentParser) -> None:
         "error_500_rate",
         "error_503_rate",
         "drop_after_create_rate",
+        "error_500_after_create_rate",
         "cut_first_download_rate",
     ):
         parser.add_argument(f"--{name.replace('_', '-')}", type=float, default=0.0)
@@ -114,6 +115,12 @@ def add_sim_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=0,
         help="each task's first N polls answer 404 TASK_NOT_FOUND (a lagging Task Result)",
+    )
+    parser.add_argument(
+        "--result-lag-s",
+        type=float,
+        default=0.0,
+        help="every poll of a task in its first N seconds answers 404 TASK_NOT_FOUND",
     )
     parser.add_argument(
         "--refuse-prompt-word",
@@ -144,6 +151,7 @@ def run_simulator(args: argparse.Namespace) -> int:
         error_500_rate=args.error_500_rate,
         error_503_rate=args.error_503_rate,
         drop_after_create_rate=args.drop_after_create_rate,
+        error_500_after_create_rate=args.error_500_after_create_rate,
         cut_first_download_rate=args.cut_first_download_rate,
         video_duration_s=args.video_duration_s,
         video_source=args.video_source,
@@ -152,6 +160,7 @@ def run_simulator(args: argparse.Namespace) -> int:
         balance_usd=args.balance_usd,
         poll_outage_s=args.poll_outage,
         result_lag_polls=args.result_lag_polls,
+        result_lag_s=args.result_lag_s,
         refuse_prompt_words=tuple(args.refuse_prompt_word),
         prompt_fates={word: "moderated" for word in args.moderate_prompt_word},
         seed=args.seed,

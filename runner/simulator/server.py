@@ -197,8 +197,18 @@ class Simulator:
                 return self._reject("BILLING_BALANCE_NOT_ENOUGH", "balance not enough")
             self.config.balance_usd -= price
         task = self._create(body, model.name)
+        return await self._answer_after_create(request, task, fault)
+
+    async def _answer_after_create(
+        self, request: web.Request, task: SimTask, fault: str | None
+    ) -> web.StreamResponse:
+        """The answer to a submit whose task was made (and billed): its id, or a fault
+        that hides it (a gateway's page, a 500, a dropped or held connection)."""
         if fault == "502_html":
             return bad_gateway()
+        if fault == "500_after_create":
+            reason = self.config.after_create_500_reason
+            return error_answer(500, reason, "internal error, please retry")
         if fault == "drop_after_create":
             return await self._drop(request)
         if fault == "hang_after_create":
@@ -224,8 +234,9 @@ class Simulator:
         task = self.tasks.get(request.query.get("task_id", ""))
         if task is not None:
             self.stats.polls_by_task[task.task_id] += 1
-        lagging = task is not None and self.stats.polls_by_task[task.task_id] <= (
-            self.config.result_lag_polls
+        lagging = task is not None and (
+            self.stats.polls_by_task[task.task_id] <= self.config.result_lag_polls
+            or self.now() - task.created_at < self.config.result_lag_s
         )
         if task is None or fault == "404" or lagging:
             return error_answer(404, "TASK_NOT_FOUND", "task not found")

@@ -15,7 +15,8 @@ SUBMIT_FAULTS = (
     "429",
     "500",
     "503",
-    "502_html",
+    "502_html",  # the task is created, then a gateway answers HTML
+    "500_after_create",  # the task is created, then a 500 (after_create_500_reason)
     "drop_after_create",
     "hang_after_create",  # never answers (until the simulator stops)
     "hold_after_create",  # answers normally once release_answers() is called
@@ -58,8 +59,13 @@ class SimConfig:
     # The balance endpoints answer: "ok", "missing" (404), "denied" (403
     # API_NOT_ALLOWED) or "garbage" (200 with HTML).
     account_answer: str = "ok"
-    # Task Result lags behind: each task's first N polls answer 404 TASK_NOT_FOUND.
+    # Task Result lags behind: each task's first N polls answer 404 TASK_NOT_FOUND ...
     result_lag_polls: int = 0
+    # ... or every poll in its first N seconds (simulator clock): minutes, on a bad day.
+    result_lag_s: float = 0.0
+    # A submit that made and billed its task, then answered 500 with this reason.
+    after_create_500_reason: str = "BILLING_FAILED"
+    error_500_after_create_rate: float = 0.0
     video_bytes: int | None = None  # serve videos of this size (None: the small sample)
     video_duration_s: float | None = None  # serve videos this long, whatever was asked
     # "image": each task's video is made from the image it was sent; "sample": the tiny
