@@ -23,7 +23,7 @@ from pathlib import Path
 
 from jobs import DEFAULT_MODEL, MODELS
 from jobs.contract import model_as_json
-from runner import console, flow, notify
+from runner import console, flow, notify, status_console
 from runner.account import record_balance
 from runner.arguments import RERUN_FLAGS, build_parser
 from runner.causes import RERUN_BY_DEFAULT, FailureClass
@@ -40,6 +40,8 @@ from runner.exits import (
     exit_code_for_error,
 )
 from runner.folder import RunFolder, require_ledger
+from runner.learned import LINKS, Learned
+from runner.links import run_outlives_links
 from runner.lock import lock_holder
 from runner.logs import setup_logging, survive_closed_console
 from runner.manifest import parse_overrides
@@ -53,7 +55,7 @@ from runner.report import write_reports
 from runner.sheet import write_contact_sheet
 from runner.simulator import run_simulator
 from runner.state import RunState
-from runner.status import summarize
+from runner.status import links_to_fetch, summarize
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -257,6 +259,10 @@ def _check_ask_run(
         to_send = flow.to_send(state, checked.to_resubmit)
         made = flow.make_pictures(state, folder.run_dir, to_send)
         console.conversions(to_send.conversions, made)
+        if not options.download and (
+            run_s := run_outlives_links(len(to_send.tasks), options.submit_rate.per_second)
+        ):
+            console.links_die_before_the_end(folder.run_dir, run_s)
         if to_send.tasks and not console.confirm_spend(
             to_send,
             simulated=connection.api == SIMULATOR_API,
@@ -269,17 +275,24 @@ def _check_ask_run(
         flow.commit(state, connection, options, manifest, checked.to_resubmit)
         if checked.to_resubmit:
             print(f"{len(checked.to_resubmit)} task(s) queued again as new attempts")
-        return _execute(folder, url, connection.api_key, options, args.verbose)
+        learned = flow.learned_of(state, connection)
+        return _execute(folder, url, connection.api_key, options, args.verbose, learned)
 
 
 def _execute(
-    folder: RunFolder, url: str, api_key: str, options: RunOptions, verbose: bool
+    folder: RunFolder,
+    url: str,
+    api_key: str,
+    options: RunOptions,
+    verbose: bool,
+    learned: Learned,
 ) -> tuple[int, str | None]:
     """The engine, then the reports; (the exit code, why the run stopped early)."""
     state, run_dir = folder.state, folder.run_dir
+    progress = _progress(options, verbose)
     try:
         outcome, balance = asyncio.run(
-            flow.run_batch(folder, url, api_key, options, _progress(options, verbose), _first)
+            flow.run_batch(folder, url, api_key, options, progress, _first, learned)
         )
     except asyncio.CancelledError:  # a second Ctrl-C: cut short, ledger still consistent
         write_reports(state, run_dir)
@@ -295,7 +308,8 @@ def _execute(
     record_balance(state, balance)
     missing = state.missing_videos()
     files = write_reports(state, run_dir)
-    console.outcome(run_dir, outcome, files, missing, options.download, files.video_problems)
+    links = None if options.download else links_to_fetch(state.tasks(), learned.value(LINKS))
+    console.outcome(run_dir, outcome, files, missing, options.download, files.video_problems, links)
     missing = missing if options.download else 0
     if outcome.bad_night:  # tasks failed; the machine and the API are fine
         return EXIT_SOME_FAILED, outcome.stopped_by
@@ -390,7 +404,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(summary.as_json(), indent=2))
     else:
-        console.status(args.run_dir, summary)
+        status_console.status(args.run_dir, summary)
     return EXIT_OK
 
 

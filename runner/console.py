@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 import sys
-import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -18,6 +17,7 @@ from runner.causes import failure_class
 from runner.engine import RunOutcome
 from runner.errors import BalanceExhausted, Interrupted
 from runner.folder import SyncSummary
+from runner.links import DOCUMENTED_TTL_S
 from runner.notify import HookResult
 from runner.picture_pool import Converted
 from runner.plan import LARGE_BATCH_USD, Plan, PlannedPicture
@@ -25,7 +25,8 @@ from runner.progress import progress_line
 from runner.recheck import Recheck
 from runner.records import TaskRecord, TaskStatus
 from runner.report import ReportFiles
-from runner.status import RunSummary, human_duration
+from runner.status import LinksToFetch, human_duration
+from runner.status_console import links_dying
 from runner.streak import BadNight
 
 TIER_LABELS = {"silent": "no sound", "sound": "with sound", "sound_voices": "sound + voices"}
@@ -208,6 +209,17 @@ def confirm_spend(
     return False
 
 
+def links_die_before_the_end(run_dir: Path, run_s: float) -> None:
+    """``--no-download`` on a run longer than a video link lives."""
+    error(
+        f"warning: --no-download keeps links only, and a link lives about "
+        f"{human_duration(DOCUMENTED_TTL_S)} (video_url_ttl) while this run takes about "
+        f"{human_duration(run_s)}: the first videos' links die before it ends.\n"
+        f"  Task Result may not sign them anew: let it download, or run "
+        f"`kling-batch resume {run_dir} --download` while they live"
+    )
+
+
 def resume_hint(run_dir: Path, what: str) -> None:
     error(
         f"{what}: state is saved in {run_dir}\n"
@@ -249,8 +261,10 @@ def outcome(
     missing_videos: int,
     downloads: bool = True,
     video_problems: int = 0,
+    links: LinksToFetch | None = None,
 ) -> None:
-    """The summary after a run: counts, spend, where the report is, what comes next."""
+    """The summary after a run: counts, spend, where the report is, what comes next
+    (``links``: with ``--no-download``, the links kept and when they die)."""
     print(f"done in {result.elapsed_s:.1f}s: {progress_line(result.counts, 0)}")
     print(
         f"  {result.created} task(s) created this run, {result.polls} polls, "
@@ -288,10 +302,8 @@ def outcome(
     if missing_videos and downloads:
         print(f"  {missing_videos} video(s) not downloaded yet: run again to fetch them")
     elif missing_videos:
-        print(
-            f"  {missing_videos} video(s) not downloaded (--no-download): "
-            f"kling-batch resume {run_dir} --download fetches them"
-        )
+        print(f"  {missing_videos} video(s) not downloaded (--no-download)")
+        links_dying(run_dir, links or LinksToFetch())
     if video_problems:
         print(
             f"  {video_problems} video(s) are not as asked or arrived damaged: see "
@@ -315,88 +327,6 @@ def ledger_rescued(run_dir: Path, copy: Path, restored_to: Path | None, reason: 
             f"  this process's ledger is saved as {copy}; the ledger's place holds another "
             f"file now.\n  move that one aside and {copy.name} into its place, then resume"
         )
-
-
-def status(run_dir: Path, summary: RunSummary) -> None:
-    counts = ", ".join(f"{n} {s}" for s, n in summary.counts.items()) or "no tasks"
-    print(f"{run_dir}: {summary.done}/{summary.total} done ({counts})")
-    if summary.live_run:
-        print(f"  live: a run holds this folder: {summary.live_run}")
-    if len(summary.by_model) > 1:
-        for model, by_status in summary.by_model.items():
-            shown = ", ".join(f"{n} {s}" for s, n in by_status.items())
-            print(f"  {model}: {shown}")
-    print(
-        f"  spent ~ ${summary.spent_usd:,.2f} of an estimated ${summary.est_total_usd:,.2f} "
-        "for every task once"
-    )
-    _balance(summary)
-    if summary.generation_p50_s is not None:
-        print(
-            f"  generation time p50 {summary.generation_p50_s:.1f}s, "
-            f"p95 {summary.generation_p95_s:.1f}s"
-        )
-    _in_flight(summary)
-    for task in summary.stalled[:10]:
-        answered = summary.last_answers.get(task.task_key)
-        last = clock(answered) if answered else "none since the submit"
-        print(f"  {task.status} {task.task_key:<30} {task.task_id}  last answer: {last}")
-    _failures(summary)
-    if summary.videos_missing:
-        print(f"  {summary.videos_missing} video(s) not downloaded yet")
-    if summary.video_problems:
-        print(
-            f"  {summary.video_problems} video(s) not whole or not as asked "
-            "(video_problem in report.csv)"
-        )
-    print("next:")
-    for step in summary.next_steps:
-        print(f"  {step}")
-
-
-def _in_flight(summary: RunSummary) -> None:
-    oldest = summary.oldest
-    if oldest is None:
-        return
-    print(
-        f"  {len(summary.in_flight)} in flight; oldest {oldest.task_key} "
-        f"({oldest.status}, {human_duration(oldest.age_s)} since submit)"
-    )
-    for task in summary.in_flight[:10]:
-        age = human_duration(task.age_s)
-        print(f"    {task.task_key:<30} {task.status:<11} {age:>8}  {task.task_id}")
-    if len(summary.in_flight) > 10:
-        print(f"    ... and {len(summary.in_flight) - 10} more")
-
-
-def _failures(summary: RunSummary) -> None:
-    """Failures by cause, then the first few with their reasons."""
-    if not summary.failures_by_class:
-        return
-    causes = ", ".join(f"{n} {cause}" for cause, n in summary.failures_by_class.items())
-    print(f"  failed by cause: {causes}")
-    for failure in summary.failures[:10]:
-        reason = " ".join(failure.reason.split())[:100]
-        print(f"    {failure.task_key:<30} {failure.failure_class:<10} {reason}")
-    if len(summary.failures) > 10:
-        print(f"    ... and {len(summary.failures) - 10} more (report.csv has them all)")
-
-
-def _balance(summary: RunSummary) -> None:
-    if summary.balance_latest_usd is None or summary.balance_latest_at is None:
-        return
-    line = f"  balance ${summary.balance_latest_usd:,.2f} at {clock(summary.balance_latest_at)}"
-    measured = summary.measured_spend_usd
-    if measured and summary.balance_first_usd is not None:
-        line += (
-            f" (${summary.balance_first_usd:,.2f} at the first run): the account went down "
-            f"${measured:,.2f}; an upper bound if anything else used the account meanwhile"
-        )
-    print(line)
-
-
-def clock(at: float) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(at))
 
 
 def models(listed: Sequence[Model], default: str) -> None:

@@ -21,6 +21,7 @@ from runner.client import NovitaClient
 from runner.clock import SYSTEM_CLOCK, Clock
 from runner.errors import FolderChanged, Interrupted
 from runner.fetch import Fetcher
+from runner.learned import Learned
 from runner.ledger import DEFERRED_MAX_AGE_S
 from runner.limits import EndpointLimiter, Rate
 from runner.options import RunOptions
@@ -106,6 +107,7 @@ async def run_engine(
     guard: Callable[[], str | None] | None = None,
     clock: Clock = SYSTEM_CLOCK,
     rng: random.Random | None = None,
+    learned: Learned | None = None,
 ) -> RunOutcome:
     """Run every pending, in-flight, stalled and lost task of the ledger to a final
     state (or stalled or lost again), or until ``stop`` trips (the caller may trip it,
@@ -113,7 +115,8 @@ async def run_engine(
     ``config.progress_every_s``). ``guard`` is asked twice a second whether the run
     folder is still this run's (e.g. its lock file); a problem it names stops the run,
     as does the ledger file being deleted or replaced. ``clock`` and ``rng`` (the
-    backoff jitter) are shared by every stage; tests pass their own."""
+    backoff jitter) are shared by every stage; tests pass their own. ``learned``: what
+    is known of the API (``runner.learned``), told what the run learns."""
     rng = rng or random.Random()
     started = clock.monotonic()
     resumed_unknown = state.settle_cut_off_submits()
@@ -141,8 +144,9 @@ async def run_engine(
         retry_base_s=config.retry_base_s,
         clock=clock,
         rng=rng,
+        learned=learned,
     )
-    on_succeeded = fetcher.add if config.download else (lambda key: None)
+    on_succeeded = fetcher.add if config.download else (lambda key, expires_at: None)
     scheduler = PollScheduler(
         state,
         client,
@@ -277,7 +281,7 @@ def _load(
                 last_answer_at=record.last_answer_at,
             )
         elif fetcher and _video_to_fetch(record):
-            fetcher.add(record.task_key)
+            fetcher.add(record.task_key, record.video_url_expires_at)
     return [r for r in records if r.status == TaskStatus.PENDING]
 
 

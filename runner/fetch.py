@@ -9,14 +9,21 @@ A link that answers 401/403/404/410 has expired (or been revoked): we ask Task R
 for a fresh one (a poll, within the poll rate limit) rather than paying for a new task,
 and only when no fresh link works is the task ``expired``. Any other failure (network,
 disk) leaves the task ``succeeded`` without a file, so the next ``run`` tries again.
+
+Downloads go soonest-to-die first: a link's expiry is read from its own signature
+(``runner.links``), and Task Result may never sign it anew. What a refresh shows (a new
+signing, or the same link) is learned of the API (``runner.learned``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
+import math
 import os
 import random
+import time
 from pathlib import Path
 from typing import BinaryIO
 
@@ -26,7 +33,9 @@ from jobs import request_from_json
 from runner.client import NovitaClient
 from runner.clock import SYSTEM_CLOCK, Clock
 from runner.errors import KlingBatchError, UrlExpired, VideoDamaged
+from runner.learned import LINKS, SAME_LINK, SIGNS_ANEW, Learned
 from runner.limits import EndpointLimiter
+from runner.links import link_expiry, signs_anew
 from runner.mp4 import Mp4Check, check_mp4
 from runner.records import TaskRecord
 from runner.retry import DEFAULT_LIMITS, Action, RetryLimits, after_download_error
@@ -133,9 +142,11 @@ class Fetcher:
         retry_base_s: float = 1.0,
         clock: Clock = SYSTEM_CLOCK,
         rng: random.Random | None = None,
+        learned: Learned | None = None,
     ):
         self.state = state
         self.client = client
+        self.learned = learned
         self.poll_limiter = poll_limiter
         self.stop = stop
         self.videos_dir = videos_dir
@@ -146,14 +157,19 @@ class Fetcher:
         self.rng = rng or random.Random()
         self.retry_base_s = retry_base_s
         self.downloaded = 0
-        self._queue: asyncio.Queue[str | None] = asyncio.Queue()
+        # Soonest-to-die first (no known expiry: last, in order); then the workers' ends.
+        self._queue: asyncio.PriorityQueue[tuple[float, int, str | None]] = asyncio.PriorityQueue()
+        self._order = itertools.count()
 
-    def add(self, task_key: str) -> None:
-        self._queue.put_nowait(task_key)
+    def add(self, task_key: str, expires_at: float | None = None) -> None:
+        """Fetch this task's video, before those whose links die later."""
+        due = math.inf if expires_at is None else expires_at
+        self._queue.put_nowait((due, next(self._order), task_key))
 
     def close(self) -> None:
+        """No more videos will come: each worker ends once the queue before it is done."""
         for _ in range(self.workers):
-            self._queue.put_nowait(None)
+            self._queue.put_nowait((math.inf, next(self._order), None))
 
     async def run(self) -> None:
         self.videos_dir.mkdir(parents=True, exist_ok=True)
@@ -162,7 +178,7 @@ class Fetcher:
                 group.create_task(self._worker(session))
 
     async def _worker(self, session: aiohttp.ClientSession) -> None:
-        while (key := await self._queue.get()) is not None:
+        while (key := (await self._queue.get())[2]) is not None:
             if not self.stop.is_set:
                 await self.fetch_one(session, key)
 
@@ -178,6 +194,7 @@ class Fetcher:
         expected_s = float(request_from_json(record.request_json).duration or 0) or None
         refreshes = retries = 0
         last_error = "no video link in the answer"
+        last_url = record.video_url
         while not self.stop.is_set:
             if url is None:
                 if refreshes >= self.max_refreshes:
@@ -185,9 +202,10 @@ class Fetcher:
                     log.warning("%s: expired: %s", key, last_error)
                     return
                 refreshes += 1
-                url = await self._fresh_url(key, record.task_id)
+                url, last_error = await self._fresh_url(key, record.task_id, last_url, last_error)
                 if url is None:
                     continue
+                last_url = url
             try:
                 size, check = await download(session, url, dest, expected_s, _tags(record))
             except UrlExpired as exc:
@@ -220,18 +238,34 @@ class Fetcher:
                 log.warning("%s: kept, but its video %s", key, check.problem)
             return
 
-    async def _fresh_url(self, key: str, task_id: str | None) -> str | None:
+    async def _fresh_url(
+        self, key: str, task_id: str | None, old_url: str | None, last_error: str
+    ) -> tuple[str | None, str]:
+        """Ask Task Result for the video's link again: (a link worth trying, or None;
+        why not). The same link, already dead by its own signature, is not tried: the
+        API does not sign links anew, which is learned."""
         if not task_id:
-            return None
+            return None, last_error
         await self.poll_limiter.acquire()
         try:
             result = await self.client.task_result(task_id)
         except KlingBatchError as exc:
             log.info("%s: could not refresh the video link: %s", key, exc)
-            return None
-        if result.video_url:
-            expires_at = (
-                self.clock.time() + result.video_url_ttl_s if result.video_url_ttl_s else None
+            return None, last_error
+        if not result.video_url:
+            return None, last_error
+        now = self.clock.time()
+        link = link_expiry(result.video_url, result.video_url_ttl_s, now)
+        self.state.set_video_url(key, result.video_url, link.at)
+        anew = (
+            signs_anew(old_url, result.video_url, result.video_url_ttl_s, now) if old_url else None
+        )
+        if anew is not None and self.learned is not None:
+            self.learned.learn(LINKS, SIGNS_ANEW if anew else SAME_LINK, "seen")
+        if link.source == "signature" and link.at is not None and link.at <= now:
+            died = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(link.at))
+            return None, (
+                f"Task Result gives a link that died at {died} by its own signature "
+                "(the API does not sign links anew)"
             )
-            self.state.set_video_url(key, result.video_url, expires_at)
-        return result.video_url
+        return result.video_url, last_error

@@ -25,6 +25,7 @@ from runner.client import DEFAULT_BASE_URL, NovitaClient
 from runner.engine import EngineConfig, RunOutcome, run_engine
 from runner.errors import KlingBatchError, UsageError
 from runner.folder import RunFolder
+from runner.learned import Learned
 from runner.limits import EndpointLimiter
 from runner.options import RunOptions
 from runner.picture_pool import Converted, convert_pictures
@@ -76,6 +77,12 @@ def base_url(state: RunState, connection: Connection) -> Iterator[str]:
         return
     with embedded_api(state, connection.api_key) as url:
         yield url
+
+
+def learned_of(state: RunState, connection: Connection) -> Learned:
+    """What is known of the folder's API: the folder's facts over the user's cache (a
+    rehearsal keeps its own: the embedded simulator's readings are not the API's)."""
+    return Learned.open(connection.api, state, use_cache=connection.api != SIMULATOR_API)
 
 
 def saved_options(state: RunState) -> dict[str, object]:
@@ -152,6 +159,7 @@ async def run_batch(
     options: RunOptions,
     progress: ProgressSink,
     on_first_signal: Callable[[str], None],
+    learned: Learned | None = None,
 ) -> tuple[RunOutcome, Balance | None]:
     """The engine under the signal handlers; then the balance, for the measured spend."""
     stop = StopSwitch()
@@ -165,6 +173,7 @@ async def run_batch(
                 stop=stop,
                 progress=progress,
                 guard=folder.guard,
+                learned=learned,
             )
             try:
                 balance = (await check_account(client, retry_delays_s=())).balance

@@ -10,8 +10,8 @@ import os
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
 
+from runner.api_identity import api_identity
 from runner.causes import RERUN_BY_DEFAULT, FailureClass, failure_class
 from runner.errors import RunFolderError
 from runner.ledger import STATE_FILE
@@ -160,28 +160,6 @@ class RunFolder:
                 )
                 (left_out if unsendable else chosen).append(record)
         return chosen, left_out
-
-
-_LOOPBACK = {"localhost": "127.0.0.1", "[::1]": "127.0.0.1", "::1": "127.0.0.1"}
-_DEFAULT_PORTS = {"http": 80, "https": 443}
-
-
-def api_identity(api: str) -> str:
-    """One spelling per API: scheme and host in lower case, ``localhost`` as
-    ``127.0.0.1``, no default port, no trailing ``/``. ``HTTP://LOCALHOST:8765/`` and
-    ``http://127.0.0.1:8765`` are one API; telling the user to use ``--out`` for it
-    would pay for every task again."""
-    parts = urlsplit(api.strip())
-    if not parts.scheme or not parts.hostname:
-        return api.strip()
-    scheme = parts.scheme.lower()
-    host = _LOOPBACK.get(parts.hostname.lower(), parts.hostname.lower())
-    try:
-        port = parts.port
-    except ValueError:
-        return api.strip()
-    netloc = host if port in (None, _DEFAULT_PORTS.get(scheme)) else f"{host}:{port}"
-    return f"{scheme}://{netloc}{parts.path.rstrip('/')}"
 
 
 def same_api(a: str, b: str) -> bool:

@@ -30,11 +30,11 @@ from jobs.images import check_image_bytes
 from jobs.pictures import Conversion, PictureFile, convert, open_picture
 from runner.atomic import write_bytes_atomically
 from runner.records import TaskRecord
+from runner.user_cache import user_cache_dir
 
 # Fewer pictures than this are read in this process: starting a pool costs more.
 POOL_FROM = 16
 CHECKS_VERSION = 1  # raise when what ``open_picture`` finds changes
-CACHE_ENV = "KLING_BATCH_CACHE"
 IMAGES_DIR = "images"
 
 T = TypeVar("T")
@@ -64,11 +64,8 @@ def open_pictures(
 
 
 def cache_path(env: Mapping[str, str] = os.environ) -> Path | None:
-    """``$KLING_BATCH_CACHE``, else the user's cache folder (``$XDG_CACHE_HOME``)."""
-    if env.get(CACHE_ENV):
-        return Path(env[CACHE_ENV]) / "pictures.sqlite"
-    base = env.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "kling-batch" / "pictures.sqlite"
+    """``pictures.sqlite`` in the user's cache folder (``runner.user_cache``)."""
+    return user_cache_dir(env) / "pictures.sqlite"
 
 
 def _identity(path: Path) -> str | None:

@@ -29,6 +29,7 @@ from runner.client import NovitaClient, TaskResult
 from runner.clock import SYSTEM_CLOCK, Clock
 from runner.errors import KlingBatchError, RateLimited, TaskNotFound
 from runner.limits import EndpointLimiter
+from runner.links import link_expiry
 from runner.records import ASKED_AGAIN, TaskStatus
 from runner.retry import Action, Decision, after_poll_error
 from runner.schedule import Durations, Seen, next_delay
@@ -102,7 +103,7 @@ class PollScheduler:
         limiter: EndpointLimiter,
         stop: StopSwitch,
         policy: PollPolicy,
-        on_succeeded: Callable[[str], None],
+        on_succeeded: Callable[[str, float | None], None],
         *,
         concurrency: int = 16,
         clock: Clock = SYSTEM_CLOCK,
@@ -330,12 +331,10 @@ class PollScheduler:
             self.durations.add(result.generation_s)
         if result.status == SUCCEED:
             self._finish(key)
-            expires_at = (
-                self.clock.time() + result.video_url_ttl_s if result.video_url_ttl_s else None
-            )
-            self.state.mark_succeeded(key, result.video_url, expires_at, result.generation_s)
+            link = link_expiry(result.video_url, result.video_url_ttl_s, self.clock.time())
+            self.state.mark_succeeded(key, result.video_url, link.at, result.generation_s)
             log.info("%s: succeeded", key)
-            self.on_succeeded(key)
+            self.on_succeeded(key, link.at)
             return
         if result.status == FAILED:
             self._finish(key)

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from runner.client import NovitaClient, TaskResult
 from runner.errors import KlingBatchError, TaskNotFound
 from runner.limits import EndpointLimiter
+from runner.links import link_expiry
 from runner.poll import FAILED, SUCCEED
 from runner.records import TaskRecord, TaskStatus
 from runner.state import RunState
@@ -68,8 +69,8 @@ async def recheck(
 
 def _sort(state: RunState, record: TaskRecord, result: TaskResult, outcome: Recheck) -> None:
     if result.status == SUCCEED:
-        expires_at = time.time() + result.video_url_ttl_s if result.video_url_ttl_s else None
-        state.mark_succeeded(record.task_key, result.video_url, expires_at, result.generation_s)
+        link = link_expiry(result.video_url, result.video_url_ttl_s, time.time())
+        state.mark_succeeded(record.task_key, result.video_url, link.at, result.generation_s)
         outcome.finished.append(record)
     elif result.status == FAILED:
         outcome.resubmit.append(record)

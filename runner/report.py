@@ -75,6 +75,7 @@ COLUMNS = [
     "failure_class",  # a failed task's cause: moderation, input, provider, account
     "sent_image",  # the picture as converted and sent (images/...); empty: sent as it is
     "conversion",  # what was done to it
+    "video_url_expires_at",  # when video_url dies: by its own signature, else its ttl
 ]
 # Settings with a column of their own; the rest of a model's settings go in "settings".
 _OWN_COLUMNS = frozenset(
@@ -140,6 +141,7 @@ def build_frame(records: Sequence[TaskRecord], run_dir: Path | None = None) -> p
                 if record.status == TaskStatus.FAILED
                 else None,
                 **_sent_image(record, run_dir),
+                "video_url_expires_at": _iso(record.video_url_expires_at),
             }
         )
     return pd.DataFrame(rows, columns=COLUMNS)

@@ -17,6 +17,7 @@ from typing import Any
 from jobs import model_of
 from runner.account import Balance
 from runner.causes import RERUN_BY_DEFAULT, failure_class
+from runner.learned import LINKS, Learned
 from runner.records import ASKED_AGAIN, FINAL, IN_FLIGHT, TaskRecord, TaskStatus
 from runner.state import RunState
 
@@ -34,6 +35,28 @@ class Failure:
     task_key: str
     failure_class: str  # moderation, input, provider, account (runner.causes)
     reason: str  # verbatim
+
+
+@dataclass(frozen=True)
+class LinksToFetch:
+    """Video links of succeeded tasks not downloaded yet: how many, when the first and
+    the last die (from their signatures, else their ttl), and whether Task Result has
+    been seen to sign a link anew (``runner.learned``: "signs anew", "same link")."""
+
+    count: int = 0
+    first_dies_at: float | None = None
+    last_dies_at: float | None = None
+    refreshed: str | None = None
+
+
+def links_to_fetch(records: Sequence[TaskRecord], refreshed: str | None) -> LinksToFetch:
+    waiting = [
+        r for r in records if r.status == TaskStatus.SUCCEEDED and r.video_url and not r.video_path
+    ]
+    dies = sorted(r.video_url_expires_at for r in waiting if r.video_url_expires_at is not None)
+    return LinksToFetch(
+        len(waiting), dies[0] if dies else None, dies[-1] if dies else None, refreshed
+    )
 
 
 @dataclass(frozen=True)
@@ -59,6 +82,7 @@ class RunSummary:
     video_problems: int = 0  # videos kept or refused for not being whole or as asked
     failures_by_class: dict[str, int] = field(default_factory=dict)  # cause -> failed tasks
     failures: list[Failure] = field(default_factory=list)  # every failed task, its cause
+    links: LinksToFetch = field(default_factory=LinksToFetch)  # links of videos not fetched
 
     @property
     def measured_spend_usd(self) -> float | None:
@@ -158,6 +182,7 @@ def summarize(
         video_problems=sum(1 for r in records if r.video_problem),
         failures_by_class=dict(sorted(by_class.items())),
         failures=failures,
+        links=links_to_fetch(records, Learned.open("", state, use_cache=False).value(LINKS)),
     )
 
 

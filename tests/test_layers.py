@@ -38,11 +38,14 @@ LAYERS: list[tuple[str, list[str]]] = [
             "runner.causes",
             "runner.streak",
             "runner.notify",
+            "runner.links",
+            "runner.user_cache",
+            "runner.api_identity",
         ],
     ),
     ("rates", ["runner.limits", "runner.options", "runner.stopping", "runner.schedule"]),
     ("inputs", ["runner.ledger", "runner.manifest"]),
-    ("ledger and plan", ["runner.state", "runner.manifest_files", "runner.plan"]),
+    ("ledger and plan", ["runner.state", "runner.manifest_files", "runner.plan", "runner.learned"]),
     (
         "simulator",
         [
@@ -80,7 +83,7 @@ LAYERS: list[tuple[str, list[str]]] = [
     ),
     ("run folder", ["runner.folder", "runner.rehearsal"]),
     ("flow", ["runner.flow"]),
-    ("console", ["runner.console"]),
+    ("console", ["runner.console", "runner.status_console"]),
     ("command line", ["runner.arguments", "runner.cli", "runner.__main__", "runner"]),
 ]
 # The simulator speaks the documented protocol on its own: it shares the job's limits,

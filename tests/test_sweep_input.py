@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from runner.api_identity import api_identity
 from runner.cli import main
-from runner.folder import api_identity
 from tests.conftest import FAST, SIM_KEY, draw_image, write_rows
 
 

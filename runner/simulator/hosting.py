@@ -102,6 +102,11 @@ def add_sim_arguments(parser: argparse.ArgumentParser) -> None:
         default=defaults.video_source,
         help="each video made from its task's image, or a tiny fixed sample (speed)",
     )
+    parser.add_argument(
+        "--sign-links-once",
+        action="store_true",
+        help="Task Result lists the link signed when the task finished, never a new one",
+    )
     parser.add_argument("--submit-limit", type=_rate, help="e.g. 20/min (429 beyond)")
     parser.add_argument("--balance-usd", type=float, help="each created task's price is deducted")
     parser.add_argument(
@@ -146,6 +151,7 @@ def run_simulator(args: argparse.Namespace) -> int:
         queue_s=args.queue_s,
         generation_s=args.generation_s,
         url_ttl_s=args.url_ttl_s,
+        sign_links_once=args.sign_links_once,
         fail_rate=args.fail_rate,
         stall_rate=args.stall_rate,
         error_500_rate=args.error_500_rate,

@@ -46,9 +46,11 @@ from runner.simulator.wire import (
     USER_PATH,
     account_answer,
     account_fault,
+    amz_date,
     bad_gateway,
     check_body,
     error_answer,
+    link_dies_at,
     task_result_answer,
 )
 
@@ -82,6 +84,11 @@ class Simulator:
 
     def now(self) -> float:
         return time.monotonic() + self._offset
+
+    def wall_now(self) -> float:
+        """The wall clock, moved by :meth:`advance` like :meth:`now`: what links are
+        signed with (an object store signs with the date, not a monotonic clock)."""
+        return time.time() + self._offset
 
     def advance(self, seconds: float) -> None:
         """Move the simulated clock forward: tasks progress without anyone sleeping."""
@@ -271,7 +278,7 @@ class Simulator:
         valid = task_id in self.tasks and hmac.compare_digest(
             signature, self._sign(task_id, issued, ttl)
         )
-        if fault == "403" or not valid or self.now() > float(issued) + float(ttl):
+        if fault == "403" or not valid or self.wall_now() > link_dies_at(issued, ttl):
             self.stats.media_expired += 1
             return web.Response(
                 status=403,
@@ -442,7 +449,12 @@ class Simulator:
         return task_result_answer(task, status, reason, eta_s, min(progress, 100), videos)
 
     def _video_entry(self, task: SimTask) -> dict[str, Any]:
-        issued = f"{self.now():.3f}"
+        """The task's video as Task Result lists it: a link signed now (SigV4's
+        ``X-Amz-Date`` and ``X-Amz-Expires``), or with ``sign_links_once`` the link signed
+        when the task was first seen done, until it dies and after."""
+        if task.link_signed_at is None or not self.config.sign_links_once:
+            task.link_signed_at = self.wall_now()
+        issued = amz_date(task.link_signed_at)
         ttl = f"{self.config.url_ttl_s:g}"
         signature = self._sign(task.task_id, issued, ttl)
         url = (

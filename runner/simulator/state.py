@@ -36,6 +36,9 @@ class SimConfig:
     jitter: float = 0.25  # each time varies by up to this fraction either way
     time_sigma: float | None = None  # instead of jitter: log-normal times (median as given)
     url_ttl_s: float = 3600.0
+    # Task Result lists the link it signed when the task was first seen done, on every
+    # poll after, until it dies and after (the reading where links are never signed anew).
+    sign_links_once: bool = False
     report_eta: bool = True
     fail_rate: float = 0.0
     stall_rate: float = 0.0
@@ -113,6 +116,7 @@ class SimTask:
     finished_seen_at: float | None = None  # first time a poll could see it finished
     image_digest: str | None = None  # the first frame it was sent (its video is made of it)
     downloads: int = 0  # how often its video was served
+    link_signed_at: float | None = None  # wall clock of the link Task Result lists
 
     @property
     def done_at(self) -> float:

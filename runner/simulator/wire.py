@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import calendar
 import hashlib
+import time
 from typing import Any
 
 from aiohttp import web
@@ -25,6 +27,22 @@ USD_PER_UNIT = 0.0001
 UNLIMITED_USD = 10_000.0  # what the balance endpoints say when no balance is set
 
 EXPIRED_XML = "<Error><Code>AccessDenied</Code><Message>Request has expired</Message></Error>"
+
+
+AMZ_DATE = "%Y%m%dT%H%M%SZ"  # SigV4's X-Amz-Date: UTC, to the second
+
+
+def amz_date(wall_s: float) -> str:
+    return time.strftime(AMZ_DATE, time.gmtime(wall_s))
+
+
+def link_dies_at(amz: str, expires: str) -> float:
+    """When a link signed at ``amz`` for ``expires`` seconds dies (epoch s); a link
+    whose parts do not read dies at once."""
+    try:
+        return calendar.timegm(time.strptime(amz, AMZ_DATE)) + float(expires)
+    except ValueError:
+        return 0.0
 
 
 def bad_gateway() -> web.Response:
