@@ -33,9 +33,31 @@ RETRY_DELAYS_S = (0.5, 1.0, 2.0, 4.0)
 
 @dataclass(frozen=True)
 class Balance:
+    """The account as the API says it. ``usd`` is what can still be spent
+    (``availableBalance``), which in the docs' own example is the cash left *plus* a
+    credit line: so wherever it is shown, the cash and the credit are shown apart, and
+    "covers N tasks" says whether the credit is counted. ``/v3/user`` gives one figure
+    only (then cash and credit are None)."""
+
     usd: float
     at: float  # wall clock
     source: str  # the endpoint that said so
+    cash_usd: float | None = None  # cashBalance: the top-ups left
+    credit_usd: float | None = None  # creditLimit: what the account may owe
+    owed_usd: float | None = None  # outstandingInvoices: what it owes now
+
+    def describe(self) -> str:
+        """``$100.00 available (cash $80.00 + credit $20.00)``, ``$80.00 (cash, no
+        credit line)``, or just ``$100.00`` when the API did not say."""
+        if self.cash_usd is None or self.credit_usd is None:
+            return f"${self.usd:,.2f}"
+        if not self.credit_usd and not self.owed_usd:
+            return f"${self.usd:,.2f} (cash, no credit line)"
+        owed = f"; owed ${self.owed_usd:,.2f}" if self.owed_usd else ""
+        return (
+            f"${self.usd:,.2f} available (cash ${self.cash_usd:,.2f} + "
+            f"credit ${self.credit_usd:,.2f}{owed})"
+        )
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -76,7 +98,7 @@ async def check_account(
 
 async def _read_balance(client: NovitaClient) -> AccountCheck:
     problems = []
-    for path, read in ((BALANCE_PATH, _available_units), (USER_PATH, _credit_units)):
+    for path, read in ((BALANCE_PATH, _balance_detail), (USER_PATH, _user_balance)):
         try:
             data = await client.account(path)
         except ApiError as exc:
@@ -84,21 +106,34 @@ async def _read_balance(client: NovitaClient) -> AccountCheck:
                 raise
             problems.append(f"{path}: {exc}")
             continue
-        units = read(data)
-        if units is None:
+        balance = read(data, path)
+        if balance is None:
             problems.append(f"{path}: no balance in the answer")
             continue
-        return AccountCheck(Balance(round(units * USD_PER_UNIT, 4), time.time(), path))
+        return AccountCheck(balance)
     return AccountCheck(None, "the balance could not be read (" + "; ".join(problems) + ")")
 
 
-def _available_units(data: dict[str, Any]) -> float | None:
-    return _number(data.get("availableBalance"))
+def _balance_detail(data: dict[str, Any], path: str) -> Balance | None:
+    """The balance detail: strings in 0.0001 USD, available = cash + credit."""
+    available = _usd(data.get("availableBalance"))
+    if available is None:
+        return None
+    cash, credit = _usd(data.get("cashBalance")), _usd(data.get("creditLimit"))
+    return Balance(
+        available, time.time(), path, cash, credit, _usd(data.get("outstandingInvoices"))
+    )
 
 
-def _credit_units(data: dict[str, Any]) -> float | None:
+def _user_balance(data: dict[str, Any], path: str) -> Balance | None:
     user = data.get("user")
-    return _number((user if isinstance(user, dict) else data).get("credit_balance"))
+    units = _usd((user if isinstance(user, dict) else data).get("credit_balance"))
+    return None if units is None else Balance(units, time.time(), path)
+
+
+def _usd(value: Any) -> float | None:
+    units = _number(value)
+    return None if units is None else round(units * USD_PER_UNIT, 4)
 
 
 def _number(value: Any) -> float | None:

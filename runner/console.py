@@ -186,13 +186,8 @@ def confirm_spend(
         )
     short = balance is not None and to_send.total_cost > balance.usd
     if balance is not None:
-        print(f"  balance ${balance.usd:,.2f} (the account, now)")
-        if short:
-            covered = tasks_covered([t.est_cost_usd for t in to_send.tasks], balance.usd)
-            print(
-                f"  the balance covers about {covered} of these {len(to_send.tasks)} task(s); "
-                "the API stops the run when it runs out (resume continues after a top-up)"
-            )
+        print(f"  balance {balance.describe()} (the account, now)")
+        _covers(to_send, balance, short)
     if assume_yes:
         return True
     if not sys.stdin.isatty():
@@ -207,6 +202,24 @@ def confirm_spend(
         return True
     error("declined: nothing was sent")
     return False
+
+
+def _covers(to_send: Plan, balance: Balance, short: bool) -> None:
+    """How many of the tasks the balance pays for: from the cash alone when the
+    available balance leans on a credit line, so a person sees what the credit adds."""
+    costs = [t.est_cost_usd for t in to_send.tasks]
+    on_credit = bool(balance.credit_usd) and balance.cash_usd is not None
+    cash_short = on_credit and to_send.total_cost > (balance.cash_usd or 0.0)
+    if not short and not cash_short:
+        return
+    covered = tasks_covered(costs, balance.usd)
+    line = f"  the balance covers about {covered} of these {len(to_send.tasks)} task(s)"
+    if on_credit:
+        cash = tasks_covered(costs, balance.cash_usd or 0.0)
+        line += f" counting the credit line, {cash} from the cash alone"
+    print(line)
+    if short:
+        print("  the API stops the run when it runs out (resume continues after a top-up)")
 
 
 def links_die_before_the_end(run_dir: Path, run_s: float) -> None:

@@ -78,6 +78,7 @@ class RunSummary:
     balance_first_usd: float | None = None  # the account at this folder's first run
     balance_latest_usd: float | None = None
     balance_latest_at: float | None = None
+    balance_latest: str | None = None  # as shown: cash and credit apart where known
     by_model: dict[str, dict[str, int]] = field(default_factory=dict)  # model -> status counts
     video_problems: int = 0  # videos kept or refused for not being whole or as asked
     failures_by_class: dict[str, int] = field(default_factory=dict)  # cause -> failed tasks
@@ -178,6 +179,7 @@ def summarize(
         balance_first_usd=first.usd if first else None,
         balance_latest_usd=latest.usd if latest else None,
         balance_latest_at=latest.at if latest else None,
+        balance_latest=latest.describe() if latest else None,
         by_model=by_model,
         video_problems=sum(1 for r in records if r.video_problem),
         failures_by_class=dict(sorted(by_class.items())),

@@ -79,7 +79,8 @@ def _failures(summary: RunSummary) -> None:
 def _balance(summary: RunSummary) -> None:
     if summary.balance_latest_usd is None or summary.balance_latest_at is None:
         return
-    line = f"  balance ${summary.balance_latest_usd:,.2f} at {clock(summary.balance_latest_at)}"
+    shown = summary.balance_latest or f"${summary.balance_latest_usd:,.2f}"
+    line = f"  balance {shown} at {clock(summary.balance_latest_at)}"
     measured = summary.measured_spend_usd
     if measured and summary.balance_first_usd is not None:
         line += (

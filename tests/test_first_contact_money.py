@@ -115,3 +115,21 @@ def test_rerun_lost_asks_first_and_pays_only_for_what_task_result_still_does_not
     assert "a 'lost' task was given a task id" in capsys.readouterr().out
     assert threaded_sim.stats.tasks_created == 7  # only the two it did not know: once more
     assert set(statuses(run_dir).values()) == {"succeeded"}
+
+
+def test_the_balance_shows_cash_and_credit_apart_and_what_the_cash_alone_covers(
+    manifest, threaded_sim, tmp_path, capsys
+):
+    """availableBalance is cash plus a credit line (the docs' own example): "covers N
+    tasks" must say what the credit adds."""
+    threaded_sim.config.balance_usd = 1.0  # cash for 2 of the 5 tasks at $0.35
+    threaded_sim.config.credit_usd = 2.0
+    run_dir = tmp_path / "run"
+    assert main(["run", str(manifest), "--out", str(run_dir)]) == 2  # no --yes: asked only
+    out = capsys.readouterr().out
+    assert "balance $3.00 available (cash $1.00 + credit $2.00) (the account, now)" in out
+    assert "covers about 5 of these 5 task(s) counting the credit line, 2 from the cash" in out
+    assert main(["run", str(manifest), "--out", str(run_dir), *FAST]) == 0
+    assert main(["status", str(run_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "balance $1.25 available (cash $0.00 + credit $2.00; owed $0.75) at " in out

@@ -167,7 +167,7 @@ def test_a_short_balance_is_shown_with_how_many_tasks_it_covers(
     no_yes = [a for a in FAST if a != "--yes"]
     assert main(["run", str(manifest), "--out", str(run_dir), *no_yes]) == 2
     captured = capsys.readouterr()
-    assert "balance $1.00 (the account, now)" in captured.out
+    assert "balance $1.00 (cash, no credit line) (the account, now)" in captured.out
     assert "the balance covers about 2 of these 6 task(s)" in captured.out
     assert "refusing to spend without --yes" in captured.err
     assert threaded_sim.stats.submits == 0
@@ -183,7 +183,8 @@ def test_a_short_balance_is_shown_with_how_many_tasks_it_covers(
     assert paid_once_per_row(threaded_sim, 6)
     assert main(["status", str(run_dir)]) == 0
     out = capsys.readouterr().out
-    assert "balance $8.60 at " in out and "($1.00 at the first run)" in out
+    assert "balance $8.60 (cash, no credit line) at " in out
+    assert "($1.00 at the first run)" in out
 
 
 @pytest.mark.parametrize("answer", ["missing", "denied", "garbage"])
@@ -294,4 +295,4 @@ def test_a_rehearsal_checks_its_account_and_shows_the_balance(tmp_path, quick_re
     draw_image(tmp_path / "frame.png")
     manifest = write_rows(tmp_path / "m.yaml", 2)
     assert main(["run", str(manifest), "--simulate", "--out", str(tmp_path / "run"), *FAST]) == 0
-    assert "balance $100.00 (the account, now)" in capsys.readouterr().out
+    assert "balance $100.00 (cash, no credit line) (the account, now)" in capsys.readouterr().out

@@ -110,6 +110,9 @@ def add_sim_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--submit-limit", type=_rate, help="e.g. 20/min (429 beyond)")
     parser.add_argument("--balance-usd", type=float, help="each created task's price is deducted")
     parser.add_argument(
+        "--credit-usd", type=float, default=0.0, help="a credit line, spent once the cash is gone"
+    )
+    parser.add_argument(
         "--poll-outage",
         type=_window,
         metavar="START:END",
@@ -164,6 +167,7 @@ def run_simulator(args: argparse.Namespace) -> int:
         submit_limit=int(args.submit_limit.count) if args.submit_limit else None,
         limit_window_s=args.submit_limit.period_s if args.submit_limit else 60.0,
         balance_usd=args.balance_usd,
+        credit_usd=args.credit_usd,
         poll_outage_s=args.poll_outage,
         result_lag_polls=args.result_lag_polls,
         result_lag_s=args.result_lag_s,

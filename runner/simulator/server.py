@@ -42,7 +42,6 @@ from runner.simulator.wire import (
     EXPIRED_XML,
     TASK_RESULT_PATH,
     UNLIMITED_USD,
-    USD_PER_UNIT,
     USER_PATH,
     account_answer,
     account_fault,
@@ -199,8 +198,8 @@ class Simulator:
         if _holds_any(str(body.get("prompt", "")), self.config.refuse_prompt_words):
             return self._reject("ILLEGAL_PROMPT", "the prompt contains sensitive content")
         price = checked.estimate()
-        if self.config.balance_usd is not None:
-            if self.config.balance_usd < price:
+        if self.config.balance_usd is not None:  # the cash, then the credit line
+            if self.config.balance_usd + self.config.credit_usd < price:
                 return self._reject("BILLING_BALANCE_NOT_ENOUGH", "balance not enough")
             self.config.balance_usd -= price
         task = self._create(body, model.name)
@@ -260,7 +259,7 @@ class Simulator:
         self.stats.account_requests += 1
         refused = self._check_auth(request) or account_fault(self.config.account_answer)
         usd = UNLIMITED_USD if self.config.balance_usd is None else self.config.balance_usd
-        return refused or account_answer(endpoint, round(usd / USD_PER_UNIT))
+        return refused or account_answer(endpoint, usd, self.config.credit_usd)
 
     async def _media(self, request: web.Request) -> web.StreamResponse:
         self.stats.media_requests += 1

@@ -59,6 +59,7 @@ class SimConfig:
     drop_after_create_rate: float = 0.0  # submit: task created, then the connection dropped
     auth_failure_status: int = 403
     balance_usd: float | None = None  # None: unlimited (the balance endpoints say $10,000)
+    credit_usd: float = 0.0  # a credit line: spent once the cash is gone
     # The balance endpoints answer: "ok", "missing" (404), "denied" (403
     # API_NOT_ALLOWED) or "garbage" (200 with HTML).
     account_answer: str = "ok"

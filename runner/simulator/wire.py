@@ -167,18 +167,20 @@ def task_result_answer(
     }
 
 
-def account_answer(endpoint: str, units: int) -> web.Response:
-    """``balance``: the balance detail, strings in 0.0001 USD; ``user``: ``/v3/user``,
-    whose ``credit_balance`` is a number in the same unit."""
+def account_answer(endpoint: str, cash_usd: float, credit_usd: float) -> web.Response:
+    """``balance``: the balance detail, strings in 0.0001 USD, what can be spent being
+    the cash plus the credit line (as in the docs' own example); ``user``: ``/v3/user``,
+    whose ``credit_balance`` is a number in the same unit (the available figure)."""
+    available = round((cash_usd + credit_usd) / USD_PER_UNIT)
     if endpoint == "user":
-        return web.json_response({"credit_balance": units})
+        return web.json_response({"credit_balance": available})
     return web.json_response(
         {
-            "availableBalance": str(units),
-            "cashBalance": str(units),
-            "creditLimit": "0",
+            "availableBalance": str(available),
+            "cashBalance": str(round(max(cash_usd, 0.0) / USD_PER_UNIT)),
+            "creditLimit": str(round(credit_usd / USD_PER_UNIT)),
             "pendingCharges": "0",
-            "outstandingInvoices": "0",
+            "outstandingInvoices": str(round(max(-cash_usd, 0.0) / USD_PER_UNIT)),
         }
     )
 
