@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from jobs.forms import ALONE, RAW_BASE64, VOICE_OBJECTS, image_as, voices_as
 from jobs.problems import FieldProblem
 
 PROMPT_MAX_CHARS = 2500  # every Kling page on Novita says so
@@ -48,8 +49,8 @@ class Wire(StrEnum):
     INT_AS_TEXT = "int as text"  # a whole number, sent as a string ("5")
     NUMBER = "number"  # a number in ``range``
     BOOL = "bool"
-    IMAGE = "image"  # a local file (sent as raw base64) or an http(s) URL
-    VOICES = "voices"  # voice ids, sent as [{"voice_id": id}]
+    IMAGE = "image"  # a local file (sent as base64, forms in jobs.forms) or an http(s) URL
+    VOICES = "voices"  # voice ids, sent as [{"voice_id": id}] or as they are (jobs.forms)
     SEGMENTS = "segments"  # [{prompt, duration}], for multi-shot videos
 
 
@@ -65,6 +66,8 @@ class Field:
     max_items: int | None = None
     aliases: tuple[str, ...] = ()  # other manifest names for the same setting
     prompt: bool = False  # a prompt: at most PROMPT_MAX_CHARS characters
+    # Its wire forms where the pages leave them open (jobs.forms), in the order tried.
+    forms: tuple[str, ...] = ()
 
     @property
     def sent_as(self) -> str:
@@ -202,16 +205,25 @@ class Request:
             data["model"] = self.model.name
         return json.dumps(data, sort_keys=True, ensure_ascii=False)
 
-    def body(self, images: Mapping[str, str]) -> dict[str, Any]:
+    def body(
+        self, images: Mapping[str, str], forms: Mapping[str, str] | None = None
+    ) -> dict[str, Any]:
         """The JSON body of the submit: wire names and types; ``images`` maps each image
-        field to what is sent (raw base64 or the URL). Defaults are sent explicitly, so
-        what was validated and priced is exactly what the API is asked for."""
+        field to its payload (raw base64 of a local file, or the URL); ``forms`` the
+        wire form of each field that has several (``jobs.forms``; its first form when
+        not given). Defaults are sent explicitly, so what was validated and priced is
+        exactly what the API is asked for. A local picture in a field whose form takes
+        URLs only cannot be sent: ValueError (the caller checks first)."""
+        forms = forms or {}
         body: dict[str, Any] = {}
         for spec in self.model.fields:
             value = images.get(spec.name) if spec.wire == Wire.IMAGE else self.values[spec.name]
             if value is None or value == () or (spec.prompt and not spec.required and not value):
                 continue
-            body[spec.sent_as] = to_wire(spec, value)
+            form = forms.get(spec.name) or (spec.forms[0] if spec.forms else "")
+            body[spec.sent_as] = to_wire(spec, value, form)
+        if forms.get("multi_prompt") == ALONE and "multi_prompt" in body:
+            body.pop(self.model.by_name["prompt"].sent_as, None)  # "mutually exclusive"
         return body
 
     def tier(self) -> str:
@@ -353,11 +365,17 @@ _READERS: dict[Wire, Callable[[Field, Any], Any]] = {
 }
 
 
-def to_wire(spec: Field, value: Any) -> Any:
+def to_wire(spec: Field, value: Any, form: str = "") -> Any:
+    """A typed value as sent, in ``form`` where the field has several (``jobs.forms``)."""
     if spec.wire == Wire.INT_AS_TEXT:
         return str(value)
+    if spec.wire == Wire.IMAGE:
+        sent = image_as(form or RAW_BASE64, value)
+        if sent is None:
+            raise ValueError(f"{spec.name}: a local picture cannot be sent as {form}")
+        return sent
     if spec.wire == Wire.VOICES:
-        return [{"voice_id": voice} for voice in value]
+        return voices_as(form or VOICE_OBJECTS, value)
     if spec.wire == Wire.SEGMENTS:
         return [dict(segment) for segment in value]
     return value

@@ -14,6 +14,7 @@ applied. Price: $0.112 per second for both, from Novita's own blog post on Kling
 from __future__ import annotations
 
 from jobs.contract import Field, Kind, Model, Wire, flat_price
+from jobs.forms import FIRST_FRAME_FORMS, LAST_FRAME_FORMS
 
 _RATIOS = Field("aspect_ratio", Wire.CHOICE, default="16:9", choices=("16:9", "9:16", "1:1"))
 _DURATION = Field("duration", Wire.INT, default=5, choices=(5, 10))
@@ -24,10 +25,16 @@ I2V = Model(
     kind=Kind.IMAGE_TO_VIDEO,
     doc_url="https://novita.ai/docs/api-reference/model-apis-kling-o1-i2v",
     fields=(
-        Field("image", Wire.IMAGE, required=True),
+        Field("image", Wire.IMAGE, required=True, forms=FIRST_FRAME_FORMS),
         _PROMPT,
         _DURATION,
-        Field("end_image", Wire.IMAGE, api_name="last_image", aliases=("last_image",)),
+        Field(
+            "end_image",
+            Wire.IMAGE,
+            api_name="last_image",
+            aliases=("last_image",),
+            forms=LAST_FRAME_FORMS,
+        ),
         _RATIOS,
     ),
     prices={"standard": 0.112},

@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from jobs.contract import Field, Kind, Model, Wire, flat_price
+from jobs.forms import FIRST_FRAME_FORMS
 
 _DURATION = Field("duration", Wire.INT_AS_TEXT, default=5, choices=(5, 10))
 _GUIDANCE = Field(
@@ -36,6 +37,7 @@ _PROMPTS = (
     Field("prompt", Wire.TEXT, required=True, prompt=True),
     Field("negative_prompt", Wire.TEXT, prompt=True),
 )
+_IMAGE = Field("image", Wire.IMAGE, required=True, forms=FIRST_FRAME_FORMS)
 _RATIOS = Field("aspect_ratio", Wire.CHOICE, default="16:9", choices=("16:9", "9:16", "1:1"))
 
 
@@ -48,7 +50,7 @@ I2V = Model(
     kind=Kind.IMAGE_TO_VIDEO,
     doc_url="https://novita.ai/docs/api-reference/model-apis-kling-v2.1-i2v",
     fields=(
-        Field("image", Wire.IMAGE, required=True),
+        _IMAGE,
         *_PROMPTS,
         Field("mode", Wire.CHOICE, default="Standard", choices=("Standard", "Professional")),
         _DURATION,
@@ -63,7 +65,12 @@ I2V_MASTER = Model(
     name="kling-v2.1-i2v-master",
     kind=Kind.IMAGE_TO_VIDEO,
     doc_url="https://novita.ai/docs/api-reference/model-apis-kling-v2.1-i2v-master",
-    fields=(Field("image", Wire.IMAGE, required=True), *_PROMPTS, _DURATION, _GUIDANCE),
+    fields=(
+        _IMAGE,
+        *_PROMPTS,
+        _DURATION,
+        _GUIDANCE,
+    ),
     prices={"standard": 0.28},
     tier=flat_price,
     notes="1080p; duration sent as a string",

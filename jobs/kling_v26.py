@@ -18,6 +18,7 @@ from jobs.contract import (
     price_by_sound,
     voices_need_sound,
 )
+from jobs.forms import FIRST_FRAME_FORMS, VOICE_FORMS
 
 NAME = "kling-v2.6-pro-i2v"
 
@@ -26,13 +27,13 @@ MODEL = Model(
     kind=Kind.IMAGE_TO_VIDEO,
     doc_url="https://novita.ai/docs/api-reference/model-apis-kling-v2.6-pro-i2v",
     fields=(
-        Field("image", Wire.IMAGE, required=True),
+        Field("image", Wire.IMAGE, required=True, forms=FIRST_FRAME_FORMS),
         Field("prompt", Wire.TEXT, required=True, prompt=True),
         Field("negative_prompt", Wire.TEXT, prompt=True),
         Field("duration", Wire.INT, default=5, choices=(5, 10)),
         Field("cfg_scale", Wire.NUMBER, default=0.5, range=(0.0, 1.0), aliases=("guidance_scale",)),
         Field("sound", Wire.BOOL, default=True),
-        Field("voice_list", Wire.VOICES, default=(), max_items=2),
+        Field("voice_list", Wire.VOICES, default=(), max_items=2, forms=VOICE_FORMS),
         Field("aspect_ratio", Wire.CHOICE, default="16:9", choices=("16:9", "9:16", "1:1")),
     ),
     prices={"silent": 0.07, "sound": 0.14, "sound_voices": 0.168},

@@ -27,6 +27,7 @@ from jobs.contract import (
     price_by_sound,
     segments_fill_duration,
 )
+from jobs.forms import FIRST_FRAME_FORMS, LAST_FRAME_FORMS, SEGMENT_FORMS
 
 _SECONDS = tuple(range(3, 16))
 _COMMON = (
@@ -37,10 +38,10 @@ _COMMON = (
     Field("sound", Wire.BOOL, default=False),
 )
 _I2V_FIELDS = (
-    Field("image", Wire.IMAGE, required=True),
+    Field("image", Wire.IMAGE, required=True, forms=FIRST_FRAME_FORMS),
     *_COMMON,
-    Field("end_image", Wire.IMAGE, aliases=("last_image",)),
-    Field("multi_prompt", Wire.SEGMENTS),
+    Field("end_image", Wire.IMAGE, aliases=("last_image",), forms=LAST_FRAME_FORMS),
+    Field("multi_prompt", Wire.SEGMENTS, forms=SEGMENT_FORMS),
 )
 
 

@@ -177,7 +177,7 @@ async def run_engine(
         unreachable_after_s=config.unreachable_after_s,
         streak=FailureStreak(config.max_failure_streak),
     )
-    state.on_finished = submitter.streak.note
+    state.listeners.append(submitter.streak.hear)
 
     pending = _load(state.tasks(), scheduler, fetcher if config.download else None, clock.time())
     log.info(
@@ -228,7 +228,7 @@ async def run_engine(
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        state.on_finished = None
+        state.listeners.remove(submitter.streak.hear)
         state.flush()
         sink.stop(snapshot())
     stopped_by, stop_error = stop.reason, stop.error

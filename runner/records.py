@@ -94,6 +94,30 @@ class TaskRecord:
     pictures: str | None = None  # JSON: converted pictures sent instead (runner.plan)
 
 
+@dataclass(frozen=True)
+class TaskEvent:
+    """One change of a task as the ledger records it, told to a run's listeners (the
+    failure streak, the canary's gates) in the order it happens."""
+
+    task_key: str
+    what: str  # a TaskStatus value; "refused" (at submit), "downloaded", "download_failed"
+    reason: str | None = None
+
+    @property
+    def finished(self) -> bool:
+        """The task is done at the API: it succeeded, failed, or was refused."""
+        return self.what in (TaskStatus.SUCCEEDED, TaskStatus.FAILED, REFUSED)
+
+    @property
+    def failed(self) -> bool:
+        return self.what in (TaskStatus.FAILED, REFUSED)
+
+
+REFUSED = "refused"  # a TaskEvent: the API refused the request at submit (nothing made)
+DOWNLOADED = "downloaded"
+DOWNLOAD_FAILED = "download_failed"
+
+
 class Planned(Protocol):
     """A task as the planner hands it to the ledger (``runner.plan.PlannedTask``)."""
 

@@ -15,9 +15,19 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
+from runner.clock import SYSTEM_CLOCK, Clock
 from runner.ledger import Ledger
-from runner.records import AttemptOutcome, Planned, TaskStatus
+from runner.records import (
+    DOWNLOAD_FAILED,
+    DOWNLOADED,
+    REFUSED,
+    AttemptOutcome,
+    Planned,
+    TaskEvent,
+    TaskStatus,
+)
 
 
 @dataclass(frozen=True)
@@ -34,13 +44,16 @@ class SyncResult:
 class RunState(Ledger):
     """The ledger of one run folder, with the transitions a run makes."""
 
-    # Told each task that finishes (key, failed?, reason), in the order they finish:
-    # the engine's failure streak listens (runner.streak).
-    on_finished: Callable[[str, bool, str | None], None] | None = None
+    def __init__(self, path: Path, *, read_only: bool = False, clock: Clock = SYSTEM_CLOCK):
+        super().__init__(path, read_only=read_only, clock=clock)
+        # Told each change once it is written, in order (runner.records.TaskEvent): the
+        # engine's failure streak and the canary's gates listen.
+        self.listeners: list[Callable[[TaskEvent], None]] = []
 
-    def _finished(self, task_key: str, failed: bool, reason: str | None) -> None:
-        if self.on_finished is not None:
-            self.on_finished(task_key, failed, reason)
+    def _tell(self, task_key: str, what: str, reason: str | None = None) -> None:
+        event = TaskEvent(task_key, what, reason)
+        for listener in list(self.listeners):
+            listener(event)
 
     # --- planning ---------------------------------------------------------------
 
@@ -192,6 +205,7 @@ class RunState(Ledger):
                 finished_at=None,
                 generation_s=None,
             )
+        self._tell(task_key, TaskStatus.QUEUED, task_id)
 
     def mark_not_created(self, task_key: str, attempt: int, error: str) -> None:
         """The API provably created nothing (429, explicit error, no connection): the
@@ -206,10 +220,20 @@ class RunState(Ledger):
     def mark_submit_refused(self, task_key: str, attempt: int, error: str) -> None:
         """The API refused the input (400): nothing created, nothing to retry."""
         self._close_attempt(task_key, attempt, AttemptOutcome.REFUSED, TaskStatus.FAILED, error)
-        self._finished(task_key, True, error)
+        self._tell(task_key, REFUSED, error)
+
+    def mark_refused_for_form(self, task_key: str, attempt: int, error: str) -> None:
+        """The API refused the request for the form of one of its fields, which the
+        next attempt changes (``runner.wire_forms``): nothing was created, the task is
+        pending again, and the attempt is kept as refused."""
+        now = self.clock.time()
+        with self._transaction() as db:
+            self._answer_attempt(db, task_key, attempt, AttemptOutcome.REFUSED, now, error=error)
+            self._set(db, task_key, TaskStatus.PENDING, now, attempts_change=-1, error=error)
 
     def mark_unknown(self, task_key: str, attempt: int, error: str) -> None:
         self._close_attempt(task_key, attempt, AttemptOutcome.UNKNOWN, TaskStatus.UNKNOWN, error)
+        self._tell(task_key, TaskStatus.UNKNOWN, error)
 
     def _close_attempt(
         self,
@@ -240,7 +264,7 @@ class RunState(Ledger):
                 finished_at=now,
                 generation_s=generation_s,
             )
-        self._finished(task_key, True, error)
+        self._tell(task_key, TaskStatus.FAILED, error)
 
     def mark_succeeded(
         self,
@@ -262,7 +286,7 @@ class RunState(Ledger):
                 video_url_expires_at=expires_at,
                 generation_s=generation_s,
             )
-        self._finished(task_key, False, None)
+        self._tell(task_key, TaskStatus.SUCCEEDED)
 
     def set_video_url(self, task_key: str, video_url: str, expires_at: float | None) -> None:
         with self._deferred() as db:
@@ -291,6 +315,7 @@ class RunState(Ledger):
                 status=TaskStatus.SUCCEEDED,
             )
             self._event(db, task_key, "downloaded", video_path)
+        self._tell(task_key, DOWNLOADED)
 
     def forget_lost_videos(self) -> list[str]:
         """Succeeded tasks whose file was deleted or changed since it was written are
@@ -312,6 +337,7 @@ class RunState(Ledger):
         with self._deferred() as db:
             self._update(db, task_key, error=error, video_problem=video_problem)
             self._event(db, task_key, "download_failed", error)
+        self._tell(task_key, DOWNLOAD_FAILED, error)
 
     def mark_stalled(self, task_key: str, error: str, last_answer_at: float | None) -> None:
         """The deadline passed while the API still ran the task, or while its polls
@@ -327,6 +353,7 @@ class RunState(Ledger):
                 error=error,
                 last_answer_at=last_answer_at,
             )
+        self._tell(task_key, TaskStatus.STALLED, error)
 
     def mark_lost(self, task_key: str, error: str, last_answer_at: float | None) -> None:
         """Task Result never knew the task id the API gave us, up to its deadline. Not a
@@ -341,10 +368,12 @@ class RunState(Ledger):
                 error=error,
                 last_answer_at=last_answer_at,
             )
+        self._tell(task_key, TaskStatus.LOST, error)
 
     def mark_expired(self, task_key: str, error: str) -> None:
         with self._deferred() as db:
             self._set(db, task_key, TaskStatus.EXPIRED, self.clock.time(), error=error)
+        self._tell(task_key, TaskStatus.EXPIRED, error)
 
 
 class PlanConflict(Exception):

@@ -12,6 +12,7 @@ from collections import Counter
 
 from runner.causes import common_reason, failure_class
 from runner.errors import KlingBatchError
+from runner.records import TaskEvent
 
 DEFAULT_MAX_FAILURE_STREAK = 10
 
@@ -29,6 +30,11 @@ class FailureStreak:
         self.limit = limit
         self._reasons: list[str | None] = []  # the failures since the last success
         self.tripped: BadNight | None = None
+
+    def hear(self, event: TaskEvent) -> None:
+        """A run's listener (``RunState.listeners``): every task that finishes counts."""
+        if event.finished:
+            self.note(event.task_key, event.failed, event.reason)
 
     def note(self, task_key: str, failed: bool, reason: str | None) -> None:
         if not self.limit or self.tripped is not None:

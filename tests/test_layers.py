@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # Lowest first. Within a layer, modules may import each other (no cycle is allowed
 # anyway: Python would fail at import).
 LAYERS: list[tuple[str, list[str]]] = [
-    ("records", ["runner.records", "runner.errors", "runner.clock", "jobs.problems"]),
+    ("records", ["runner.records", "runner.errors", "runner.clock", "jobs.problems", "jobs.forms"]),
     ("contract", ["jobs.contract", "jobs.images", "jobs.pictures"]),
     (
         "jobs",
@@ -58,7 +58,7 @@ LAYERS: list[tuple[str, list[str]]] = [
             "runner.simulator",
         ],
     ),
-    ("client", ["runner.client"]),
+    ("client", ["runner.client", "runner.wire_forms"]),
     (
         "stages",
         [
