@@ -60,6 +60,8 @@ WORDS: tuple[tuple[str, FailureClass], ...] = (
     ("prohibited", FailureClass.MODERATION),
     ("could not be read at submit time", FailureClass.INPUT),
     ("picture could not be made", FailureClass.INPUT),
+    ("as an http(s) url only", FailureClass.INPUT),  # a local end frame the API will not take
+    ("refused in every form", FailureClass.INPUT),  # runner.submit: no wire form was taken
     ("insufficient balance", FailureClass.ACCOUNT),
     ("permission", FailureClass.ACCOUNT),
 )

@@ -291,6 +291,12 @@ def outcome(
         print(f"  failed rows as a manifest: {files.failed_yaml}")
     if _stopped_early(run_dir, result):
         return
+    for gate, (count, why) in result.held.items():
+        print(
+            f"  {count} task(s) of {gate} held by its canary ({why}); nothing was paid for "
+            f"them. Look at the reason, then kling-batch resume {run_dir} sends a new "
+            "canary (or --wire FIELD=FORM, or --canary off)"
+        )
     if result.budget_reached:
         pending = result.counts.get(TaskStatus.PENDING, 0)
         print(

@@ -13,10 +13,11 @@ import contextlib
 import logging
 import math
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from runner.canary import CanaryMode
 from runner.client import NovitaClient
 from runner.clock import SYSTEM_CLOCK, Clock
 from runner.errors import FolderChanged, Interrupted
@@ -24,7 +25,7 @@ from runner.fetch import Fetcher
 from runner.learned import Learned
 from runner.ledger import DEFERRED_MAX_AGE_S
 from runner.limits import EndpointLimiter, Rate
-from runner.options import RunOptions
+from runner.options import RunOptions, parse_wire
 from runner.poll import PollPolicy, PollScheduler
 from runner.progress import LineProgress, ProgressSink, Snapshot
 from runner.records import ASKED_AGAIN, IN_FLIGHT, TaskRecord, TaskStatus
@@ -33,6 +34,7 @@ from runner.state import RunState
 from runner.stopping import StopSwitch
 from runner.streak import DEFAULT_MAX_FAILURE_STREAK, BadNight, FailureStreak
 from runner.submit import Budget, Submitter
+from runner.wire_forms import WireForms
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +57,8 @@ class EngineConfig:
     # Connection failures (nothing answers at the base URL) for this long stop the run.
     unreachable_after_s: float = 30.0
     max_failure_streak: int = DEFAULT_MAX_FAILURE_STREAK  # 0: never stop for failures
+    canary: CanaryMode = CanaryMode.SUCCEEDED  # first contact: one task per model alone
+    wire: Mapping[str, str] = field(default_factory=dict)  # --wire: forced forms
 
     @classmethod
     def from_options(cls, options: RunOptions) -> EngineConfig:
@@ -66,6 +70,8 @@ class EngineConfig:
             budget_usd=options.budget_usd,
             progress_every_s=options.progress_every_s,
             max_failure_streak=options.max_failure_streak,
+            canary=CanaryMode(options.canary),
+            wire=parse_wire(options.wire),
             poll_policy=PollPolicy(
                 task_timeout_s=options.task_timeout_s, first_delay_s=options.first_poll_s
             ),
@@ -84,6 +90,8 @@ class RunOutcome:
     elapsed_s: float
     spent_usd: float = 0.0  # estimated spend of the run folder so far, all runs
     budget_reached: bool = False  # submitting stopped at --budget; the rest is pending
+    # A gate that held its tasks (a canary's model, a field's): how many, and why.
+    held: dict[str, tuple[int, str]] = field(default_factory=dict)
     poll_lateness_s: tuple[float, ...] = ()  # sent minus due, the latest polls
 
     @property
@@ -118,6 +126,7 @@ async def run_engine(
     backoff jitter) are shared by every stage; tests pass their own. ``learned``: what
     is known of the API (``runner.learned``), told what the run learns."""
     rng = rng or random.Random()
+    learned = learned or Learned.open(client.base_url, state, use_cache=False)
     started = clock.monotonic()
     resumed_unknown = state.settle_cut_off_submits()
     if resumed_unknown:
@@ -176,10 +185,15 @@ async def run_engine(
         budget=budget,
         unreachable_after_s=config.unreachable_after_s,
         streak=FailureStreak(config.max_failure_streak),
+        wire=WireForms(learned, config.wire),
+        canary=config.canary,
+        download=config.download,
     )
     state.listeners.append(submitter.streak.hear)
 
-    pending = _load(state.tasks(), scheduler, fetcher if config.download else None, clock.time())
+    records = state.tasks()
+    pending = _load(records, scheduler, fetcher if config.download else None, clock.time())
+    in_flight = [r for r in records if r.status in IN_FLIGHT and r.task_id]
     log.info(
         "run: %d to submit, %d in flight, submit rate %s, poll rate %s",
         len(pending),
@@ -190,7 +204,7 @@ async def run_engine(
 
     async def submit_then_close() -> None:
         try:
-            await submitter.run(pending)
+            await submitter.run(pending, in_flight)
         finally:
             scheduler.close()
 
@@ -251,6 +265,7 @@ async def run_engine(
         elapsed_s=clock.monotonic() - started,
         spent_usd=budget.spent_usd,
         budget_reached=budget.exhausted,
+        held=submitter.queue.held if submitter.queue else {},
         poll_lateness_s=tuple(scheduler.lateness_s),
     )
 

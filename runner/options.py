@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
+from jobs import MODELS
 from runner.limits import Rate
 
 
@@ -54,6 +55,43 @@ def parse_count(text: str) -> int:
     return int(text.strip())
 
 
+CANARY_MODES = ("succeeded", "accepted", "off")
+
+
+def parse_canary(text: str) -> str:
+    mode = text.strip().lower()
+    if mode not in CANARY_MODES:
+        raise ValueError(f"the canary is one of {', '.join(CANARY_MODES)}, not {text!r}")
+    return mode
+
+
+def parse_wire(text: str) -> dict[str, str]:
+    """``--wire image=data-uri,voice_list=ids`` (or ``MODEL.FIELD=FORM`` for one model):
+    each field named must have that form on some model (``jobs.forms``)."""
+    forced: dict[str, str] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, equals, form = (x.strip() for x in part.partition("="))
+        model_name, _, field_name = name.rpartition(".")
+        models = [MODELS[model_name]] if model_name in MODELS else list(MODELS.values())
+        specs = [m.by_name[field_name] for m in models if m.takes(field_name)]
+        forms = sorted({f for spec in specs for f in spec.forms})
+        if not equals or (model_name and model_name not in MODELS) or not forms:
+            open_fields = sorted({s.name for m in MODELS.values() for s in m.fields if s.forms})
+            raise ValueError(
+                f"--wire takes FIELD=FORM (or MODEL.FIELD=FORM) for a field whose form "
+                f"the pages leave open ({', '.join(open_fields)}), not {part!r}"
+            )
+        if form not in forms:
+            raise ValueError(f"--wire {name}: its forms are {', '.join(forms)}, not {form!r}")
+        forced[name] = form
+    return forced
+
+
+def parse_wire_text(text: str) -> str:
+    """The option's text, checked, in one spelling (what a folder saves)."""
+    return ",".join(f"{name}={form}" for name, form in sorted(parse_wire(text).items()))
+
+
 @dataclass(frozen=True)
 class OptionSpec:
     """How one option meets the user and the run folder."""
@@ -77,9 +115,9 @@ class OptionSpec:
             return self.switch_value if value else self.default
         if value is None:
             return None
-        if self.parse is parse_count:
-            return int(value)
-        return Rate.parse(value) if self.parse is parse_rate else float(value)
+        if isinstance(value, str):  # rates, the canary, wire forms: read as typed
+            return self.parse(value)
+        return int(value) if self.parse is parse_count else float(value)
 
 
 def _option(
@@ -162,6 +200,28 @@ class RunOptions:
             "exit 1; resume continues); 0 turns it off",
             parse_count,
             "N",
+        ),
+    )
+    canary: str = field(
+        default="succeeded",
+        metadata=_option(
+            "--canary",
+            "canary",
+            "first contact: each model's first task goes alone and the rest wait until its "
+            "video is whole (succeeded), the API has made it (accepted), or not at all (off)",
+            parse_canary,
+            "succeeded|accepted|off",
+        ),
+    )
+    wire: str = field(
+        default="",
+        metadata=_option(
+            "--wire",
+            "wire",
+            "force the wire form of fields the pages leave open, e.g. image=data-uri or "
+            "voice_list=ids,kling-v3.0-pro-i2v.multi_prompt=alone (default: learned)",
+            parse_wire_text,
+            "FIELD=FORM,...",
         ),
     )
     progress_every_s: float = field(

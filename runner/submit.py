@@ -15,16 +15,21 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from jobs import request_from_json
+from jobs.contract import Request
+from jobs.forms import DESCRIBED
 from jobs.images import image_payload, is_url
+from runner.canary import CanaryMode, Sent, SubmitQueue
 from runner.client import NovitaClient
 from runner.clock import SYSTEM_CLOCK, Clock
 from runner.errors import (
+    ApiError,
     ApiUnreachable,
     BalanceExhausted,
     KlingBatchError,
     RateLimited,
     TransportError,
 )
+from runner.learned import Learned
 from runner.limits import EndpointLimiter
 from runner.picture_pool import sent_files
 from runner.records import TaskRecord
@@ -32,6 +37,7 @@ from runner.retry import DEFAULT_LIMITS, Action, Decision, RetryLimits, after_su
 from runner.state import RunState
 from runner.stopping import StopSwitch
 from runner.streak import FailureStreak
+from runner.wire_forms import WireForms, fields_with_forms
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +103,9 @@ class Submitter:
         clock: Clock = SYSTEM_CLOCK,
         rng: random.Random | None = None,
         streak: FailureStreak | None = None,
+        wire: WireForms | None = None,
+        canary: CanaryMode = CanaryMode.OFF,
+        download: bool = True,
     ):
         self.state = state
         self.client = client
@@ -118,29 +127,43 @@ class Submitter:
         self.images = ImageCache()
         # The last tasks to finish all failed: submitting stops (in flight go on).
         self.streak = streak or FailureStreak(0)
+        # The form of each field the pages leave open, and the canary's gates.
+        self.wire = wire or WireForms(Learned(""))
+        self.canary = canary
+        self.download = download
+        self.queue: SubmitQueue | None = None
 
-    async def run(self, tasks: list[TaskRecord]) -> None:
-        """Submit every task (as the ledger had it at the start of the run). The first
-        goes alone: a wrong key, base URL or an empty balance then costs one refused
-        request, not one per worker."""
-        queue: asyncio.Queue[TaskRecord] = asyncio.Queue()
-        for task in tasks:
-            queue.put_nowait(task)
-        await self._worker(queue, stop_after=1)
-        async with asyncio.TaskGroup() as group:
-            for _ in range(min(self.workers, queue.qsize())):
-                group.create_task(self._worker(queue))
+    async def run(self, tasks: list[TaskRecord], in_flight: list[TaskRecord] | None = None) -> None:
+        """Submit every task (as the ledger had it at the start of the run), behind the
+        canary's gates (``runner.canary``). Without a canary the first goes alone all
+        the same: a wrong key, base URL or an empty balance then costs one refused
+        request, not one per worker. ``in_flight``: tasks the API made before this run
+        (a canary among them is waited for, not sent again)."""
+        queue = SubmitQueue(
+            tasks,
+            self.state,
+            self.wire,
+            self.canary,
+            download=self.download,
+            in_flight=in_flight,
+        )
+        self.queue = queue
+        self.state.listeners.append(queue.hear)
+        self.stop.on_trip(queue.close)
+        try:
+            if self.canary == CanaryMode.OFF:
+                await self._worker(queue, stop_after=1)
+            async with asyncio.TaskGroup() as group:
+                for _ in range(min(self.workers, len(tasks))):
+                    group.create_task(self._worker(queue))
+        finally:
+            self.state.listeners.remove(queue.hear)
 
-    async def _worker(
-        self, queue: asyncio.Queue[TaskRecord], stop_after: int | None = None
-    ) -> None:
+    async def _worker(self, queue: SubmitQueue, stop_after: int | None = None) -> None:
         done = 0
-        while self._may_submit() and done != stop_after:
-            try:
-                record = queue.get_nowait()
-            except asyncio.QueueEmpty:
-                return
-            await self.submit_one(record)
+        while done != stop_after and (record := await queue.get(self._may_submit)) is not None:
+            sent, field = await self.submit_one(record)
+            queue.sent(record, sent, field)
             done += 1
 
     def _may_submit(self) -> bool:
@@ -151,36 +174,34 @@ class Submitter:
             and self.streak.tripped is None
         )
 
-    async def submit_one(self, record: TaskRecord) -> None:
+    async def submit_one(self, record: TaskRecord) -> tuple[Sent, str | None]:
+        """Send one task (again, in the next form, when a refusal names a field whose
+        form is open); what became of it, and the field whose forms were all refused."""
         key = record.task_key
         request = request_from_json(record.request_json)
-        converted = sent_files(record.pictures)  # a converted picture is sent instead
         try:  # read the image now, not at planning: memory stays flat on big batches
-            images = {
-                name: self.images.payload(
-                    str(self.state.path.parent / converted[name])
-                    if name in converted
-                    else reference
-                )
-                for name in request.model.image_fields
-                if (reference := request.get(name))
-            }
-            body = request.body(images)
+            images = self._payloads(record, request)
         except OSError as exc:
             self.state.mark_failed(key, f"image could not be read at submit time: {exc}")
-            return
+            return Sent.NOT_SENT, None
+        used = fields_with_forms(request)
         failures = rate_limited = 0
         while True:
+            unsendable = self.wire.unsendable(request.model, used)
+            if unsendable is not None:  # learned: nothing would take it; nothing is paid
+                self.state.mark_failed(key, unsendable)
+                return Sent.NOT_SENT, None
+            body = request.body(images, self.wire.forms_for(request.model))
             await self.limiter.acquire()
             if self.stop.is_set or self.out_of_balance is not None or self.streak.tripped:
-                return  # still pending: the next run submits it
+                return Sent.NOT_SENT, None  # still pending: the next run submits it
             if not self.budget.reserve(record.est_cost_usd):
                 log.warning(
                     "%s: left pending: it would take the estimate past the budget of $%.2f",
                     key,
                     self.budget.limit_usd,
                 )
-                return
+                return Sent.NOT_SENT, None
             attempt = self.state.mark_submitting(key)
             try:
                 task_id = await self.client.submit(request.model.path, body)
@@ -201,32 +222,49 @@ class Submitter:
                     base_s=self.retry_base_s,
                     limits=self.limits,
                 )
-                if await self._follow(decision, record, attempt, exc):
+                outcome = await self._follow(decision, record, attempt, exc, used)
+                if outcome is None:
                     continue
-                return
+                return outcome
             self._unreachable_since = None
             self.limiter.succeeded()
             self.state.mark_submitted(key, attempt, task_id)
+            self.wire.accepted(request.model, used)
             self.created += 1
             log.info("%s: submitted as task %s", key, task_id)
             self.on_submitted(key, task_id)
-            return
+            return Sent.CREATED, None
+
+    def _payloads(self, record: TaskRecord, request: Request) -> dict[str, str]:
+        """Each picture's payload: raw base64 of the file (a converted picture is sent
+        instead of its source), or the URL."""
+        converted = sent_files(record.pictures)
+        return {
+            name: self.images.payload(
+                str(self.state.path.parent / converted[name]) if name in converted else reference
+            )
+            for name in request.model.image_fields
+            if (reference := request.get(name))
+        }
 
     async def _follow(
-        self, decision: Decision, record: TaskRecord, attempt: int, exc: KlingBatchError
-    ) -> bool:
-        """Record what the failed attempt means and act on the decision; True means send
-        this task again."""
+        self,
+        decision: Decision,
+        record: TaskRecord,
+        attempt: int,
+        exc: KlingBatchError,
+        used: list[str],
+    ) -> tuple[Sent, str | None] | None:
+        """Record what the failed attempt means and act on the decision; None means
+        send this task again."""
         key = record.task_key
         if decision.action == Action.UNKNOWN:  # it may have been created: keep the money
             self.state.mark_unknown(key, attempt, str(exc))
             log.warning("%s: outcome unknown, not retried (rerun --unknown decides): %s", key, exc)
-            return False
+            return Sent.UNKNOWN, None
         self.budget.give_back(record.est_cost_usd)  # every other case created nothing
-        if decision.action == Action.REFUSED:
-            self.state.mark_submit_refused(key, attempt, str(exc))
-            log.warning("%s: refused by the API: %s", key, exc)
-            return False
+        if decision.action == Action.REFUSED and isinstance(exc, ApiError):
+            return self._refused(record, attempt, exc, used)
         self.state.mark_not_created(key, attempt, str(exc))
         if isinstance(exc, BalanceExhausted):
             # Only submitting stops: the tasks already created are paid for, so the
@@ -234,22 +272,50 @@ class Submitter:
             if self.out_of_balance is None:
                 log.error("out of balance: no more submits this run; in flight go on: %s", exc)
             self.out_of_balance = exc
-            return False
+            return Sent.NOT_SENT, None
         if decision.action == Action.STOP_RUN:
             self.stop.trip(f"the API refused the run: {exc}", exc)
-            return False
+            return Sent.NOT_SENT, None
         if self._unreachable_for_too_long(exc):
-            return False
+            return Sent.NOT_SENT, None
         if decision.action == Action.GIVE_UP:
             log.error("%s: still refused after retrying, left pending: %s", key, exc)
-            return False
+            return Sent.NOT_SENT, None
         if decision.action == Action.PAUSE_ALL and isinstance(exc, RateLimited):
             pause = self.limiter.cool_down(exc.retry_after)
             log.info("%s: rate limited; all submits pause %.1fs", key, pause)
-            return True
+            return None
         log.info("%s: %s; retry in %.1fs", key, exc, decision.delay_s)
         await self.stop.sleep(decision.delay_s)
-        return True
+        return None
+
+    def _refused(
+        self, record: TaskRecord, attempt: int, exc: ApiError, used: list[str]
+    ) -> tuple[Sent, str | None] | None:
+        """A refusal at submit (nothing was created). One that names a field whose
+        form is open sends the task again in the field's next form (None); once every
+        form was refused, the task is refused with a message that says what to do."""
+        key = record.task_key
+        model = request_from_json(record.request_json).model
+        adapted = self.wire.after_refusal(model, exc, used)
+        if adapted is not None and adapted.next is not None:
+            self.state.mark_refused_for_form(key, attempt, f"{exc} ({adapted.describe()})")
+            log.warning("%s: %s: %s", key, exc, adapted.describe())
+            return None
+        if adapted is None:
+            self.state.mark_submit_refused(key, attempt, str(exc))
+            log.warning("%s: refused by the API: %s", key, exc)
+            return Sent.REFUSED, None
+        field = adapted.field
+        said = (
+            f"{exc}; {field} was refused in every form kling-batch knows for it "
+            f"({', '.join(DESCRIBED[f] for f in model.by_name[field].forms)}): read "
+            f"Novita's page for {model.name}, then force the form it gives with "
+            f"--wire {field}=FORM, or leave {field} out"
+        )
+        self.state.mark_submit_refused(key, attempt, said)
+        log.error("%s: %s", key, said)
+        return Sent.FORMS_REFUSED, field
 
     def _unreachable_for_too_long(self, exc: KlingBatchError) -> bool:
         """Connection failures (nothing answers at the base URL) are retried, but not

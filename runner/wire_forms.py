@@ -45,14 +45,21 @@ def refused_field(error: ApiError, model: Model, used: Collection[str]) -> str |
     """The field with several forms that a refusal at submit names, among the fields
     the request ``used`` (manifest names), or None: when it names none of them, or
     refuses the content (moderation: sent in any form, it is refused again). A field is
-    named by its manifest name, its wire name or an alias, as a whole word; an
+    named by its manifest name, its wire name or an alias, as a whole word; the one
+    named first wins ("end_image: must be an image URL" names end_image); an
     ``INVALID_IMAGE_*`` code that names no field points at the first frame."""
     text = f"{error.reason} {error.message}"
     if failure_class(text) == FailureClass.MODERATION:
         return None
-    for spec in model.fields:
-        if spec.forms and spec.name in used and any(_names(text, n) for n in _spellings(spec)):
-            return spec.name
+    named = [
+        (at, spec.name)
+        for spec in model.fields
+        if spec.forms and spec.name in used
+        for name in _spellings(spec)
+        if (at := _named_at(text, name)) is not None
+    ]
+    if named:
+        return min(named)[1]
     images = [f.name for f in model.fields if f.wire == Wire.IMAGE and f.forms]
     if error.reason.startswith("INVALID_IMAGE") and images and images[0] in used:
         return images[0]
@@ -71,18 +78,13 @@ def names_the_picture(reason: str) -> bool:
     )
 
 
-def fields_with_forms(request: Request, images: Mapping[str, str]) -> list[str]:
+def fields_with_forms(request: Request) -> list[str]:
     """The fields of ``request`` whose form is open and that it sends: a picture given
     as a local file (a URL travels as it is), voices, multi-shot segments."""
     used = []
     for spec in request.model.fields:
-        if not spec.forms:
-            continue
-        if spec.wire == Wire.IMAGE:
-            payload = images.get(spec.name)
-            if payload and not is_url(payload):
-                used.append(spec.name)
-        elif request.values.get(spec.name):
+        value = request.values.get(spec.name)
+        if spec.forms and value and not (spec.wire == Wire.IMAGE and is_url(str(value))):
             used.append(spec.name)
     return used
 
@@ -221,5 +223,7 @@ def _spellings(spec: Field) -> set[str]:
     return {spec.name, spec.sent_as, *spec.aliases}
 
 
-def _names(text: str, name: str) -> bool:
-    return re.search(rf"(?<![A-Za-z0-9_]){re.escape(name)}(?![A-Za-z0-9_])", text, re.I) is not None
+def _named_at(text: str, name: str) -> int | None:
+    """Where ``text`` first names ``name`` as a whole word, or None."""
+    found = re.search(rf"(?<![A-Za-z0-9_]){re.escape(name)}(?![A-Za-z0-9_])", text, re.I)
+    return found.start() if found else None

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from runner.canary import CanaryMode
 from runner.engine import EngineConfig
 from runner.limits import Rate
 from runner.poll import PollPolicy
@@ -22,8 +23,10 @@ from runner.simulator import SimConfig, Simulator, simulator_in_thread
 # set before any test, so that the processes the tests start inherit it.
 os.environ.setdefault("KLING_BATCH_CACHE", tempfile.mkdtemp(prefix="kling-batch-test-cache-"))
 SIM_KEY = "sk_test_5f1e9c2a7b3d4e6f"  # a recognisable key, so tests can grep for leaks
-# CLI options that scale a run from minutes down to a test's fraction of a second.
-FAST = ["--yes", "--submit-rate", "100/s", "--poll-rate", "100/s", "--first-poll-s", "0.05"]
+# CLI options that scale a run from minutes down to a test's fraction of a second. No
+# canary: each test stages its own first contact (the canary's tests use CANARY_FAST).
+CANARY_FAST = ["--yes", "--submit-rate", "100/s", "--poll-rate", "100/s", "--first-poll-s", "0.05"]
+FAST = [*CANARY_FAST, "--canary", "off"]
 
 
 def draw_image(path: Path, width: int = 640, height: int = 360, fmt: str | None = None) -> Path:
@@ -75,13 +78,15 @@ async def sim(start_sim) -> Simulator:
 
 
 def fast_engine_config(**overrides) -> EngineConfig:
-    """Rates and poll intervals scaled down from minutes to a test's milliseconds."""
+    """Rates and poll intervals scaled down from minutes to a test's milliseconds, no
+    canary (each test stages its own tasks)."""
     values = dict(
         submit_rate=Rate(200, 1),
         poll_rate=Rate(500, 1),
         poll_policy=PollPolicy(first_delay_s=0.02, min_interval_s=0.02, max_interval_s=0.2),
         progress_every_s=60.0,
         retry_base_s=0.02,
+        canary=CanaryMode.OFF,  # the canary's own tests turn it on
     )
     values.update(overrides)
     return EngineConfig(**values)

@@ -49,6 +49,7 @@ LAYERS: list[tuple[str, list[str]]] = [
     (
         "simulator",
         [
+            "runner.simulator.readings",
             "runner.simulator.state",
             "runner.simulator.wire",
             "runner.simulator.faults",
@@ -68,6 +69,7 @@ LAYERS: list[tuple[str, list[str]]] = [
             "runner.video_files",
             "runner.fetch",
             "runner.recheck",
+            "runner.canary",
         ],
     ),
     (

@@ -44,6 +44,8 @@ M, IN, P, A = (
         ("image could not be read at submit time: [Errno 2] No such file", IN),
         ("its picture could not be made: /a.heic could not be converted: truncated", IN),
         ("the API did not know this task id for 60 s (TASK_NOT_FOUND)", P),
+        ("end_image: the API takes it as an http(s) URL only (it refused ...)", IN),
+        ("Image pixel is invalid", P),  # after billing: a canary in another form settles it
         ("", P),
         (None, P),
     ],

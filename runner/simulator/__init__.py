@@ -7,17 +7,25 @@ holds it to that). Its parts:
 
 - ``state``: its settings (:class:`SimConfig`), its books (:class:`SimStats`), its tasks;
 - ``wire``: the documented shapes of every answer and error;
+- ``readings``: each plausible reading of what the pages leave open, on demand;
 - ``faults``: scripted faults, outages and fault rates;
 - ``video``: the videos it serves, made from each task's submitted image (PyAV);
 - ``server``: the aiohttp routes and the tasks' lives (:class:`Simulator`);
 - ``hosting``: ``kling-batch sim`` and a simulator on a thread of its own.
 """
 
-from runner.simulator.hosting import add_sim_arguments, run_simulator, simulator_in_thread
+from runner.simulator.hosting import (
+    add_sim_arguments,
+    run_simulator,
+    simulator_in_thread,
+    strict_docs,
+)
+from runner.simulator.readings import Readings
 from runner.simulator.server import Simulator
 from runner.simulator.state import SimConfig, SimStats, SimTask
 
 __all__ = [
+    "Readings",
     "SimConfig",
     "SimStats",
     "SimTask",
@@ -25,4 +33,5 @@ __all__ = [
     "add_sim_arguments",
     "run_simulator",
     "simulator_in_thread",
+    "strict_docs",
 ]

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from runner.limits import Rate
+from runner.simulator.readings import IMAGE_READINGS, VOICE_READINGS, Readings
 from runner.simulator.server import Simulator
 from runner.simulator.state import SimConfig
 
@@ -144,7 +145,46 @@ def add_sim_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="WORD",
         help="a prompt holding WORD is created, then fails for its content (repeatable)",
     )
+    readings = parser.add_argument_group(
+        "readings", "how this API reads what Novita's pages leave open (defaults: ours)"
+    )
+    readings.add_argument(
+        "--image-form",
+        choices=IMAGE_READINGS,
+        default="raw",
+        help="a local first frame as bare base64, a data: URI only, either, or bare "
+        "base64 taken and then failed after billing (raw-fails)",
+    )
+    readings.add_argument("--voice-form", choices=VOICE_READINGS, default="objects")
+    readings.add_argument(
+        "--multi-prompt-alone", action="store_true", help="multi_prompt with prompt is refused"
+    )
+    readings.add_argument(
+        "--end-image-url-only", action="store_true", help="a local end_image is refused"
+    )
+    readings.add_argument(
+        "--strict-docs",
+        action="store_true",
+        help="the readings likeliest to differ from ours, at once: " + STRICT_DOCS_SAID,
+    )
     parser.add_argument("--seed", type=int, default=0)
+
+
+# The pages read literally where they are open: a picture that is taken bare and then
+# fails for it, "List of voice IDs", "mutually exclusive with prompt", "Ending frame image
+# URL"; links signed once; a Task Result that knows a new task only after 90 s.
+STRICT_DOCS_SAID = (
+    "raw-fails images, voice ids, multi_prompt alone, URL-only end images, links signed "
+    "once, Task Result 90 s behind"
+)
+
+
+def strict_docs(config: SimConfig) -> SimConfig:
+    """``--strict-docs``: the preset the tests run a whole batch under, too."""
+    config.readings = Readings("raw-fails", "ids", True, True)
+    config.sign_links_once = True
+    config.result_lag_s = max(config.result_lag_s, 90.0)
+    return config
 
 
 def run_simulator(args: argparse.Namespace) -> int:
@@ -174,7 +214,12 @@ def run_simulator(args: argparse.Namespace) -> int:
         refuse_prompt_words=tuple(args.refuse_prompt_word),
         prompt_fates={word: "moderated" for word in args.moderate_prompt_word},
         seed=args.seed,
+        readings=Readings(
+            args.image_form, args.voice_form, args.multi_prompt_alone, args.end_image_url_only
+        ),
     )
+    if args.strict_docs:
+        strict_docs(config)
     try:
         asyncio.run(serve_forever(config, args.host, args.port, args.media_port))
     except KeyboardInterrupt:

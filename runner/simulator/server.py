@@ -35,6 +35,7 @@ from aiohttp import web
 from jobs import MODELS
 from jobs.contract import Model
 from runner.simulator.faults import Faults
+from runner.simulator.readings import BAD_PIXELS, read_forms
 from runner.simulator.state import SimConfig, SimStats, SimTask
 from runner.simulator.video import cut_short, sample_video, video_from_image
 from runner.simulator.wire import (
@@ -191,7 +192,10 @@ class Simulator:
             body = await request.json()
         except (json.JSONDecodeError, UnicodeDecodeError):
             return self._reject("INVALID_REQUEST_BODY", "body is not JSON")
-        checked, problem = check_body(model, body)
+        if not isinstance(body, dict):
+            return self._reject("INVALID_REQUEST_BODY", "body: must be a JSON object")
+        read = read_forms(model, body, self.config.readings)
+        checked, problem = (None, read.problem) if read.problem else check_body(model, read.body)
         if problem is not None:
             return self._reject(problem.code, f"{problem.field}: {problem.rule}")
         assert checked is not None  # no problem: the body is a request
@@ -202,7 +206,9 @@ class Simulator:
             if self.config.balance_usd + self.config.credit_usd < price:
                 return self._reject("BILLING_BALANCE_NOT_ENOUGH", "balance not enough")
             self.config.balance_usd -= price
-        task = self._create(body, model.name)
+        task = self._create(read.body, model.name)
+        if read.bare_first_frame and self.config.readings.image == "raw-fails":
+            task.fate, task.reason = "fail", BAD_PIXELS  # billed, then failed for its picture
         return await self._answer_after_create(request, task, fault)
 
     async def _answer_after_create(
@@ -429,7 +435,7 @@ class Simulator:
                 task.finished_seen_at = now
             progress, eta = 100, 0.0
             if task.fate == "fail":
-                status, reason = "TASK_STATUS_FAILED", self.config.fail_reason
+                status, reason = "TASK_STATUS_FAILED", task.reason or self.config.fail_reason
             elif task.fate == "moderated":
                 status, reason = "TASK_STATUS_FAILED", self.config.moderation_reason
             else:

@@ -11,6 +11,8 @@ from collections import Counter
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from runner.simulator.readings import Readings
+
 SUBMIT_FAULTS = (
     "429",
     "500",
@@ -36,6 +38,8 @@ class SimConfig:
     jitter: float = 0.25  # each time varies by up to this fraction either way
     time_sigma: float | None = None  # instead of jitter: log-normal times (median as given)
     url_ttl_s: float = 3600.0
+    # How this API reads what the pages leave open (runner.simulator.readings).
+    readings: Readings = field(default_factory=Readings)
     # Task Result lists the link it signed when the task was first seen done, on every
     # poll after, until it dies and after (the reading where links are never signed anew).
     sign_links_once: bool = False
@@ -118,6 +122,7 @@ class SimTask:
     image_digest: str | None = None  # the first frame it was sent (its video is made of it)
     downloads: int = 0  # how often its video was served
     link_signed_at: float | None = None  # wall clock of the link Task Result lists
+    reason: str | None = None  # why it fails, when not the config's fail_reason
 
     @property
     def done_at(self) -> float:
