@@ -98,7 +98,7 @@ async def check_account(
 
 async def _read_balance(client: NovitaClient) -> AccountCheck:
     problems = []
-    for path, read in ((BALANCE_PATH, _balance_detail), (USER_PATH, _user_balance)):
+    for path, read in ((BALANCE_PATH, balance_of_detail), (USER_PATH, _user_balance)):
         try:
             data = await client.account(path)
         except ApiError as exc:
@@ -114,7 +114,7 @@ async def _read_balance(client: NovitaClient) -> AccountCheck:
     return AccountCheck(None, "the balance could not be read (" + "; ".join(problems) + ")")
 
 
-def _balance_detail(data: dict[str, Any], path: str) -> Balance | None:
+def balance_of_detail(data: dict[str, Any], path: str = BALANCE_PATH) -> Balance | None:
     """The balance detail: strings in 0.0001 USD, available = cash + credit."""
     available = _usd(data.get("availableBalance"))
     if available is None:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from runner.causes import FailureClass
+from runner.doctor_cli import add_doctor_arguments
 from runner.manifest import MAX_TASKS
 from runner.notify import ON_FINISH_TIMEOUT_S
 from runner.options import option_specs
@@ -82,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
     models = command("models", "every model: its fields, limits and estimate prices")
     models.add_argument("--json", action="store_true", help="the same, as JSON for scripts")
 
+    add_doctor_arguments(
+        command("doctor", "free checks of the key, the API and the clock; --spend: one task")
+    )
     add_sim_arguments(command("sim", "start the local API simulator"))
     return parser
 

@@ -28,6 +28,7 @@ from runner.account import record_balance
 from runner.arguments import RERUN_FLAGS, build_parser
 from runner.causes import RERUN_BY_DEFAULT, FailureClass
 from runner.crash import keep_traceback, machine_problem
+from runner.doctor_cli import cmd_doctor
 from runner.errors import FolderChanged, KlingBatchError, ManifestError
 from runner.exits import (
     EXIT_INTERNAL,
@@ -426,4 +427,5 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "sheet": cmd_sheet,
     "models": cmd_models,
     "sim": run_simulator,
+    "doctor": cmd_doctor,
 }

@@ -93,6 +93,19 @@ class TaskResult:
         return None
 
 
+@dataclass(frozen=True)
+class Probe:
+    """An answer as it came: status, headers (lower-case names), body, round trip."""
+
+    status: int
+    headers: dict[str, str]
+    text: str
+    elapsed_s: float
+
+    def json(self) -> dict[str, Any]:
+        return _json(self.text)
+
+
 class NovitaClient:
     """Async client for the two endpoints a batch needs: submit and task result."""
 
@@ -200,6 +213,26 @@ class NovitaClient:
                 raise ApiError(200, "UNEXPECTED_ANSWER", _snippet(text) or "an empty answer")
             return data
         raise error_for(status, text, headers, submitting=False)
+
+    async def probe(self, path_and_query: str) -> Probe:
+        """A GET of the API as it answers, whatever it answers (``doctor``'s free
+        checks read the status, the headers, the body); :class:`TransportError` when
+        nothing answers (a TLS failure says so)."""
+        session = self._require_session()
+        started = time.monotonic()
+        try:
+            async with session.get(
+                self.base_url + path_and_query, headers=self._headers, timeout=self._poll_timeout
+            ) as resp:
+                text = (await resp.read()).decode("utf-8", "replace")
+                return Probe(
+                    resp.status,
+                    {k.lower(): v for k, v in resp.headers.items()},
+                    text,
+                    time.monotonic() - started,
+                )
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise TransportError(f"no answer from {self.base_url}: {_describe(exc)}") from None
 
     def _require_session(self) -> aiohttp.ClientSession:
         if self._session is None:

@@ -70,6 +70,7 @@ LAYERS: list[tuple[str, list[str]]] = [
             "runner.fetch",
             "runner.recheck",
             "runner.canary",
+            "runner.doctor",
         ],
     ),
     (
@@ -86,7 +87,10 @@ LAYERS: list[tuple[str, list[str]]] = [
     ("run folder", ["runner.folder", "runner.rehearsal"]),
     ("flow", ["runner.flow"]),
     ("console", ["runner.console", "runner.status_console"]),
-    ("command line", ["runner.arguments", "runner.cli", "runner.__main__", "runner"]),
+    (
+        "command line",
+        ["runner.doctor_cli", "runner.arguments", "runner.cli", "runner.__main__", "runner"],
+    ),
 ]
 # The simulator speaks the documented protocol on its own: it shares the job's limits,
 # never the client's, the engine's or the ledger's code.

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import email.utils
 import functools
 import hashlib
 import hmac
@@ -143,6 +144,7 @@ class Simulator:
     async def start(self, host: str = "127.0.0.1", port: int = 0, media_port: int = 0) -> Simulator:
         self._loop = asyncio.get_running_loop()
         api = web.Application(client_max_size=32 * 1024 * 1024)
+        api.on_response_prepare.append(self._stamp_headers)
         for model in MODELS.values():  # every model's path, each with its own contract
             api.router.add_post(model.path, functools.partial(self._submit, model=model))
         api.router.add_get(TASK_RESULT_PATH, self._task_result)
@@ -360,6 +362,16 @@ class Simulator:
         )
 
     # --- behaviour ----------------------------------------------------------------------
+
+    async def _stamp_headers(self, request: web.Request, response: web.StreamResponse) -> None:
+        """The API's own headers: its clock (``date_skew_s`` moves it), and rate-limit
+        headers when told to send them (none are documented)."""
+        if self.config.date_skew_s:
+            when = time.time() + self.config.date_skew_s
+            response.headers["Date"] = email.utils.formatdate(when, usegmt=True)
+        if self.config.rate_limit_headers and self.config.submit_limit:
+            response.headers["X-RateLimit-Limit"] = str(self.config.submit_limit)
+            response.headers["X-RateLimit-Window"] = f"{self.config.limit_window_s:g}s"
 
     def _check_auth(self, request: web.Request) -> web.Response | None:
         header = request.headers.get("Authorization", "")

@@ -80,6 +80,8 @@ class SimConfig:
     # fixed sample for every task (speed benchmarks; also whenever video_bytes is set).
     video_source: str = "image"
     cut_first_download_rate: float = 0.0  # a task's first download arrives cut in half
+    date_skew_s: float = 0.0  # its Date header runs this far ahead of the real clock
+    rate_limit_headers: bool = False  # X-RateLimit-* on every answer (with submit_limit)
     # Task Result answers 503 from START to END seconds after the simulator started.
     poll_outage_s: tuple[float, float] | None = None
     seed: int = 0
