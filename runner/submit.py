@@ -18,7 +18,7 @@ from jobs import request_from_json
 from jobs.contract import Request
 from jobs.forms import DESCRIBED
 from jobs.images import image_payload, is_url
-from runner.canary import CanaryMode, Sent, SubmitQueue
+from runner.canary import CanaryMode, Sent
 from runner.client import NovitaClient
 from runner.clock import SYSTEM_CLOCK, Clock
 from runner.errors import (
@@ -37,6 +37,7 @@ from runner.retry import DEFAULT_LIMITS, Action, Decision, RetryLimits, after_su
 from runner.state import RunState
 from runner.stopping import StopSwitch
 from runner.streak import FailureStreak
+from runner.submit_queue import SubmitQueue
 from runner.wire_forms import WireForms, fields_with_forms
 
 log = logging.getLogger(__name__)

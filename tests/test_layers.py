@@ -70,6 +70,7 @@ LAYERS: list[tuple[str, list[str]]] = [
             "runner.fetch",
             "runner.recheck",
             "runner.canary",
+            "runner.submit_queue",
             "runner.doctor",
         ],
     ),
