@@ -129,6 +129,14 @@ _started: list[subprocess.Popen[str]] = []
 
 
 @pytest.fixture(autouse=True)
+def _a_cache_of_its_own(tmp_path_factory, monkeypatch) -> None:
+    """Each test its own user cache (what was learned of an API is kept by base URL, and
+    a port one test's simulator used may be another's next), for the processes it
+    starts too."""
+    monkeypatch.setenv("KLING_BATCH_CACHE", str(tmp_path_factory.mktemp("cache")))
+
+
+@pytest.fixture(autouse=True)
 def _no_process_outlives_its_test() -> Iterator[None]:
     """Every runner process a test started is ended and its pipes closed after it,
     however the test went (a killed process's pipes would otherwise leak)."""
