@@ -342,33 +342,25 @@ class RunState(Ledger):
     def mark_stalled(self, task_key: str, error: str, last_answer_at: float | None) -> None:
         """The deadline passed while the API still ran the task, or while its polls
         failed. Not a failure: the task id is kept, it may still finish, and it is
-        billed either way; a later run polls it again. Deferred like every poll-side
-        write: a crash that loses it leaves the task in flight, polled again."""
-        with self._deferred() as db:
-            self._set(
-                db,
-                task_key,
-                TaskStatus.STALLED,
-                self.clock.time(),
-                error=error,
-                last_answer_at=last_answer_at,
-            )
-        self._tell(task_key, TaskStatus.STALLED, error)
+        billed either way; a later run polls it again."""
+        self._ask_again_later(task_key, TaskStatus.STALLED, error, last_answer_at)
 
     def mark_lost(self, task_key: str, error: str, last_answer_at: float | None) -> None:
         """Task Result never knew the task id the API gave us, up to its deadline. Not a
         failure: the task may exist and be billed; its id is kept, a later run asks
         again, and only ``rerun --lost`` pays for it again."""
+        self._ask_again_later(task_key, TaskStatus.LOST, error, last_answer_at)
+
+    def _ask_again_later(
+        self, task_key: str, status: TaskStatus, error: str, last_answer_at: float | None
+    ) -> None:
+        """Deferred like every poll-side write: a crash that loses it leaves the task in
+        flight, polled again."""
         with self._deferred() as db:
             self._set(
-                db,
-                task_key,
-                TaskStatus.LOST,
-                self.clock.time(),
-                error=error,
-                last_answer_at=last_answer_at,
+                db, task_key, status, self.clock.time(), error=error, last_answer_at=last_answer_at
             )
-        self._tell(task_key, TaskStatus.LOST, error)
+        self._tell(task_key, status, error)
 
     def mark_expired(self, task_key: str, error: str) -> None:
         with self._deferred() as db:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -90,6 +91,16 @@ def fast_engine_config(**overrides) -> EngineConfig:
     )
     values.update(overrides)
     return EngineConfig(**values)
+
+
+def ledger_statuses(run_dir: Path) -> dict[str, str]:
+    """Each task's status in a run folder's ledger, read as another process may be
+    writing it ({} before the ledger exists)."""
+    try:
+        with sqlite3.connect(f"file:{run_dir / 'state.sqlite'}?mode=ro", uri=True) as db:
+            return dict(db.execute("SELECT task_key, status FROM tasks"))
+    except sqlite3.OperationalError:
+        return {}
 
 
 def wait_until(condition: Callable[[], object], timeout_s: float = 20.0, what: str = "") -> None:

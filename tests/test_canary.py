@@ -5,13 +5,19 @@ runs the CLI against a simulator on its own thread, the simulator's books the ju
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 
 import pytest
 
 from runner.cli import main
-from tests.conftest import CANARY_FAST, draw_image, runner_process, wait_until, write_rows
+from tests.conftest import (
+    CANARY_FAST,
+    draw_image,
+    ledger_statuses,
+    runner_process,
+    wait_until,
+    write_rows,
+)
 
 
 @pytest.fixture
@@ -20,13 +26,7 @@ def manifest(tmp_path: Path) -> Path:
     return write_rows(tmp_path / "night.yaml", 6)
 
 
-def statuses(run_dir: Path) -> dict[str, str]:
-    """The ledger's statuses, read as another process writes it ({} before it exists)."""
-    try:
-        with sqlite3.connect(f"file:{run_dir / 'state.sqlite'}?mode=ro", uri=True) as db:
-            return dict(db.execute("SELECT task_key, status FROM tasks"))
-    except sqlite3.OperationalError:
-        return {}
+statuses = ledger_statuses
 
 
 def polls_go_on(sim, more: int = 2) -> None:

@@ -6,7 +6,6 @@ judge of what was paid (issue 28, item 3)."""
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 from pathlib import Path
 
 import pytest
@@ -19,7 +18,14 @@ from runner.manifest_files import load
 from runner.plan import plan
 from runner.records import TaskStatus
 from runner.state import RunState
-from tests.conftest import FAST, SIM_KEY, draw_image, fast_engine_config, write_rows
+from tests.conftest import (
+    FAST,
+    SIM_KEY,
+    draw_image,
+    fast_engine_config,
+    ledger_statuses,
+    write_rows,
+)
 
 
 @pytest.fixture
@@ -28,9 +34,7 @@ def manifest(tmp_path: Path) -> Path:
     return write_rows(tmp_path / "night.yaml", 5)
 
 
-def statuses(run_dir: Path) -> dict[str, str]:
-    with sqlite3.connect(f"file:{run_dir / 'state.sqlite'}?mode=ro", uri=True) as db:
-        return dict(db.execute("SELECT task_key, status FROM tasks"))
+statuses = ledger_statuses
 
 
 @pytest.mark.parametrize("fault", ["500_after_create", "502_html"])

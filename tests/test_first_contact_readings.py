@@ -15,12 +15,11 @@ import pytest
 from runner.cli import main
 from runner.learned import Learned
 from runner.simulator import Readings, strict_docs
-from tests.conftest import CANARY_FAST, draw_image, write_rows
+from tests.conftest import CANARY_FAST, draw_image, ledger_statuses, write_rows
 
 
 def statuses(run_dir: Path) -> list[str]:
-    with sqlite3.connect(f"file:{run_dir / 'state.sqlite'}?mode=ro", uri=True) as db:
-        return sorted(status for (status,) in db.execute("SELECT status FROM tasks"))
+    return sorted(ledger_statuses(run_dir).values())
 
 
 def refused(sim) -> int:
