@@ -71,13 +71,14 @@ class SubmitQueue:
 
     # --- what workers call -------------------------------------------------------------
 
-    def add(self, record: TaskRecord) -> None:
-        """A task to submit (at start, or a canary row sent again)."""
+    def add(self, record: TaskRecord, *, first: bool = False) -> None:
+        """A task to submit; ``first``: the next canary of its model (its row again)."""
         model, used = self._fields_of(record)
         self._pending_by_model[model.name] += 1
         canary = self.mode != CanaryMode.OFF and model.name not in self._passed
         if canary and first_frame(model) in used:  # a canary sends a local picture
-            self._candidates.setdefault(model.name, deque()).append(record.task_key)
+            candidates = self._candidates.setdefault(model.name, deque())
+            (candidates.appendleft if first else candidates.append)(record.task_key)
         heapq.heappush(self._ready, (record.position, next(self._order), record))
         self._notify()
 
@@ -249,8 +250,7 @@ class SubmitQueue:
         announce_setback(gate, said, form)
         if form is not None:  # the same row again, first in line, in the next form
             self.state.requeue([key], f"its first attempt failed for the wire form: {reason}")
-            self._candidates.setdefault(gate.model.name, deque()).appendleft(key)
-            self.add(self.state.get(key))
+            self.add(self.state.get(key), first=True)
         self._release(gate)
 
     def _hold(self, gate: Gate, why: str) -> None:
