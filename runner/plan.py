@@ -9,10 +9,11 @@ every problem, so a user fixes a manifest in one pass instead of one error per a
 from __future__ import annotations
 
 import difflib
+import hashlib
 import json
 import re
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Container, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -165,10 +166,28 @@ class Plan:
         return [(*group, counts[group], round(cost[group], 2)) for group in sorted(counts)]
 
 
-def video_file_name(task_key: str) -> str:
-    """A file name from a task key that cannot escape the videos folder."""
+# A video's stem, in bytes: its longest neighbour is ``<stem>.mp4.part``, and a name is
+# at most 255 bytes on most disks (143 on eCryptfs): a CJK character is 3 bytes.
+STEM_MAX_BYTES = 120
+
+
+def video_file_name(task_key: str, taken: Container[str] = ()) -> str:
+    """A file name from a task key that cannot escape the videos folder, cannot be too
+    long for a disk (bounded in bytes), and is not in ``taken`` (casefolded names of the
+    batch's other videos: macOS and Windows disks see ``Cat.mp4`` as ``cat.mp4``). A
+    name cut short or clashing ends in a digest of its task key."""
     stem = _UNSAFE.sub("_", task_key.replace("/", "_")).strip("._") or "task"
-    return f"{stem[:120]}.mp4"
+    digest = hashlib.sha256(task_key.encode("utf-8")).hexdigest()
+    if len(stem.encode("utf-8")) > STEM_MAX_BYTES:
+        stem = f"{_cut(stem, STEM_MAX_BYTES - 9)}-{digest[:8]}"
+    if f"{stem}.mp4".casefold() in taken:
+        stem = f"{_cut(stem, STEM_MAX_BYTES - 13)}-{digest[:12]}"
+    return f"{stem}.mp4"
+
+
+def _cut(text: str, max_bytes: int) -> str:
+    """The longest start of ``text`` within ``max_bytes`` of UTF-8, whole characters."""
+    return text.encode("utf-8")[:max_bytes].decode("utf-8", "ignore")
 
 
 def plan(
@@ -203,20 +222,8 @@ def _plan(manifest: Manifest, prices: Mapping[str, Any] | None, max_tasks: int) 
         task = _plan_one(spec, pictures, result, tables, skipped)
         if task is None:
             continue
-        clash = names.get(task.video_name.casefold())  # macOS, Windows: Cat.mp4 is cat.mp4
-        if clash is not None:
-            result.problems.append(
-                _locate(
-                    spec,
-                    FieldProblem(
-                        "id",
-                        spec.row_id,
-                        f"its video file name clashes with task '{clash}' (names are "
-                        "compared without case, as macOS and Windows disks do): change an id",
-                    ),
-                )
-            )
-            continue
+        if task.video_name.casefold() in names:  # macOS, Windows: Cat.mp4 is cat.mp4
+            task = replace(task, video_name=video_file_name(task.key, names))
         names[task.video_name.casefold()] = task.key
         result.tasks.append(task)
     result.prices = {name: tables[name] for name in result.models}

@@ -15,6 +15,8 @@ import pytest
 
 from runner.api_identity import api_identity
 from runner.cli import main
+from runner.manifest_files import load
+from runner.plan import plan
 from tests.conftest import FAST, SIM_KEY, draw_image, write_rows
 
 
@@ -300,14 +302,16 @@ def test_globs_reach_into_folders_and_name_files_apart(tmp_path, capsys, threade
     ]
 
 
-def test_ids_that_differ_only_in_case_are_refused_before_they_share_a_file(tmp_path, capsys):
+def test_ids_that_differ_only_in_case_get_names_that_do_not_share_a_file(tmp_path):
     path = yaml_file(
         tmp_path,
         "rows:\n  - {id: Cat, image: a.png, prompt: p}\n  - {id: cat, image: a.png, prompt: p}\n",
     )
-    code, said = validate(path, capsys)
-    assert code == 2
-    assert "its video file name clashes with task 'Cat/1' (names are compared without case" in said
+    result = plan(load(path))
+    assert result.ok, [str(p) for p in result.problems]
+    first, second = (task.video_name for task in result.tasks)
+    assert first == "Cat_1.mp4" and second.startswith("cat_1-") and second.endswith(".mp4")
+    assert first.casefold() != second.casefold()  # macOS and Windows disks ignore case
 
 
 # --- the command line --------------------------------------------------------------

@@ -4,6 +4,7 @@ row, field and rule. Also: the request body, the fingerprint and the price table
 from __future__ import annotations
 
 import base64
+import hashlib
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ from jobs import DEFAULT_MODEL, model_named
 from jobs.images import IMAGE_MAX_BYTES, image_payload
 from jobs.pictures import PICTURE_MAX_BYTES, open_picture
 from runner.manifest_files import load
-from runner.plan import Plan, plan, video_file_name
+from runner.plan import STEM_MAX_BYTES, Plan, plan, video_file_name
 from tests.conftest import draw_image
 
 SEED = model_named(DEFAULT_MODEL)
@@ -250,9 +251,26 @@ def test_video_file_names_cannot_escape_the_videos_folder(key, name):
     assert video_file_name(key) == name
 
 
-def test_file_name_clashes_are_problems(tmp_path, ok_image):
+def test_file_names_that_would_clash_get_a_digest_of_their_key(tmp_path, ok_image):
     result = plan_rows(
         tmp_path,
         "  - {id: 'a b', image: ok.png, prompt: p}\n  - {id: 'a_b', image: ok.png, prompt: p}\n",
     )
-    assert "clashes with task 'a b/1'" in only_problem(result)
+    assert result.ok
+    names = [task.video_name for task in result.tasks]
+    digest = hashlib.sha256(b"a_b/1").hexdigest()[:12]
+    assert names == ["a_b_1.mp4", f"a_b_1-{digest}.mp4"]
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "夜の港で静かに揺れる小さな船と灯台の光が水面に映る情景を描いた長い名前の行" * 2 + "/1",
+        "x" * 300 + "/1",
+    ],
+)
+def test_a_long_key_makes_a_name_any_disk_takes(key):
+    name = video_file_name(key)
+    assert len(name.encode("utf-8")) <= STEM_MAX_BYTES + len(".mp4")
+    assert len(f"{name}.part".encode()) <= 143  # eCryptfs, the tightest common disk
+    assert name != video_file_name(key.replace("/1", "/2"))  # the digest tells them apart
