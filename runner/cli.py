@@ -62,11 +62,13 @@ from runner.status import links_to_fetch, summarize
 def main(argv: Sequence[str] | None = None) -> int:
     """The command line. Called with no ``argv`` it is the process itself (the
     ``kling-batch`` script, ``python -m runner``): then a console whose reader went
-    away never stops a batch, and SIGTERM is Ctrl-C everywhere (a "no" at the
-    question, exit 130 elsewhere), not a kill that leaves the ledger's WAL behind."""
+    away never stops a batch, and SIGTERM and SIGHUP (a closed terminal or SSH
+    session) are Ctrl-C everywhere (a "no" at the question, exit 130 elsewhere), not a
+    kill that leaves the ledger's WAL behind and sends no alert."""
     if argv is None:
         survive_closed_console()
         signal.signal(signal.SIGTERM, _terminate_as_interrupt)
+        signal.signal(signal.SIGHUP, _terminate_as_interrupt)  # the terminal went away
     args = build_parser().parse_args(argv)
     if getattr(args, "notify_test", False):
         return _notify_test(args)

@@ -16,7 +16,9 @@ from runner.errors import Interrupted
 
 log = logging.getLogger(__name__)
 
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+# Ctrl-C, a polite kill, and a hang-up (the terminal or SSH session closed mid-run):
+# each one stops starting work and lets a submit already sent get its answer.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 class StopSwitch:
@@ -50,7 +52,7 @@ class StopSwitch:
 
 @contextlib.contextmanager
 def stop_on_signals(stop: StopSwitch, on_first: Callable[[str], None]) -> Iterator[None]:
-    """Ctrl-C or SIGTERM trips ``stop``: no new submit, poll or download starts, and a
+    """Ctrl-C, SIGTERM or SIGHUP trips ``stop``: no new submit, poll or download starts, and a
     submit already sent gets its answer, so its task id is saved rather than lost to
     ``unknown``. A second signal cancels the current task at once; every committed
     transition is still in the ledger, so that too is resumable.

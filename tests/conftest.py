@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import pytest
@@ -176,3 +179,40 @@ def quick_rehearsal(monkeypatch) -> None:
     monkeypatch.setattr(
         "runner.rehearsal.EMBEDDED_SIM_TIMES", {"queue_s": 0.05, "generation_s": 0.1}
     )
+
+
+TOKEN = "tok-9f3a7c2e5b1d"  # a notify URL's recognisable secret: the tests grep for it
+
+
+class Receiver:
+    """An HTTP server on an ephemeral port that keeps every JSON body posted to it."""
+
+    def __init__(self) -> None:
+        received: list[dict] = []
+        self.received = received
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length", 0))
+                received.append({"path": self.path, **json.loads(self.rfile.read(length))})
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = HTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"json://127.0.0.1:{self.server.server_port}/{TOKEN}"
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    found = Receiver()
+    found.thread.start()
+    yield found
+    found.server.shutdown()
+    found.server.server_close()

@@ -1,4 +1,4 @@
-"""Ctrl-C and SIGTERM sent to a real ``kling-batch`` process.
+"""Ctrl-C, SIGTERM and SIGHUP (a closed terminal) sent to a real ``kling-batch`` process.
 
 The simulator holds a submit's answer at the moment the signal arrives, so the test
 knows a POST is in flight without guessing at timing: the first signal must let that
@@ -50,7 +50,7 @@ def read_stderr_until(process: subprocess.Popen[str], text: str) -> str:
     raise AssertionError(f"{text!r} never printed; stderr was:\n{''.join(seen)}")
 
 
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
 def test_a_signal_lets_the_sent_submit_answer_saves_its_id_and_exits_130(
     sim, manifest, tmp_path, signum
 ):
@@ -102,3 +102,24 @@ def test_a_second_ctrl_c_quits_at_once_and_the_abandoned_submit_is_unknown(sim, 
     assert statuses == {"r0/1": "unknown", **{f"r{i}/1": "succeeded" for i in range(1, ROWS)}}
     # The unknown task was created once and never sent again.
     assert sim.stats.created_by_prompt == {f"prompt {i}": 1 for i in range(ROWS)}
+
+
+def test_a_hang_up_sends_the_alert_and_the_answer_in_flight_is_kept(
+    sim, manifest, tmp_path, receiver
+):
+    """The SSH session closed mid-run: a hang-up is Ctrl-C, and the owner is told."""
+    run_dir = tmp_path / "run"
+    sim.script("submit", "hold_after_create")
+    args = ["run", str(manifest), "--out", str(run_dir), *FAST, "--notify", receiver.url]
+    process = runner_process(args, sim, tmp_path)
+    wait_until(lambda: sim.stats.faults["submit:hold_after_create"] == 1, what="the held submit")
+    process.send_signal(signal.SIGHUP)
+    read_stderr_until(process, "no new submits")
+    sim.release_answers()
+    _, err = process.communicate(timeout=30)
+    assert process.returncode == 130, err
+    assert ledger(run_dir)["r0/1"]["status"] == "queued"  # paid, and its id kept
+    assert len(receiver.received) == 1
+    alert = receiver.received[0]
+    assert "stopped: interrupted by SIGHUP" in alert["title"], alert
+    assert "would submit 5 pending, poll 1 in flight" in alert["message"]

@@ -5,51 +5,12 @@ when the receiver is down, the URL's token nowhere; and ``--on-finish``."""
 from __future__ import annotations
 
 import json
-import threading
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import pytest
 
 from runner.cli import main
-from tests.conftest import FAST, write_rows
-
-TOKEN = "tok-9f3a7c2e5b1d"  # a recognisable secret: the tests grep for it
-
-
-class Receiver:
-    """An HTTP server on an ephemeral port that keeps every JSON body posted to it."""
-
-    def __init__(self) -> None:
-        received: list[dict] = []
-        self.received = received
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                length = int(self.headers.get("Content-Length", 0))
-                received.append({"path": self.path, **json.loads(self.rfile.read(length))})
-                self.send_response(200)
-                self.end_headers()
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = HTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"json://127.0.0.1:{self.server.server_port}/{TOKEN}"
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    found = Receiver()
-    found.thread.start()
-    yield found
-    found.server.shutdown()
-    found.server.server_close()
+from tests.conftest import FAST, TOKEN, write_rows
 
 
 @pytest.fixture
