@@ -16,10 +16,13 @@ different session that has no key at all (see ``runner.fetch``).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import email.utils
 import json
 import logging
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -57,11 +60,19 @@ _BALANCE_400 = frozenset({"BILLING_BALANCE_NOT_ENOUGH"})
 
 @dataclass(frozen=True)
 class Timeouts:
-    """Seconds. A submit carries up to ~13 MB of base64, so it gets a longer total."""
+    """Seconds. A submit carries up to ~13 MB of base64, so it gets a longer total.
+
+    A submit's deadline whose timer fires more than ``pause_late_s`` after it was due
+    means the process was paused (Ctrl-Z then ``fg``, a suspended laptop or VM), not
+    that the API was slow: the answer may be waiting in the socket, and the task is
+    paid for. It gets ``pause_grace_s`` more to be read before the outcome is
+    ``unknown``."""
 
     connect: float = 10.0
     submit_total: float = 120.0
     poll_total: float = 30.0
+    pause_late_s: float = 5.0
+    pause_grace_s: float = 10.0
 
 
 @dataclass(frozen=True)
@@ -124,9 +135,8 @@ class NovitaClient:
         self.timeouts = timeouts or Timeouts()
         self._max_connections = max_connections
         self._result_url = f"{self.base_url}{TASK_RESULT_PATH}?task_id="
-        self._submit_timeout = aiohttp.ClientTimeout(
-            total=self.timeouts.submit_total, sock_connect=self.timeouts.connect
-        )
+        # The submit's total is kept by _pause_aware_deadline, not aiohttp's own timer.
+        self._submit_timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.timeouts.connect)
         self._poll_timeout = aiohttp.ClientTimeout(
             total=self.timeouts.poll_total, sock_connect=self.timeouts.connect
         )
@@ -160,9 +170,15 @@ class NovitaClient:
         """POST a task; returns its ``task_id``. See the module docstring for errors."""
         session = self._require_session()
         try:
-            async with session.post(
-                self.base_url + path, json=body, headers=self._headers, timeout=self._submit_timeout
-            ) as resp:
+            async with (
+                _pause_aware_deadline(self.timeouts),
+                session.post(
+                    self.base_url + path,
+                    json=body,
+                    headers=self._headers,
+                    timeout=self._submit_timeout,
+                ) as resp,
+            ):
                 text = (await resp.read()).decode("utf-8", "replace")
                 status, headers = resp.status, resp.headers
         except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
@@ -238,6 +254,36 @@ class NovitaClient:
         if self._session is None:
             raise RuntimeError("use NovitaClient as 'async with NovitaClient(...) as client'")
         return self._session
+
+
+@contextlib.asynccontextmanager
+async def _pause_aware_deadline(timeouts: Timeouts) -> AsyncIterator[None]:
+    """``asyncio.timeout(submit_total)``, except that a deadline whose timer fires far
+    later than it was due (the process was paused) first gives what has arrived
+    meanwhile ``pause_grace_s`` to be read, once: a paid task's answer sitting in the
+    socket must not be thrown away as ``unknown``."""
+    loop = asyncio.get_running_loop()
+    async with asyncio.timeout(None) as deadline:
+        due = loop.time() + timeouts.submit_total
+        extended = False
+        timer: asyncio.TimerHandle | None = None
+
+        def expire() -> None:
+            nonlocal due, extended, timer
+            now = loop.time()
+            if not extended and now - due > timeouts.pause_late_s:
+                log.warning("the process was paused for %.0fs; reading the answer", now - due)
+                extended, due = True, now + timeouts.pause_grace_s
+                timer = loop.call_at(due, expire)
+                return
+            deadline.reschedule(now)  # expire now: TimeoutError in the submit
+
+        timer = loop.call_at(due, expire)
+        try:
+            yield
+        finally:
+            if timer is not None:
+                timer.cancel()
 
 
 def parse_task_result(task_id: str, data: dict[str, Any]) -> TaskResult:

@@ -4,10 +4,21 @@ as the judges."""
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import sqlite3
+import time
 
+import pytest
+
+from jobs import DEFAULT_MODEL, model_named
 from runner.cli import main
-from tests.conftest import FAST, draw_image, ledger_statuses
+from runner.client import NovitaClient, Timeouts
+from runner.errors import SubmitOutcomeUnknown
+from runner.simulator import SimConfig, simulator_in_thread
+from tests.conftest import FAST, SIM_KEY, draw_image, ledger_statuses
+
+SUBMIT_PATH = model_named(DEFAULT_MODEL).path
 
 LONG_JAPANESE = "夜の港で静かに揺れる小さな船と灯台の光が水面に映る情景を描いた長い名前の行です" * 2
 
@@ -32,3 +43,34 @@ def test_a_long_japanese_row_id_and_picture_name_are_paid_once_and_saved(threade
     assert threaded_sim.stats.tasks_created == 2
     with sqlite3.connect(run_dir / "state.sqlite") as db:
         assert db.execute("SELECT COUNT(*) FROM tasks WHERE video_path IS NULL").fetchone()[0] == 0
+
+
+async def test_an_answer_that_arrived_while_the_process_was_paused_is_read_not_lost(image):
+    """Ctrl-Z then `fg` (or a suspended VM) past the submit timeout, while the API's
+    answer waits in the socket: the task is paid for, so the answer is read."""
+    body = {"image": base64.b64encode(image().read_bytes()).decode(), "prompt": "p"}
+    config = SimConfig(api_key=SIM_KEY, queue_s=0.05, generation_s=0.1)
+    timeouts = Timeouts(submit_total=0.5, pause_late_s=0.3, pause_grace_s=3.0)
+    with simulator_in_thread(config) as sim:
+        sim.script("submit", "hold_after_create")
+
+        def pause() -> None:  # the whole process stops: no timer, no read, for a second
+            sim.release_answers()  # meanwhile the API answers (its own thread)
+            time.sleep(1.0)
+
+        async with NovitaClient(sim.base_url, SIM_KEY, timeouts=timeouts) as client:
+            asyncio.get_running_loop().call_later(0.2, pause)
+            task_id = await client.submit(SUBMIT_PATH, body)
+        assert task_id in sim.tasks and sim.stats.tasks_created == 1
+
+
+async def test_a_submit_that_never_answers_is_still_unknown_after_a_pause(image):
+    body = {"image": base64.b64encode(image().read_bytes()).decode(), "prompt": "p"}
+    timeouts = Timeouts(submit_total=0.5, pause_late_s=0.3, pause_grace_s=0.5)
+    with simulator_in_thread(SimConfig(api_key=SIM_KEY)) as sim:
+        sim.script("submit", "hold_after_create")  # never released
+        async with NovitaClient(sim.base_url, SIM_KEY, timeouts=timeouts) as client:
+            asyncio.get_running_loop().call_later(0.2, time.sleep, 1.0)
+            with pytest.raises(SubmitOutcomeUnknown, match="no answer"):
+                await client.submit(SUBMIT_PATH, body)
+        sim.release_answers()
