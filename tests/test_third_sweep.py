@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import sqlite3
+import threading
 import time
 
 import pytest
@@ -45,17 +46,19 @@ def test_a_long_japanese_row_id_and_picture_name_are_paid_once_and_saved(threade
         assert db.execute("SELECT COUNT(*) FROM tasks WHERE video_path IS NULL").fetchone()[0] == 0
 
 
-async def test_an_answer_that_arrived_while_the_process_was_paused_is_read_not_lost(image):
-    """Ctrl-Z then `fg` (or a suspended VM) past the submit timeout, while the API's
-    answer waits in the socket: the task is paid for, so the answer is read."""
+async def test_an_answer_that_comes_as_a_paused_process_wakes_is_read_not_lost(image):
+    """Ctrl-Z then `fg` (or a suspended VM) past the submit timeout: the task is paid
+    for, and its answer comes as the process wakes (waiting in the socket, or resent
+    by the server a moment later): it is read, not called unknown."""
     body = {"image": base64.b64encode(image().read_bytes()).decode(), "prompt": "p"}
     config = SimConfig(api_key=SIM_KEY, queue_s=0.05, generation_s=0.1)
     timeouts = Timeouts(submit_total=0.5, pause_late_s=0.3, pause_grace_s=3.0)
     with simulator_in_thread(config) as sim:
         sim.script("submit", "hold_after_create")
+        answer = threading.Timer(1.4, sim.release_answers)  # 0.2 s after the wake-up
 
         def pause() -> None:  # the whole process stops: no timer, no read, for a second
-            sim.release_answers()  # meanwhile the API answers (its own thread)
+            answer.start()
             time.sleep(1.0)
 
         async with NovitaClient(sim.base_url, SIM_KEY, timeouts=timeouts) as client:
