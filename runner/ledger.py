@@ -77,6 +77,7 @@ CREATE TABLE IF NOT EXISTS attempts (
     answered_at REAL,
     PRIMARY KEY (task_key, attempt)
 );
+CREATE INDEX IF NOT EXISTS attempts_by_task_id ON attempts (task_id);
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY,
     task_key TEXT NOT NULL,
@@ -280,6 +281,16 @@ class Ledger:
     def attempts(self) -> list[dict[str, Any]]:
         rows = self._db.execute("SELECT * FROM attempts ORDER BY task_key, attempt")
         return [dict(row) for row in rows]
+
+    def task_id_holder(self, task_id: str, other_than: str) -> str | None:
+        """The task (other than ``other_than``) that an attempt created under this task
+        id, if any: one id is one task at the API."""
+        row = self._db.execute(
+            "SELECT task_key FROM attempts WHERE task_id = ? AND outcome = ? AND task_key != ? "
+            "LIMIT 1",
+            (task_id, AttemptOutcome.CREATED, other_than),
+        ).fetchone()
+        return str(row[0]) if row else None
 
     def sent_count(self) -> int:
         """Attempts that reached (or may have reached) the API: what binds a folder to it."""

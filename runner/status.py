@@ -84,6 +84,8 @@ class RunSummary:
     failures_by_class: dict[str, int] = field(default_factory=dict)  # cause -> failed tasks
     failures: list[Failure] = field(default_factory=list)  # every failed task, its cause
     links: LinksToFetch = field(default_factory=LinksToFetch)  # links of videos not fetched
+    # Tasks whose submit's outcome cannot be known, and why (their cause reads "unknown").
+    unknown: list[Failure] = field(default_factory=list)
 
     @property
     def measured_spend_usd(self) -> float | None:
@@ -185,6 +187,11 @@ def summarize(
         failures_by_class=dict(sorted(by_class.items())),
         failures=failures,
         links=links_to_fetch(records, Learned.open("", state, use_cache=False).value(LINKS)),
+        unknown=[
+            Failure(r.task_key, "unknown", r.error or "")
+            for r in records
+            if r.status == TaskStatus.UNKNOWN
+        ],
     )
 
 

@@ -35,6 +35,8 @@ def status(run_dir: Path, summary: RunSummary) -> None:
         last = clock(answered) if answered else "none since the submit"
         print(f"  {task.status} {task.task_key:<30} {task.task_id}  last answer: {last}")
     _failures(summary)
+    for unknown in summary.unknown[:10]:
+        print(f"  unknown {unknown.task_key:<30} {' '.join(unknown.reason.split())[:160]}")
     if summary.videos_missing:
         print(f"  {summary.videos_missing} video(s) not downloaded yet")
     links_dying(run_dir, summary.links)

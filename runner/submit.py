@@ -229,6 +229,16 @@ class Submitter:
                 return outcome
             self._unreachable_since = None
             self.limiter.succeeded()
+            holder = self.state.task_id_holder(task_id, key)
+            if holder is not None:  # one id is one task: this answer is not this task's
+                said = (
+                    f"the API answered with task id {task_id}, which task {holder} already "
+                    "holds (a gateway replaying an answer?): whether this request made a task "
+                    "cannot be known; not resent (rerun --unknown decides)"
+                )
+                self.state.mark_unknown(key, attempt, said)
+                log.error("%s: %s", key, said)
+                return Sent.UNKNOWN, None
             self.state.mark_submitted(key, attempt, task_id)
             self.wire.accepted(request.model, used)
             self.created += 1

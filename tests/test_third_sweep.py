@@ -17,7 +17,7 @@ from runner.cli import main
 from runner.client import NovitaClient, Timeouts
 from runner.errors import SubmitOutcomeUnknown
 from runner.simulator import SimConfig, simulator_in_thread
-from tests.conftest import FAST, SIM_KEY, draw_image, ledger_statuses
+from tests.conftest import FAST, SIM_KEY, draw_image, ledger_statuses, write_rows
 
 SUBMIT_PATH = model_named(DEFAULT_MODEL).path
 
@@ -77,3 +77,20 @@ async def test_a_submit_that_never_answers_is_still_unknown_after_a_pause(image)
             with pytest.raises(SubmitOutcomeUnknown, match="no answer"):
                 await client.submit(SUBMIT_PATH, body)
         sim.release_answers()
+
+
+def test_one_task_id_for_two_submits_is_not_two_successes(threaded_sim, tmp_path, capsys):
+    """A gateway replays a cached answer: the second row gets the first one's task id."""
+    draw_image(tmp_path / "frame.png")
+    manifest = write_rows(tmp_path / "night.yaml", 3)
+    threaded_sim.script("submit", "ok", "replay_answer")
+    run_dir = tmp_path / "run"
+    assert main(["run", str(manifest), "--out", str(run_dir), *FAST]) == 1
+    err = capsys.readouterr().err
+    assert "which task r0/1 already holds (a gateway replaying an answer?)" in err
+    assert ledger_statuses(run_dir) == {"r0/1": "succeeded", "r1/1": "unknown", "r2/1": "succeeded"}
+    assert threaded_sim.stats.tasks_created == 2  # the replayed answer made nothing
+    assert main(["status", str(run_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "unknown r1/1" in out and "already holds" in out
+    assert len(list((run_dir / "videos").glob("*.mp4"))) == 2

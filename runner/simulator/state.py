@@ -14,6 +14,7 @@ from typing import Any
 from runner.simulator.readings import Readings
 
 SUBMIT_FAULTS = (
+    "ok",  # no fault: answers as it would (a script's place holder)
     "429",
     "500",
     "503",
@@ -22,6 +23,7 @@ SUBMIT_FAULTS = (
     "drop_after_create",
     "hang_after_create",  # never answers (until the simulator stops)
     "hold_after_create",  # answers normally once release_answers() is called
+    "replay_answer",  # nothing created; answers the last task id given (a cached reply)
 )
 POLL_FAULTS = ("429", "500", "503", "502_html", "drop", "404")
 MEDIA_FAULTS = ("403", "500", "drop", "cut")  # cut: the first half, closed cleanly
