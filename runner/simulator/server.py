@@ -74,6 +74,7 @@ class Simulator:
         self.faults = Faults(self.config, self.stats, self._rng)
         self._windows: dict[str, deque[float]] = {"submit": deque(), "poll": deque()}
         self._secret = uuid.uuid4().bytes
+        self._id_salt = uuid.uuid4().int
         self._stopping = asyncio.Event()
         self._answers_released = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -428,7 +429,7 @@ class Simulator:
         fate = self.faults.next_fate()
         prompt = str(body.get("prompt", "")).lower()
         fate = next((f for w, f in self.config.prompt_fates.items() if w.lower() in prompt), fate)
-        task = SimTask.new(body, self.config, self._rng, fate, self.now(), model)
+        task = SimTask.new(body, self.config, self._rng, fate, self.now(), model, self._id_salt)
         task.image_digest = self._keep_image(body.get("image"))
         self.tasks[task.task_id] = task
         self.stats.tasks_created += 1

@@ -141,9 +141,12 @@ class SimTask:
         fate: str,
         now: float,
         model: str = "",
+        id_salt: int = 0,
     ) -> SimTask:
-        """A task just created from a submit ``body``: its id and times drawn from
-        ``rng`` (one seed decides a whole night), 10 s clips taking twice as long."""
+        """A task just created from a submit ``body``: its times drawn from ``rng`` (one
+        seed decides a whole night), 10 s clips taking twice as long; its id from ``rng``
+        too, mixed with ``id_salt`` (one per simulator: a restarted simulator with the
+        same seed must not hand out an id it gave before, as the API never would)."""
 
         def vary(seconds: float) -> float:
             if config.time_sigma is not None and seconds > 0:
@@ -152,7 +155,7 @@ class SimTask:
 
         long_clip = 2.0 if int(body.get("duration") or 5) >= 10 else 1.0
         return cls(
-            task_id=str(uuid.UUID(int=rng.getrandbits(128), version=4)),
+            task_id=str(uuid.UUID(int=rng.getrandbits(128) ^ id_salt, version=4)),
             prompt=body["prompt"],
             request={k: v for k, v in body.items() if k != "image"},
             created_at=now,
