@@ -318,8 +318,8 @@ async def _fetch(url: str | None) -> Path | None:
         return None
     folder = Path(tempfile.mkdtemp(prefix="kling-batch-doctor-"))
     async with aiohttp.ClientSession() as session:
-        await download(session, url, folder / "test-card.mp4")
-    return folder / "test-card.mp4"
+        saved, _, _ = await download(session, url, folder / "test-card.mp4")
+    return saved
 
 
 async def _measured_price(

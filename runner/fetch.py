@@ -33,10 +33,11 @@ from jobs import request_from_json
 from runner.client import NovitaClient
 from runner.clock import SYSTEM_CLOCK, Clock
 from runner.errors import KlingBatchError, UrlExpired, VideoDamaged
+from runner.formats import SUFFIXES, check_video, sniff
 from runner.learned import LINKS, SAME_LINK, SIGNS_ANEW, Learned
 from runner.limits import EndpointLimiter
 from runner.links import link_expiry, signs_anew
-from runner.mp4 import Mp4Check, check_mp4
+from runner.mp4 import Mp4Check
 from runner.records import TaskRecord
 from runner.retry import DEFAULT_LIMITS, Action, RetryLimits, after_download_error
 from runner.state import RunState
@@ -57,10 +58,11 @@ async def download(
     dest: Path,
     expected_s: float | None = None,
     tags: VideoTags | None = None,
-) -> tuple[int, Mp4Check]:
-    """Stream ``url`` into ``dest`` atomically; returns the bytes written and what the
-    MP4 check found. A file that is cut or damaged is never given ``dest``'s name: it
-    raises :class:`VideoDamaged` (see ``runner.mp4``).
+) -> tuple[Path, int, Mp4Check]:
+    """Stream ``url`` into ``dest`` atomically; returns where it went (``dest``, or its
+    name with the suffix of what arrived: a GIF is kept as ``.gif``), the bytes written
+    and what the check found. A file that is cut or damaged is never given a whole
+    file's name: it raises :class:`VideoDamaged` (see ``runner.mp4``, ``runner.formats``).
 
     The disk work (open, write, fsync, rename) runs in a thread, never on the event
     loop: a real video is 5 to 20 MB, and an fsync of that on the loop would hold every
@@ -87,12 +89,14 @@ async def download(
             total = written + size
             if announced is not None and total != announced:
                 raise VideoDamaged(f"cut short: {total:,} of {announced:,} bytes arrived")
-            check = await asyncio.to_thread(_finish, partial, dest, out, pending, expected_s, tags)
+            final, check = await asyncio.to_thread(
+                _finish, partial, dest, out, pending, expected_s, tags
+            )
         except BaseException:
             if out is not None:
                 await asyncio.to_thread(out.close)
             raise
-    return dest.stat().st_size, check  # after tagging: the size the ledger checks later
+    return final, final.stat().st_size, check  # after tagging: the size the ledger checks
 
 
 def _finish(
@@ -102,23 +106,25 @@ def _finish(
     rest: list[bytes],
     expected_s: float | None,
     tags: VideoTags | None,
-) -> Mp4Check:
-    """In a thread: the last bytes, flushed to disk, checked, tagged (then checked
-    again), then the name a whole file has, and its poster. A file that is not whole is
-    removed: the next try starts afresh."""
+) -> tuple[Path, Mp4Check]:
+    """In a thread: the last bytes, flushed to disk, checked as what they are, tagged
+    (an MP4; then checked again), then the name a whole file has, and its poster. A
+    file that is not whole is removed: the next try starts afresh."""
     with out or partial.open("wb") as handle:
         handle.writelines(rest)
         handle.flush()
         os.fsync(handle.fileno())
-    check = check_mp4(partial, expected_s)
+    kind = sniff(partial)
+    check = check_video(partial, kind, expected_s)
     if not check.whole:
         partial.unlink(missing_ok=True)
         raise VideoDamaged(check.problem or "damaged")
-    if tags is not None:
+    if tags is not None and kind == "mp4":
         check = tag_video(partial, tags, expected_s) or check
-    os.replace(partial, dest)
-    write_poster(dest)
-    return check
+    final = dest.with_suffix(SUFFIXES[kind])
+    os.replace(partial, final)
+    write_poster(final)
+    return final, check
 
 
 def _tags(record: TaskRecord) -> VideoTags:
@@ -207,7 +213,7 @@ class Fetcher:
                     continue
                 last_url = url
             try:
-                size, check = await download(session, url, dest, expected_s, _tags(record))
+                saved, size, check = await download(session, url, dest, expected_s, _tags(record))
             except UrlExpired as exc:
                 last_error, url = str(exc), None
                 log.info("%s: %s; asking for a fresh link", key, exc)
@@ -229,11 +235,11 @@ class Fetcher:
                 retries += 1
                 await self.stop.sleep(decision.delay_s)
                 continue
-            relative = str(dest.relative_to(self.videos_dir.parent))
-            await asyncio.to_thread(write_story, dest, video_story(record, check))
+            relative = str(saved.relative_to(self.videos_dir.parent))
+            await asyncio.to_thread(write_story, saved, video_story(record, check))
             self.state.mark_downloaded(key, relative, size, check.duration_s, check.problem)
             self.downloaded += 1
-            log.info("%s: downloaded %d bytes to %s", key, size, dest.name)
+            log.info("%s: downloaded %d bytes to %s", key, size, saved.name)
             if check.problem:
                 log.warning("%s: kept, but its video %s", key, check.problem)
             return

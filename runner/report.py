@@ -155,10 +155,13 @@ def _poster(record: TaskRecord, run_dir: Path | None) -> str | None:
 
 
 def _video_tag(row: dict[str, Any]) -> str:
-    """``<video>`` with its poster, so a card shows a picture before the video loads."""
+    """``<video>`` with its poster, so a card shows a picture before the video loads (a
+    GIF the API made is a picture: ``<img>``)."""
     e = html.escape
-    poster = f' poster="{e(quote(row["poster_path"]))}"' if row.get("poster_path") else ""
     source = e(quote(row["video_path"]))
+    if row["video_path"].endswith(".gif"):
+        return f'<img class="video" loading="lazy" alt="video" src="{source}">'
+    poster = f' poster="{e(quote(row["poster_path"]))}"' if row.get("poster_path") else ""
     return f'<video controls preload="metadata"{poster} src="{source}"></video>'
 
 

@@ -201,7 +201,7 @@ async def test_the_key_goes_to_the_api_and_never_to_the_video_host(sim, body, tm
         sim.advance(10)
         result = await client.task_result(task_id)
     async with aiohttp.ClientSession() as session:
-        size, check = await download(session, result.video_url, tmp_path / "v.mp4", 5)
+        _, size, check = await download(session, result.video_url, tmp_path / "v.mp4", 5)
     assert size == (tmp_path / "v.mp4").stat().st_size > 1000
     assert check.whole and check.duration_s == 5 and check.problem is None
     assert (tmp_path / "v.mp4").read_bytes()[4:8] == b"ftyp"  # a real MP4

@@ -39,6 +39,7 @@ LAYERS: list[tuple[str, list[str]]] = [
             "runner.streak",
             "runner.notify",
             "runner.links",
+            "runner.formats",
             "runner.user_cache",
             "runner.api_identity",
         ],

@@ -16,7 +16,9 @@ from jobs import DEFAULT_MODEL, model_named
 from runner.cli import main
 from runner.client import NovitaClient, Timeouts
 from runner.errors import SubmitOutcomeUnknown
+from runner.formats import check_gif
 from runner.simulator import SimConfig, simulator_in_thread
+from runner.simulator.video import gif_from_image
 from tests.conftest import FAST, SIM_KEY, draw_image, ledger_statuses, write_rows
 
 SUBMIT_PATH = model_named(DEFAULT_MODEL).path
@@ -94,3 +96,28 @@ def test_one_task_id_for_two_submits_is_not_two_successes(threaded_sim, tmp_path
     out = capsys.readouterr().out
     assert "unknown r1/1" in out and "already holds" in out
     assert len(list((run_dir / "videos").glob("*.mp4"))) == 2
+
+
+def test_a_gif_the_api_made_is_kept_as_a_gif_checked_as_one(threaded_sim, tmp_path, capsys):
+    threaded_sim.config.video_type = "gif"
+    draw_image(tmp_path / "frame.png")
+    run_dir = tmp_path / "run"
+    assert main(["run", str(write_rows(tmp_path / "n.yaml", 2)), "--out", str(run_dir), *FAST]) == 0
+    videos = sorted(p.name for p in (run_dir / "videos").iterdir() if p.is_file())
+    assert (
+        "r0_1.gif" in videos
+        and "r1_1.gif" in videos
+        and not any(v.endswith(".mp4") for v in videos)
+    )
+    assert threaded_sim.stats.media_requests == 2  # each fetched once, never as "damaged"
+    assert check_gif(run_dir / "videos" / "r0_1.gif", 5).whole
+    page = (run_dir / "report.html").read_text(encoding="utf-8")
+    assert 'src="videos/r0_1.gif"' in page
+
+
+def test_a_gif_cut_short_is_fetched_again(tmp_path):
+    gif = tmp_path / "v.gif"
+    gif.write_bytes(gif_from_image(None, 2))
+    assert check_gif(gif, 2).whole and check_gif(gif, 2).duration_s == 2
+    gif.write_bytes(gif.read_bytes()[:-40])
+    assert not check_gif(gif).whole

@@ -38,7 +38,7 @@ from jobs.contract import Model
 from runner.simulator.faults import Faults
 from runner.simulator.readings import BAD_PIXELS, read_forms
 from runner.simulator.state import SimConfig, SimStats, SimTask
-from runner.simulator.video import cut_short, sample_video, video_from_image
+from runner.simulator.video import cut_short, gif_from_image, sample_video, video_from_image
 from runner.simulator.wire import (
     BALANCE_PATH,
     EXPIRED_XML,
@@ -302,7 +302,8 @@ class Simulator:
         cut = fault == "cut" or (task.downloads == 1 and rate > 0 and self._rng.random() < rate)
         if cut:
             self.stats.videos_cut += 1
-        return web.Response(body=cut_short(video) if cut else video, content_type="video/mp4")
+        kind = "image/gif" if self.config.video_type == "gif" else "video/mp4"
+        return web.Response(body=cut_short(video) if cut else video, content_type=kind)
 
     async def _video_of(self, task: SimTask) -> bytes:
         """The task's video, as long as it asked (or ``video_duration_s``): made from its
@@ -310,6 +311,9 @@ class Simulator:
         padded to ``video_bytes`` (a real one is 5 to 20 MB)."""
         asked = float(str(task.request.get("duration", 5)))
         duration = self.config.video_duration_s or asked
+        if self.config.video_type == "gif":
+            image = self._images.get(task.image_digest or "")
+            return await asyncio.to_thread(gif_from_image, image, duration)
         if self._sample_only:
             return sample_video(duration, self.config.video_bytes or 0)
         key = (task.image_digest, duration)
@@ -484,7 +488,7 @@ class Simulator:
         return {
             "video_url": url,
             "video_url_ttl": str(int(self.config.url_ttl_s)),
-            "video_type": "mp4",
+            "video_type": self.config.video_type,
         }
 
     def _sign(self, task_id: str, issued: str, ttl: str) -> str:

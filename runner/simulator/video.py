@@ -96,3 +96,26 @@ def _still(image: bytes | None) -> Image.Image:
             return picture.resize((2 * VIDEO_WIDTH, max(2, round(picture.height * scale))))
     gradient = Image.linear_gradient("L").resize((2 * VIDEO_WIDTH, 2 * VIDEO_WIDTH * 9 // 16))
     return Image.merge("RGB", (gradient, gradient.rotate(90), Image.new("L", gradient.size, 90)))
+
+
+GIF_FPS = 4
+
+
+def gif_from_image(image: bytes | None, duration_s: float) -> bytes:
+    """The same push-in as an animated GIF (small, few frames): what an API that answers
+    ``video_type: gif`` serves."""
+    still = _still(image)
+    width, height = still.size[0] // 4, still.size[1] // 4
+    count = max(1, round(duration_s * GIF_FPS))
+    frames = []
+    for index in range(count):
+        zoom = 1 + PUSH_IN * index / max(1, count - 1)
+        box_w, box_h = still.size[0] / zoom, still.size[1] / zoom
+        left, top = (still.size[0] - box_w) / 2, (still.size[1] - box_h) / 2
+        box = (left, top, left + box_w, top + box_h)
+        frames.append(still.resize((width, height), Image.Resampling.BILINEAR, box))
+    out = io.BytesIO()
+    frames[0].save(
+        out, "GIF", save_all=True, append_images=frames[1:], duration=1000 // GIF_FPS, loop=0
+    )
+    return out.getvalue()
