@@ -43,6 +43,7 @@ from runner.errors import (
     TaskNotFound,
     TransportError,
 )
+from runner.redact import scrub
 
 log = logging.getLogger(__name__)
 
@@ -179,7 +180,7 @@ class NovitaClient:
                     timeout=self._submit_timeout,
                 ) as resp,
             ):
-                text = (await resp.read()).decode("utf-8", "replace")
+                text = self._text(await resp.read())
                 status, headers = resp.status, resp.headers
         except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
             raise TransportError(
@@ -202,7 +203,7 @@ class NovitaClient:
         url = URL(self._result_url + quote(task_id, safe=""), encoded=True)
         try:
             async with session.get(url, headers=self._headers, timeout=self._poll_timeout) as resp:
-                text = (await resp.read()).decode("utf-8", "replace")
+                text = self._text(await resp.read())
                 status, headers = resp.status, resp.headers
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise TransportError(f"no answer from {self.base_url}: {_describe(exc)}") from None
@@ -219,7 +220,7 @@ class NovitaClient:
             async with session.get(
                 self.base_url + path, headers=self._headers, timeout=self._poll_timeout
             ) as resp:
-                text = (await resp.read()).decode("utf-8", "replace")
+                text = self._text(await resp.read())
                 status, headers = resp.status, resp.headers
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise TransportError(_describe(exc)) from None  # the caller names the URL
@@ -240,7 +241,7 @@ class NovitaClient:
             async with session.get(
                 self.base_url + path_and_query, headers=self._headers, timeout=self._poll_timeout
             ) as resp:
-                text = (await resp.read()).decode("utf-8", "replace")
+                text = self._text(await resp.read())
                 return Probe(
                     resp.status,
                     {k.lower(): v for k, v in resp.headers.items()},
@@ -249,6 +250,12 @@ class NovitaClient:
                 )
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise TransportError(f"no answer from {self.base_url}: {_describe(exc)}") from None
+
+    def _text(self, body: bytes) -> str:
+        """An answer's text with the key cut out, once, where it enters: an API (or a
+        gateway) that quotes the key or the Authorization header in an error must not
+        put it into a report, the ledger, a log or an alert."""
+        return scrub(body.decode("utf-8", "replace"), (self._api_key,))
 
     def _require_session(self) -> aiohttp.ClientSession:
         if self._session is None:

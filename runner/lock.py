@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from runner.errors import FolderLocked, RunFolderError
+from runner.redact import redact_argv, redact_command_line
 
 LOCK_FILE = "run.lock"
 ACQUIRE_PATIENCE_S = 0.5  # a reader's test holds the lock for microseconds
@@ -45,7 +46,7 @@ class LockHolder:
 
     def describe(self) -> str:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.since))
-        return f"pid {self.pid} on {self.host}, since {when}: {self.command}"
+        return f"pid {self.pid} on {self.host}, since {when}: {redact_command_line(self.command)}"
 
 
 class RunFolderLock:
@@ -149,4 +150,5 @@ def _locked(run_dir: Path, holder: LockHolder | None) -> FolderLocked:
 
 
 def _command() -> str:
-    return " ".join(["kling-batch", *sys.argv[1:]])
+    """This process's command line, without its secrets (``runner.redact``)."""
+    return " ".join(["kling-batch", *redact_argv(sys.argv[1:])])

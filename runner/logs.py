@@ -15,6 +15,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import IO, Any
 
+from runner.redact import scrub
+
 RUN_LOG = "run.log"
 _FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 _OURS = "_kling_batch_handler"
@@ -31,10 +33,9 @@ class RedactSecrets(logging.Filter):
         message = record.getMessage()
         if record.exc_info and not record.exc_text:
             record.exc_text = logging.Formatter().formatException(record.exc_info)
-        for secret in self.secrets:
-            message = message.replace(secret, "[REDACTED]")
-            if record.exc_text:
-                record.exc_text = record.exc_text.replace(secret, "[REDACTED]")
+        message = scrub(message, self.secrets)
+        if record.exc_text:
+            record.exc_text = scrub(record.exc_text, self.secrets)
         record.msg, record.args = message, None
         return True
 

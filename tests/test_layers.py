@@ -42,6 +42,7 @@ LAYERS: list[tuple[str, list[str]]] = [
             "runner.formats",
             "runner.user_cache",
             "runner.api_identity",
+            "runner.redact",
         ],
     ),
     ("rates", ["runner.limits", "runner.options", "runner.stopping", "runner.schedule"]),

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import sqlite3
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -19,7 +21,16 @@ from runner.errors import SubmitOutcomeUnknown
 from runner.formats import check_gif
 from runner.simulator import SimConfig, simulator_in_thread
 from runner.simulator.video import gif_from_image
-from tests.conftest import FAST, SIM_KEY, draw_image, ledger_statuses, write_rows
+from tests.conftest import (
+    FAST,
+    SIM_KEY,
+    TOKEN,
+    draw_image,
+    ledger_statuses,
+    runner_process,
+    wait_until,
+    write_rows,
+)
 
 SUBMIT_PATH = model_named(DEFAULT_MODEL).path
 
@@ -121,3 +132,71 @@ def test_a_gif_cut_short_is_fetched_again(tmp_path):
     assert check_gif(gif, 2).whole and check_gif(gif, 2).duration_s == 2
     gif.write_bytes(gif.read_bytes()[:-40])
     assert not check_gif(gif).whole
+
+
+# --- secrets ---------------------------------------------------------------------------
+
+
+def no_secret_in(run_dir: Path, *texts: str, secrets: tuple[str, ...]) -> None:
+    for path in run_dir.rglob("*"):
+        if path.is_file():
+            data = path.read_bytes()
+            for secret in secrets:
+                assert secret.encode() not in data, (secret, path)
+    for text in texts:
+        for secret in secrets:
+            assert secret not in text, secret
+
+
+def test_notify_tokens_stay_out_of_the_lock_status_and_a_second_runs_refusal(
+    threaded_sim, tmp_path, receiver, capsys
+):
+    draw_image(tmp_path / "frame.png")
+    manifest = write_rows(tmp_path / "n.yaml", 3)
+    run_dir = tmp_path / "run"
+    hook = f"curl -H 'X-Token: {TOKEN}-hook' example.invalid"
+    args = ["run", str(manifest), "--out", str(run_dir), *FAST, "--notify", receiver.url]
+    threaded_sim.script("submit", "hold_after_create")  # the run stays live meanwhile
+    live = runner_process([*args, "--on-finish", hook], threaded_sim, tmp_path)
+    wait_until(lambda: threaded_sim.stats.faults["submit:hold_after_create"] == 1, what="held")
+    try:
+        assert main(["status", str(run_dir)]) == 0
+        assert main(["status", str(run_dir), "--json"]) == 0
+        assert main(args) == 2  # in use: the refusal names the holder's command
+        said = capsys.readouterr()
+        assert "--notify json://127.0.0.1/[REDACTED]" in said.out
+        assert "--on-finish [REDACTED]" in said.err
+    finally:
+        threaded_sim.release_answers()
+    out, err = live.communicate(timeout=60)
+    no_secret_in(run_dir, said.out, said.err, out, err, secrets=(TOKEN,))
+
+
+def test_a_key_quoted_by_an_api_error_is_nowhere(threaded_sim, tmp_path, receiver, capsys):
+    threaded_sim.config.quote_key_in_errors = True
+    threaded_sim.config.refuse_prompt_words = ("forbidden",)
+    draw_image(tmp_path / "frame.png")
+    manifest = tmp_path / "n.yaml"
+    manifest.write_text(
+        "defaults: {sound: false}\nrows:\n"
+        "  - {id: ok, image: frame.png, prompt: fine}\n"
+        "  - {id: bad, image: frame.png, prompt: forbidden words}\n",
+        encoding="utf-8",
+    )
+    run_dir = tmp_path / "run"
+    args = ["--notify", receiver.url]
+    assert main(["run", str(manifest), "--out", str(run_dir), *FAST, *args]) == 1
+    first = capsys.readouterr()
+    assert "(request: Authorization: Bearer [REDACTED])" in first.err
+    assert main(["report", str(run_dir), "--format", "jsonl"]) == 0
+    assert main(["status", str(run_dir)]) == 0
+    # At the account check, with a key the API does not know and quotes back.
+    wrong = tmp_path / "wrong"
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("NOVITA_API_KEY", "sk_wrong_quoted_1234")
+        assert main(["run", str(manifest), "--out", str(wrong), *FAST, *args]) == 3
+    second = capsys.readouterr()
+    texts = (first.out, first.err, second.out, second.err, json.dumps(receiver.received))
+    no_secret_in(run_dir, *texts, secrets=(SIM_KEY,))
+    no_secret_in(wrong, *texts, secrets=("sk_wrong_quoted_1234",))
+    assert "Bearer [REDACTED]" in (run_dir / "report.csv").read_text(encoding="utf-8")

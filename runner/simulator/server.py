@@ -202,10 +202,10 @@ class Simulator:
         read = read_forms(model, body, self.config.readings)
         checked, problem = (None, read.problem) if read.problem else check_body(model, read.body)
         if problem is not None:
-            return self._reject(problem.code, f"{problem.field}: {problem.rule}")
+            return self._reject(problem.code, f"{problem.field}: {problem.rule}", request)
         assert checked is not None  # no problem: the body is a request
         if _holds_any(str(body.get("prompt", "")), self.config.refuse_prompt_words):
-            return self._reject("ILLEGAL_PROMPT", "the prompt contains sensitive content")
+            return self._reject("ILLEGAL_PROMPT", "the prompt contains sensitive content", request)
         price = checked.estimate()
         if self.config.balance_usd is not None:  # the cash, then the credit line
             if self.config.balance_usd + self.config.credit_usd < price:
@@ -388,7 +388,9 @@ class Simulator:
         if not hmac.compare_digest(header[7:].strip(), self.config.api_key):
             self.stats.rejected["INVALID_API_KEY"] += 1
             return error_answer(
-                self.config.auth_failure_status, "INVALID_API_KEY", "invalid api key"
+                self.config.auth_failure_status,
+                "INVALID_API_KEY",
+                "invalid api key" + self._quoted(request),
             )
         return None
 
@@ -425,9 +427,18 @@ class Simulator:
     def _next_fault(self, endpoint: str) -> str | None:
         return self.faults.next(endpoint, self.now() - self._started_at)
 
-    def _reject(self, reason: str, message: str) -> web.Response:
+    def _reject(
+        self, reason: str, message: str, request: web.Request | None = None
+    ) -> web.Response:
         self.stats.rejected[reason] += 1
-        return error_answer(400, reason, message)
+        return error_answer(400, reason, message + self._quoted(request))
+
+    def _quoted(self, request: web.Request | None) -> str:
+        """``quote_key_in_errors``: an error that echoes the request's Authorization
+        header, as careless gateways and debug modes do."""
+        if not self.config.quote_key_in_errors or request is None:
+            return ""
+        return f" (request: Authorization: {request.headers.get('Authorization', '')})"
 
     def _create(self, body: dict[str, Any], model: str) -> SimTask:
         fate = self.faults.next_fate()

@@ -83,6 +83,7 @@ class SimConfig:
     video_source: str = "image"
     cut_first_download_rate: float = 0.0  # a task's first download arrives cut in half
     video_type: str = "mp4"  # what Task Result says it made: "gif" serves animated GIFs
+    quote_key_in_errors: bool = False  # errors echo the request's Authorization header
     date_skew_s: float = 0.0  # its Date header runs this far ahead of the real clock
     rate_limit_headers: bool = False  # X-RateLimit-* on every answer (with submit_limit)
     # Task Result answers 503 from START to END seconds after the simulator started.
