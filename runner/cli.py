@@ -73,6 +73,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if getattr(args, "notify_test", False):
         return _notify_test(args)
     try:
+        if hasattr(args, "notify"):  # before any folder, lock or request is made
+            notify.check_urls(notify.notify_urls(args.notify))
         return COMMANDS[args.command](args)
     except KlingBatchError as exc:  # refused or stopped before anything was sent
         return _refused(exc, args)

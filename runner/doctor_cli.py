@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import os
 import secrets
 import sys
 from collections.abc import Iterator
@@ -18,9 +17,10 @@ from collections.abc import Iterator
 from jobs import DEFAULT_MODEL, MODELS
 from jobs.forms import DESCRIBED
 from runner.account import check_account
-from runner.client import DEFAULT_BASE_URL, NovitaClient
+from runner.client import NovitaClient
+from runner.credentials import api_key_of, base_url_of
 from runner.doctor import Check, Settled, cheapest_request, free_checks, spend_one
-from runner.errors import KlingBatchError, UsageError
+from runner.errors import KlingBatchError
 from runner.exits import EXIT_OK, EXIT_SOME_FAILED, EXIT_STOPPED, EXIT_USAGE
 from runner.learned import Learned
 from runner.logs import setup_logging
@@ -81,10 +81,7 @@ def _api(simulate: bool) -> Iterator[tuple[str, str, str]]:
         with simulator_in_thread(config) as sim:
             yield SIMULATOR_API, sim.base_url, key
         return
-    key = os.environ.get("NOVITA_API_KEY", "").strip()
-    if not key:
-        raise UsageError("set NOVITA_API_KEY (or use doctor --simulate)")
-    url = os.environ.get("NOVITA_BASE_URL", DEFAULT_BASE_URL)
+    url, key = base_url_of(), api_key_of(hint="doctor --simulate")
     yield url, url, key
 
 

@@ -21,9 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from runner.account import AccountCheck, Balance, check_account
-from runner.client import DEFAULT_BASE_URL, NovitaClient
+from runner.client import NovitaClient
+from runner.credentials import BASE_URL_ENV, api_key_of, base_url_of
 from runner.engine import EngineConfig, RunOutcome, run_engine
-from runner.errors import KlingBatchError, UsageError
+from runner.errors import KlingBatchError
 from runner.folder import RunFolder
 from runner.learned import Learned
 from runner.limits import EndpointLimiter
@@ -48,24 +49,17 @@ def connect(simulate: bool, env: Mapping[str, str] = os.environ) -> Connection:
     """For ``run``: the embedded simulator, or ``NOVITA_BASE_URL`` with its key."""
     if simulate:
         return Connection(SIMULATOR_API, secrets.token_urlsafe(16))
-    return Connection(env.get("NOVITA_BASE_URL", DEFAULT_BASE_URL), _api_key(env))
+    return Connection(base_url_of(env), api_key_of(env))
 
 
 def connect_folder(folder: RunFolder, env: Mapping[str, str] = os.environ) -> Connection:
     """For ``resume``/``rerun``: the API the folder's tasks belong to. A
     ``NOVITA_BASE_URL`` that points elsewhere is refused by the folder."""
-    api = folder.state.meta().get("api") or env.get("NOVITA_BASE_URL", DEFAULT_BASE_URL)
+    api = folder.state.meta().get("api") or base_url_of(env)
     if api == SIMULATOR_API:
         return connect(simulate=True)
-    folder.check_api(env.get("NOVITA_BASE_URL", api))
-    return Connection(api, _api_key(env))
-
-
-def _api_key(env: Mapping[str, str]) -> str:
-    key = env.get("NOVITA_API_KEY", "")
-    if not key:
-        raise UsageError("set NOVITA_API_KEY (or use run --simulate to rehearse)")
-    return key
+    folder.check_api(base_url_of({BASE_URL_ENV: api, **env}))
+    return Connection(api, api_key_of(env))
 
 
 @contextlib.contextmanager

@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from runner.errors import UsageError
+
 log = logging.getLogger(__name__)
 
 NOTIFY_ENV = "KLING_BATCH_NOTIFY"
@@ -75,6 +77,27 @@ def send(urls: Sequence[str], message: Message, timeout_s: float = SEND_TIMEOUT_
     if thread.is_alive():
         return [f"notification not delivered within {timeout_s:g} s (left to finish alone)"]
     return warnings
+
+
+def check_urls(urls: Sequence[str]) -> None:
+    """Every URL one Apprise can send to, before anything is made or sent: a mistyped
+    scheme found at the end of the night is a night with no message. A bad one is a
+    :class:`UsageError` that shows it as ``scheme://host`` (never its token)."""
+    if not urls:
+        return
+    _load_apprise()
+    import apprise
+
+    for url in urls:
+        try:
+            known = apprise.Apprise().add(url)
+        except Exception:  # a plugin's parser that raises: the URL is not usable either
+            known = False
+        if not known:
+            raise UsageError(
+                f"--notify {shown(url)}/...: not a URL Apprise can send to (a mistyped "
+                "scheme? see https://github.com/caronc/apprise/wiki); nothing was sent"
+            )
 
 
 def _load_apprise() -> None:

@@ -61,7 +61,7 @@ LAYERS: list[tuple[str, list[str]]] = [
             "runner.simulator",
         ],
     ),
-    ("client", ["runner.client", "runner.wire_forms"]),
+    ("client", ["runner.client", "runner.wire_forms", "runner.credentials"]),
     (
         "stages",
         [

@@ -200,3 +200,51 @@ def test_a_key_quoted_by_an_api_error_is_nowhere(threaded_sim, tmp_path, receive
     no_secret_in(run_dir, *texts, secrets=(SIM_KEY,))
     no_secret_in(wrong, *texts, secrets=("sk_wrong_quoted_1234",))
     assert "Bearer [REDACTED]" in (run_dir / "report.csv").read_text(encoding="utf-8")
+
+
+# --- a message where "internal error" was ------------------------------------------------
+
+
+def test_a_key_file_with_windows_line_ends_just_works(threaded_sim, tmp_path, monkeypatch):
+    monkeypatch.setenv("NOVITA_API_KEY", SIM_KEY + "\r\n")
+    draw_image(tmp_path / "frame.png")
+    manifest = write_rows(tmp_path / "n.yaml", 1)
+    assert main(["run", str(manifest), "--out", str(tmp_path / "run"), *FAST]) == 0
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "said"),
+    [
+        ("NOVITA_API_KEY", "sk_abc def", "NOVITA_API_KEY holds a space, a control character"),
+        ("NOVITA_API_KEY", "sk_clé", "NOVITA_API_KEY holds a space, a control character"),
+        ("NOVITA_BASE_URL", "https://me:pw_secret_99@api.example", "holds a user name or password"),
+        ("NOVITA_BASE_URL", "api.novita.ai", "NOVITA_BASE_URL must be an http(s) URL"),
+        ("NOVITA_BASE_URL", "https://api.example/?k=1", "takes no query or fragment"),
+    ],
+)
+def test_a_bad_key_or_base_url_is_a_message_before_anything_is_made(
+    tmp_path, monkeypatch, capsys, variable, value, said
+):
+    monkeypatch.setenv("NOVITA_API_KEY", SIM_KEY)
+    monkeypatch.setenv(variable, value)
+    draw_image(tmp_path / "frame.png")
+    manifest = write_rows(tmp_path / "n.yaml", 1)
+    assert main(["run", str(manifest), "--out", str(tmp_path / "run"), *FAST]) == 2
+    err = capsys.readouterr().err
+    assert said in err and "internal error" not in err
+    assert "pw_secret_99" not in err
+    assert main(["doctor"]) == 2
+    assert said in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("url", ["jsn://hooks.example/tok_secret_5521", "json://", "slack://"])
+def test_a_notify_url_apprise_cannot_use_is_refused_before_any_folder_is_made(
+    threaded_sim, tmp_path, capsys, url
+):
+    draw_image(tmp_path / "frame.png")
+    manifest = write_rows(tmp_path / "n.yaml", 1)
+    run_dir = tmp_path / "run"
+    assert main(["run", str(manifest), "--out", str(run_dir), *FAST, "--notify", url]) == 2
+    err = capsys.readouterr().err
+    assert "not a URL Apprise can send to" in err and "tok_secret_5521" not in err
+    assert not run_dir.exists() and threaded_sim.stats.account_requests == 0
