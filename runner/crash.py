@@ -20,7 +20,7 @@ from pathlib import Path
 
 from runner.logs import run_log_path
 
-_DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # EFBIG: no room for this file
 _NOT_WRITABLE = (errno.EROFS, errno.EACCES, errno.EPERM)
 
 

@@ -130,6 +130,14 @@ class FolderChanged(KlingBatchError):
     stops_run = True
 
 
+class MachineTrouble(KlingBatchError):
+    """The machine cannot go on (the disk is full, the run folder cannot be written):
+    nothing more is started, what was paid for stays in the ledger, resumable."""
+
+    stops_run = True
+    hint = "free some space (or make the run folder writable)"
+
+
 class ApiUnreachable(KlingBatchError):
     """Nothing answers at the base URL (connection refused, no route, DNS) for long
     enough that waiting longer would only hold a night's batch: stop, resumable."""

@@ -32,7 +32,8 @@ import aiohttp
 from jobs import request_from_json
 from runner.client import NovitaClient
 from runner.clock import SYSTEM_CLOCK, Clock
-from runner.errors import KlingBatchError, UrlExpired, VideoDamaged
+from runner.crash import machine_problem
+from runner.errors import KlingBatchError, MachineTrouble, UrlExpired, VideoDamaged
 from runner.formats import SUFFIXES, check_video, sniff
 from runner.learned import LINKS, SAME_LINK, SIGNS_ANEW, Learned
 from runner.limits import EndpointLimiter
@@ -95,6 +96,8 @@ async def download(
         except BaseException:
             if out is not None:
                 await asyncio.to_thread(out.close)
+            # A half video must not hold a full disk's last space, nor outlive a crash.
+            await asyncio.to_thread(partial.unlink, missing_ok=True)
             raise
     return final, final.stat().st_size, check  # after tagging: the size the ledger checks
 
@@ -219,6 +222,10 @@ class Fetcher:
                 log.info("%s: %s; asking for a fresh link", key, exc)
                 continue
             except (aiohttp.ClientError, TimeoutError, OSError, VideoDamaged) as exc:
+                if (problem := machine_problem(exc)) is not None:  # the disk, not the link
+                    self.state.note_download_failed(key, f"download failed: {problem}")
+                    self.stop.trip(f"stopped downloading: {problem}", MachineTrouble(problem))
+                    return
                 damaged = isinstance(exc, VideoDamaged)
                 last_error = f"video {exc}" if damaged else f"{type(exc).__name__}: {exc}"
                 decision = after_download_error(

@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import resource
+import signal
 import sqlite3
 import threading
 import time
@@ -248,3 +250,31 @@ def test_a_notify_url_apprise_cannot_use_is_refused_before_any_folder_is_made(
     err = capsys.readouterr().err
     assert "not a URL Apprise can send to" in err and "tok_secret_5521" not in err
     assert not run_dir.exists() and threaded_sim.stats.account_requests == 0
+
+
+def test_a_full_disk_mid_download_stops_at_once_frees_its_part_files_and_reports(
+    threaded_sim, tmp_path
+):
+    threaded_sim.config.video_bytes = 400_000  # more than the disk takes for one file
+
+    def disk_takes_300_kb_a_file() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (300_000, 300_000))
+
+    draw_image(tmp_path / "frame.png")
+    run_dir = tmp_path / "run"
+    args = ["run", str(write_rows(tmp_path / "n.yaml", 4)), "--out", str(run_dir), *FAST]
+    started = time.monotonic()
+    process = runner_process(args, threaded_sim, tmp_path, disk_takes_300_kb_a_file)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 3, err
+    assert time.monotonic() - started < 15  # not retried for ~20 s into a full disk
+    assert "stopped downloading: the disk is full" in err and "Traceback" not in err
+    assert not list(run_dir.rglob("*.part"))  # no half video holds the last free space
+    assert (run_dir / "report.csv").is_file()
+
+    resumed = runner_process(["resume", str(run_dir), "--yes"], threaded_sim, tmp_path)
+    _, err = resumed.communicate(timeout=60)
+    assert resumed.returncode == 0, err
+    assert len(list((run_dir / "videos").glob("*.mp4"))) == 4
+    assert set(threaded_sim.stats.created_by_prompt.values()) == {1}
