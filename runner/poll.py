@@ -42,6 +42,19 @@ SUCCEED = "TASK_STATUS_SUCCEED"
 FAILED = "TASK_STATUS_FAILED"
 PROCESSING = "TASK_STATUS_PROCESSING"
 KNOWN_RUNNING = frozenset({"TASK_STATUS_QUEUED", PROCESSING})
+# An undocumented status that says the task ended without a video (Novita's JavaScript
+# SDK knows TASK_STATUS_UNKNOWN; an API can add TASK_STATUS_CANCELED): failed, not
+# "still running" until a deadline makes it stalled for ever.
+_ENDED_WORDS = ("CANCEL", "FAIL", "ERROR", "REJECT", "ABORT", "EXPIRE", "TIMEOUT")
+
+
+def ended_without_video(status: str) -> bool:
+    """FAILED, or an undocumented status whose name says the task ended."""
+    return status == FAILED or (
+        status not in KNOWN_RUNNING
+        and status != SUCCEED
+        and any(word in status.upper() for word in _ENDED_WORDS)
+    )
 
 
 @dataclass(frozen=True)
@@ -336,12 +349,13 @@ class PollScheduler:
             log.info("%s: succeeded", key)
             self.on_succeeded(key, link.at)
             return
-        if result.status == FAILED:
+        if ended_without_video(result.status):
             self._finish(key)
-            self.state.mark_failed(
-                key, result.reason or "failed (the API gave no reason)", result.generation_s
-            )
-            log.warning("%s: failed: %s", key, result.reason)
+            reason = result.reason or "failed (the API gave no reason)"
+            if result.status != FAILED:
+                reason = f"{result.status}: {reason}"
+            self.state.mark_failed(key, reason, result.generation_s)
+            log.warning("%s: failed: %s", key, reason)
             return
         if result.status not in KNOWN_RUNNING:
             log.warning("%s: unknown status %r, treated as still running", key, result.status)

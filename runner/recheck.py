@@ -26,7 +26,7 @@ from runner.client import NovitaClient, TaskResult
 from runner.errors import KlingBatchError, TaskNotFound
 from runner.limits import EndpointLimiter
 from runner.links import link_expiry
-from runner.poll import FAILED, SUCCEED
+from runner.poll import SUCCEED, ended_without_video
 from runner.records import TaskRecord, TaskStatus
 from runner.state import RunState
 
@@ -72,7 +72,7 @@ def _sort(state: RunState, record: TaskRecord, result: TaskResult, outcome: Rech
         link = link_expiry(result.video_url, result.video_url_ttl_s, time.time())
         state.mark_succeeded(record.task_key, result.video_url, link.at, result.generation_s)
         outcome.finished.append(record)
-    elif result.status == FAILED:
+    elif ended_without_video(result.status):
         outcome.resubmit.append(record)
     else:
         outcome.running.append(record)

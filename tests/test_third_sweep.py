@@ -278,3 +278,21 @@ def test_a_full_disk_mid_download_stops_at_once_frees_its_part_files_and_reports
     assert resumed.returncode == 0, err
     assert len(list((run_dir / "videos").glob("*.mp4"))) == 4
     assert set(threaded_sim.stats.created_by_prompt.values()) == {1}
+
+
+# --- smaller, same kind --------------------------------------------------------------------
+
+
+def test_an_undocumented_terminal_status_is_a_failure_a_rerun_can_resend(
+    threaded_sim, tmp_path, capsys
+):
+    threaded_sim.script_fates("canceled")
+    draw_image(tmp_path / "frame.png")
+    run_dir = tmp_path / "run"
+    assert main(["run", str(write_rows(tmp_path / "n.yaml", 2)), "--out", str(run_dir), *FAST]) == 1
+    assert ledger_statuses(run_dir) == {"r0/1": "failed", "r1/1": "succeeded"}
+    capsys.readouterr()
+    assert main(["status", str(run_dir)]) == 0
+    assert "TASK_STATUS_CANCELED: canceled by the provider" in capsys.readouterr().out
+    assert main(["rerun", str(run_dir), "--failed", *FAST]) == 0  # asked first: it ended
+    assert ledger_statuses(run_dir) == {"r0/1": "succeeded", "r1/1": "succeeded"}

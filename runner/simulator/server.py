@@ -468,6 +468,8 @@ class Simulator:
                 status, reason = "TASK_STATUS_FAILED", task.reason or self.config.fail_reason
             elif task.fate == "moderated":
                 status, reason = "TASK_STATUS_FAILED", self.config.moderation_reason
+            elif task.fate == "canceled":
+                status, reason = "TASK_STATUS_CANCELED", "canceled by the provider"
             else:
                 status = "TASK_STATUS_SUCCEED"
                 videos = [self._video_entry(task)]

@@ -27,7 +27,8 @@ SUBMIT_FAULTS = (
 )
 POLL_FAULTS = ("429", "500", "503", "502_html", "drop", "404")
 MEDIA_FAULTS = ("403", "500", "drop", "cut")  # cut: the first half, closed cleanly
-FATES = ("succeed", "fail", "stall", "moderated")  # moderated: fails for its content
+# moderated: fails for its content; canceled: ends as TASK_STATUS_CANCELED (undocumented)
+FATES = ("succeed", "fail", "stall", "moderated", "canceled")
 
 
 @dataclass
