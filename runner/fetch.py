@@ -37,7 +37,7 @@ from runner.errors import KlingBatchError, MachineTrouble, UrlExpired, VideoDama
 from runner.formats import SUFFIXES, check_video, sniff
 from runner.learned import LINKS, SAME_LINK, SIGNS_ANEW, Learned
 from runner.limits import EndpointLimiter
-from runner.links import link_expiry, signs_anew
+from runner.links import link_expiry, same_signature, signs_anew
 from runner.mp4 import Mp4Check
 from runner.records import TaskRecord
 from runner.retry import DEFAULT_LIMITS, Action, RetryLimits, after_download_error
@@ -203,7 +203,7 @@ class Fetcher:
         expected_s = float(request_from_json(record.request_json).duration or 0) or None
         refreshes = retries = 0
         last_error = "no video link in the answer"
-        last_url = record.video_url
+        last_url, refused_url = record.video_url, None
         while not self.stop.is_set:
             if url is None:
                 if refreshes >= self.max_refreshes:
@@ -211,14 +211,16 @@ class Fetcher:
                     log.warning("%s: expired: %s", key, last_error)
                     return
                 refreshes += 1
-                url, last_error = await self._fresh_url(key, record.task_id, last_url, last_error)
+                url, last_error = await self._fresh_url(
+                    key, record.task_id, last_url, refused_url, last_error
+                )
                 if url is None:
                     continue
                 last_url = url
             try:
                 saved, size, check = await download(session, url, dest, expected_s, _tags(record))
             except UrlExpired as exc:
-                last_error, url = str(exc), None
+                last_error, refused_url, url = str(exc), url, None
                 log.info("%s: %s; asking for a fresh link", key, exc)
                 continue
             except (aiohttp.ClientError, TimeoutError, OSError, VideoDamaged) as exc:
@@ -252,11 +254,13 @@ class Fetcher:
             return
 
     async def _fresh_url(
-        self, key: str, task_id: str | None, old_url: str | None, last_error: str
+        self, key: str, task_id: str | None, old: str | None, refused: str | None, last_error: str
     ) -> tuple[str | None, str]:
         """Ask Task Result for the video's link again: (a link worth trying, or None;
-        why not). The same link, already dead by its own signature, is not tried: the
-        API does not sign links anew, which is learned."""
+        why not). The very link the video host already refused, past its own signed
+        expiry, is not tried again: the API does not sign links anew (learned, as is a
+        new signing). Our clock alone never condemns a link: a machine clock hours off
+        would condemn every one; the host's refusal is the evidence."""
         if not task_id:
             return None, last_error
         await self.poll_limiter.acquire()
@@ -270,15 +274,14 @@ class Fetcher:
         now = self.clock.time()
         link = link_expiry(result.video_url, result.video_url_ttl_s, now)
         self.state.set_video_url(key, result.video_url, link.at)
-        anew = (
-            signs_anew(old_url, result.video_url, result.video_url_ttl_s, now) if old_url else None
-        )
+        anew = signs_anew(old, result.video_url, result.video_url_ttl_s, now) if old else None
         if anew is not None and self.learned is not None:
             self.learned.learn(LINKS, SIGNS_ANEW if anew else SAME_LINK, "seen")
-        if link.source == "signature" and link.at is not None and link.at <= now:
+        dead = link.source == "signature" and link.at is not None and link.at <= now
+        if dead and refused is not None and same_signature(refused, result.video_url):
             died = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(link.at))
             return None, (
-                f"Task Result gives a link that died at {died} by its own signature "
-                "(the API does not sign links anew)"
+                f"Task Result gives again the link the video host refused, dead since {died} "
+                "by its own signature (the API does not sign links anew)"
             )
         return result.video_url, last_error

@@ -100,11 +100,14 @@ _Entry = tuple[float, int, str, float]  # due (monotonic), tie-break, task key, 
 class _Tracked:
     task_id: str
     submitted_at: float  # wall clock, from the ledger
-    deadline_from: float  # wall clock: the submit, so a deadline survives a restart
+    # Monotonic: when its deadline passes. Counted from the submit's wall time when the
+    # task is handed over (so a restart does not extend it), then on the monotonic
+    # clock, so that a wall clock stepped forward (NTP after a sleep) stalls nothing.
+    deadline_at: float
     last_answer_at: float | None = None  # wall clock of the API's last answer about it
     quiet_polls: int = 0
     errors: int = 0
-    not_found_since: float | None = None  # wall clock of the first 404 in a row
+    not_found_since: float | None = None  # monotonic: the first 404 in a row
     status: TaskStatus = TaskStatus.QUEUED
 
 
@@ -165,10 +168,12 @@ class PollScheduler:
     ) -> None:
         """Track a task. ``deadline_from`` defaults to the submit; a stalled or lost task
         found at start gets a fresh deadline from now, one more chance per run."""
+        started = submitted_at if deadline_from is None else deadline_from
+        gone_by = max(0.0, self.clock.time() - started)
         self._tracked[task_key] = _Tracked(
             task_id,
             submitted_at,
-            deadline_from=submitted_at if deadline_from is None else deadline_from,
+            deadline_at=self.clock.monotonic() + self.policy.task_timeout_s - gone_by,
             last_answer_at=last_answer_at,
             status=TaskStatus.QUEUED if status in ASKED_AGAIN else status,
         )
@@ -312,7 +317,7 @@ class PollScheduler:
         is billed. So it is asked again (at the backoff for ``not_found_grace_s``, then
         every ``max_interval_s``) until its deadline, and then it is ``lost``: never
         failed, so no default rerun pays for it again; ``resume`` asks once more."""
-        now = self.clock.time()
+        now = self.clock.monotonic()
         if tracked.not_found_since is None:
             tracked.not_found_since = now
         unknown_for = now - tracked.not_found_since
@@ -381,7 +386,7 @@ class PollScheduler:
         still finish and is billed either way, so only an explicit choice pays again."""
         if not self._deadline_passed(tracked):
             return False
-        age = self.clock.time() - tracked.deadline_from
+        age = self.clock.time() - tracked.submitted_at
         self._finish(key)
         if tracked.last_answer_at is not None:
             answered = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(tracked.last_answer_at))
@@ -398,7 +403,7 @@ class PollScheduler:
         return True
 
     def _deadline_passed(self, tracked: _Tracked) -> bool:
-        return self.clock.time() - tracked.deadline_from > self.policy.task_timeout_s
+        return self.clock.monotonic() > tracked.deadline_at
 
     def _finish(self, key: str) -> None:
         tracked = self._tracked.pop(key, None)

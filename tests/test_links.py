@@ -88,12 +88,10 @@ async def test_downloads_go_soonest_to_die_first(tmp_path):
     assert fetched == ["soon", "mid", "late", "never said"]
 
 
-async def test_a_link_never_signed_anew_is_given_up_by_its_signature_without_a_request(
-    start_sim, tmp_path
-):
+async def test_a_link_never_signed_anew_is_given_up_after_one_refusal_of_it(start_sim, tmp_path):
     """Task Result lists the link it signed when the task finished, on every poll after:
-    once its signature says it died, asking again gives the same dead link, which is
-    not fetched; the task is expired (resume asks again, free), and that Task Result
+    once the video host refused it, asking again gives the same dead link, which is not
+    fetched again; the task is expired (resume asks again, free), and that Task Result
     does not sign links anew is learned."""
     sim = await start_sim(sign_links_once=True, url_ttl_s=60)
     draw_image(tmp_path / "frame.png")
@@ -111,11 +109,10 @@ async def test_a_link_never_signed_anew_is_given_up_by_its_signature_without_a_r
         sim.advance(120)
         await run_engine(state, client, run_dir, fast_engine_config(), clock=clock, learned=learned)
     assert state.counts() == {"expired": 2}
-    assert (
-        "died at" in state.get("r0/1").error
-        and "does not sign links anew" in state.get("r0/1").error
-    )
-    assert sim.stats.media_requests == 0  # a link known dead is never fetched
+    error = state.get("r0/1").error
+    assert "gives again the link the video host refused" in error
+    assert "does not sign links anew" in error
+    assert sim.stats.media_requests == 2  # each link tried once: our clock alone condemns none
     assert learned.value(LINKS) == SAME_LINK
 
 

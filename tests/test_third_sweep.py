@@ -19,15 +19,20 @@ import pytest
 from jobs import DEFAULT_MODEL, model_named
 from runner.cli import main
 from runner.client import NovitaClient, Timeouts
+from runner.engine import run_engine
 from runner.errors import SubmitOutcomeUnknown
 from runner.formats import check_gif
+from runner.manifest_files import load
+from runner.plan import plan
 from runner.simulator import SimConfig, simulator_in_thread
 from runner.simulator.video import gif_from_image
+from runner.state import RunState
 from tests.conftest import (
     FAST,
     SIM_KEY,
     TOKEN,
     draw_image,
+    fast_engine_config,
     ledger_statuses,
     runner_process,
     wait_until,
@@ -296,3 +301,39 @@ def test_an_undocumented_terminal_status_is_a_failure_a_rerun_can_resend(
     assert "TASK_STATUS_CANCELED: canceled by the provider" in capsys.readouterr().out
     assert main(["rerun", str(run_dir), "--failed", *FAST]) == 0  # asked first: it ended
     assert ledger_statuses(run_dir) == {"r0/1": "succeeded", "r1/1": "succeeded"}
+
+
+class SteppedClock:
+    """The machine's wall clock, stepped by NTP after a sleep; its monotonic clock not."""
+
+    def __init__(self) -> None:
+        self.step_s = 0.0
+
+    def time(self) -> float:
+        return time.time() + self.step_s
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+
+async def test_a_wall_clock_stepped_forward_stalls_nothing(start_sim, tmp_path):
+    sim = await start_sim()
+    sim.hold()  # every task stays queued
+    draw_image(tmp_path / "frame.png")
+    state = RunState.open(tmp_path / "run")
+    state.sync_plan(plan(load(write_rows(tmp_path / "n.yaml", 3))).tasks)
+    clock = SteppedClock()
+    async with NovitaClient(sim.base_url, SIM_KEY) as client:
+        engine = asyncio.create_task(
+            run_engine(state, client, tmp_path / "run", fast_engine_config(), clock=clock)
+        )
+        while sim.stats.polls < 6:
+            await asyncio.sleep(0.01)
+        clock.step_s = 3 * 3600  # three hours ahead, at once: past the 1800 s deadline
+        polls = sim.stats.polls
+        while sim.stats.polls < polls + 6:
+            await asyncio.sleep(0.01)
+        assert state.counts() == {"queued": 3}  # not stalled: no time went by
+        sim.release()
+        outcome = await asyncio.wait_for(engine, 20)
+    assert outcome.counts == {"succeeded": 3}
