@@ -344,7 +344,10 @@ def error_for(status: int, text: str, headers: Any, *, submitting: bool) -> Klin
 
 
 def retry_after_seconds(headers: Any) -> float | None:
-    """``Retry-After`` as seconds or an HTTP date; None when absent or unreadable."""
+    """``Retry-After`` as seconds or an HTTP date; None when absent or unreadable. A date
+    is counted from the answer's own ``Date`` (the server's clock), not ours: a machine
+    clock minutes behind would read a pause of seconds as one of minutes. (The limiter
+    caps what it waits, whatever this says.)"""
     value = headers.get("Retry-After") if headers is not None else None
     if not value:
         return None
@@ -352,11 +355,17 @@ def retry_after_seconds(headers: Any) -> float | None:
         return max(0.0, float(value))
     except ValueError:
         pass
+    when, sent = _http_date(value), _http_date(headers.get("Date"))
+    if when is None:
+        return None
+    return max(0.0, when - (sent if sent is not None else time.time()))
+
+
+def _http_date(value: Any) -> float | None:
     try:
-        when = email.utils.parsedate_to_datetime(value)
+        return email.utils.parsedate_to_datetime(value).timestamp() if value else None
     except (TypeError, ValueError):
         return None
-    return max(0.0, when.timestamp() - time.time())
 
 
 def _json(text: str) -> dict[str, Any]:

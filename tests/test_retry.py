@@ -4,12 +4,14 @@ nothing here sleeps or opens a socket."""
 
 from __future__ import annotations
 
+import email.utils
 import json
 import random
+import time
 
 import pytest
 
-from runner.client import error_for
+from runner.client import error_for, retry_after_seconds
 from runner.errors import SubmitOutcomeUnknown, TransportError
 from runner.retry import (
     BACKOFF_CAP_S,
@@ -101,3 +103,15 @@ def test_a_download_is_retried_a_few_times_then_left_for_the_next_run():
     assert after_download_error(0, rng=R, limits=limits).action == A.RETRY
     assert after_download_error(1, rng=R, limits=limits).action == A.RETRY
     assert after_download_error(2, rng=R, limits=limits).action == A.GIVE_UP
+
+
+def test_a_retry_after_date_counts_from_the_answers_own_date():
+    """Our clock ten minutes behind the server's: the pause is still the server's 30 s."""
+    server_now = time.time() + 600
+    headers = {
+        "Retry-After": email.utils.formatdate(server_now + 30, usegmt=True),
+        "Date": email.utils.formatdate(server_now, usegmt=True),
+    }
+    assert retry_after_seconds(headers) == pytest.approx(30, abs=1)
+    assert retry_after_seconds({"Retry-After": "12"}) == 12
+    assert retry_after_seconds({"Retry-After": "soon"}) is None
