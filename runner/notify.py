@@ -11,10 +11,12 @@ but as ``scheme://host``).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import re
+import signal
 import subprocess
 import threading
 from collections.abc import Mapping, Sequence
@@ -181,26 +183,41 @@ def run_on_finish(
     the user typed it)."""
     env = {**os.environ, "KLING_BATCH_DIR": str(run_dir), "KLING_BATCH_EXIT": str(exit_code)}
     try:
-        done = subprocess.run(
+        # A session of its own: past the timeout the shell *and everything it started*
+        # are stopped (killing the shell alone left its children running, holding the
+        # pipes open).
+        process = subprocess.Popen(
             command,
             shell=True,
-            input=json.dumps(summary, indent=2),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
             env=env,
-            capture_output=True,
             text=True,
             errors="replace",
-            timeout=timeout_s,
-            check=False,
+            start_new_session=True,
         )
-    except subprocess.TimeoutExpired as exc:
-        output = _text(exc.stdout) + _text(exc.stderr)
-        return HookResult(None, output[-TAIL_CHARS:])
     except OSError as exc:
         return HookResult(127, str(exc))
-    return HookResult(done.returncode, (done.stdout + done.stderr)[-TAIL_CHARS:])
+    try:
+        output, _ = process.communicate(json.dumps(summary, indent=2), timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        _stop_group(process)
+        output, _ = process.communicate()
+        return HookResult(None, (output or "")[-TAIL_CHARS:])
+    return HookResult(process.returncode, (output or "")[-TAIL_CHARS:])
 
 
-def _text(data: str | bytes | None) -> str:
-    if data is None:
-        return ""
-    return data.decode("utf-8", "replace") if isinstance(data, bytes) else data
+def _stop_group(process: subprocess.Popen[str]) -> None:
+    """SIGTERM to the command's whole process group, then SIGKILL after a moment."""
+    for signum, grace_s in ((signal.SIGTERM, 2.0), (signal.SIGKILL, 5.0)):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signum)
+        try:
+            process.wait(grace_s)
+            # The shell is gone; its children may linger in the group: kill them too.
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            return
+        except subprocess.TimeoutExpired:
+            continue

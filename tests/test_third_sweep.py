@@ -14,6 +14,7 @@ import threading
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from jobs import DEFAULT_MODEL, model_named
@@ -337,3 +338,24 @@ async def test_a_wall_clock_stepped_forward_stalls_nothing(start_sim, tmp_path):
         sim.release()
         outcome = await asyncio.wait_for(engine, 20)
     assert outcome.counts == {"succeeded": 3}
+
+
+def test_on_finish_past_its_timeout_stops_the_commands_children_too(threaded_sim, tmp_path, capsys):
+    draw_image(tmp_path / "frame.png")
+    pid_file = tmp_path / "child.pid"
+    hook = f"sleep 60 & echo $! > {pid_file}; wait"  # the shell waits on a child of its own
+    args = ["--on-finish", hook, "--on-finish-timeout", "0.5"]
+    manifest = write_rows(tmp_path / "n.yaml", 1)
+    started = time.monotonic()
+    assert main(["run", str(manifest), "--out", str(tmp_path / "run"), *FAST, *args]) == 0
+    assert time.monotonic() - started < 20  # not held by the child's open pipe
+    assert "--on-finish ran out of its 0.5 s and was stopped" in capsys.readouterr().err
+    child = int(pid_file.read_text())
+    wait_until(lambda: not _alive(child), timeout_s=5, what="the hook's child to be gone")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
