@@ -24,9 +24,10 @@ from runner.plan import LARGE_BATCH_USD, Plan, PlannedPicture
 from runner.progress import progress_line
 from runner.recheck import Recheck
 from runner.records import TaskRecord, TaskStatus
+from runner.redact import terminal_safe
 from runner.report import ReportFiles
 from runner.status import LinksToFetch, human_duration
-from runner.status_console import links_dying
+from runner.status_console import links_dying, say
 from runner.streak import BadNight
 
 TIER_LABELS = {"silent": "no sound", "sound": "with sound", "sound_voices": "sound + voices"}
@@ -38,7 +39,7 @@ MAY_PAY_TWICE = {
 
 
 def error(text: str) -> None:
-    print(text, file=sys.stderr)
+    print(terminal_safe(text), file=sys.stderr)
 
 
 def problems(found: Sequence[object]) -> None:
@@ -48,13 +49,13 @@ def problems(found: Sequence[object]) -> None:
 
 
 def estimate(result: Plan, title: str) -> None:
-    print(title)
+    say(title)
     several = len(result.prices) > 1
     for model, duration, tier, count, cost in result.cost_breakdown():
         label = TIER_LABELS.get(tier, tier)
         on = f" on {model}" if several else ""
-        print(f"  {count:>6} x {duration:>2}s {label:<15} ~ ${cost:,.2f}{on}")
-    print(f"  total (estimate) ~ ${result.total_cost:,.2f}")
+        say(f"  {count:>6} x {duration:>2}s {label:<15} ~ ${cost:,.2f}{on}")
+    say(f"  total (estimate) ~ ${result.total_cost:,.2f}")
     if result.large:
         error(
             f"warning: this is a large batch: {len(result.tasks):,} task(s), about "
@@ -63,9 +64,9 @@ def estimate(result: Plan, title: str) -> None:
         )
     for model, table in result.prices.items():
         shown = ", ".join(f"{tier} ${usd:g}/s" for tier, usd in table.items())
-        print(f"  prices{f' ({model})' if several else ''}: {shown}")
+        say(f"  prices{f' ({model})' if several else ''}: {shown}")
     if result.sound_by_default:
-        print(
+        say(
             f"  note: {result.sound_by_default} task(s) say nothing about sound, so they get it "
             "(the API's default), at twice the price; set sound: false to save"
         )
@@ -75,9 +76,9 @@ def validated(result: Plan, manifest: Path) -> None:
     rows = len({t.row_id for t in result.tasks})
     estimate(result, f"{manifest}: OK, {len(result.tasks)} task(s) from {rows} row(s)")
     for pattern, files in result.patterns.items():
-        print(f"  image {pattern}: {files} file(s)")
+        say(f"  image {pattern}: {files} file(s)")
     if result.url_images:
-        print(f"  {result.url_images} task(s) use image URLs: the API fetches and checks those")
+        say(f"  {result.url_images} task(s) use image URLs: the API fetches and checks those")
     conversions(result.conversions)
 
 
@@ -88,16 +89,16 @@ def conversions(
     (``validate`` knows the sizes to come; a run says what it made)."""
     if not planned:
         return
-    print(f"  {len(planned)} picture(s) converted before sending (the rest are sent as they are):")
+    say(f"  {len(planned)} picture(s) converted before sending (the rest are sent as they are):")
     for picture in planned:
         size = f"{megabytes(picture.conversion.source.size_bytes)}"
         done = made.get(picture.name) if made else None
         if done is not None and not done.problem:
             size += f" -> {megabytes(done.size_bytes)}"
-        print(f"    {Path(picture.source).name}: {picture.conversion.describe()}, {size}")
+        say(f"    {Path(picture.source).name}: {picture.conversion.describe()}, {size}")
     kinds = Counter(kind for p in planned for kind, _ in p.conversion.steps())
     by_kind = sorted(kinds.items(), key=lambda item: (-item[1], item[0]))
-    print("  by kind: " + ", ".join(f"{count} {kind}" for kind, count in by_kind))
+    say("  by kind: " + ", ".join(f"{count} {kind}" for kind, count in by_kind))
 
 
 def megabytes(size: int) -> str:
@@ -105,9 +106,9 @@ def megabytes(size: int) -> str:
 
 
 def synced(run_dir: Path, summary: SyncSummary) -> None:
-    print(f"{run_dir}: {summary.planned} task(s): {summary.added} new, {summary.pending} to submit")
+    say(f"{run_dir}: {summary.planned} task(s): {summary.added} new, {summary.pending} to submit")
     if summary.retired:
-        print(
+        say(
             f"  {summary.retired} pending task(s) retired: their rows (or repeats) are no "
             "longer in the manifest, so they are not sent"
         )
@@ -120,7 +121,7 @@ def left_out(records: Sequence[TaskRecord]) -> None:
         return
     causes = Counter(str(failure_class(r.error)) for r in records)
     said = ", ".join(f"{n} {cause}" for cause, n in sorted(causes.items()))
-    print(
+    say(
         f"left out {len(records)} failed task(s) ({said}): sent again as they are, they "
         "would be refused again; edit them (failed.yaml lists them) or add "
         + " ".join(f"--class {cause}" for cause in sorted(causes))
@@ -145,19 +146,19 @@ def on_finish(hook: HookResult, timeout_s: float) -> None:
 def may_pay_twice(chosen: Sequence[TaskRecord]) -> None:
     for status, why in MAY_PAY_TWICE.items():
         if any(r.status == status for r in chosen):
-            print(f"note: {why}; rerunning it can pay twice for that row")
+            say(f"note: {why}; rerunning it can pay twice for that row")
 
 
 def rechecked(outcome: Recheck) -> None:
     """What the API said of the tasks a rerun would pay for again."""
     if outcome.finished:
-        print(
+        say(
             f"{len(outcome.finished)} task(s) succeeded at the API after all: their videos "
             "are fetched, nothing is paid again"
         )
     if outcome.running:
         keys = ", ".join(r.task_key for r in outcome.running[:10])
-        print(
+        say(
             f"{len(outcome.running)} task(s) are still running at the API, so not "
             f"resubmitted: {keys} (this run polls them)"
         )
@@ -180,13 +181,13 @@ def confirm_spend(
     """Show what is about to be spent and ask; True means go."""
     estimate(to_send, "would cost (simulated: free):" if simulated else "to spend now:")
     if budget_usd is not None:
-        print(
+        say(
             f"  budget ${budget_usd:,.2f}: ${spent_usd:,.2f} already spent in this folder; "
             "submitting stops before the estimate would pass it"
         )
     short = balance is not None and to_send.total_cost > balance.usd
     if balance is not None:
-        print(f"  balance {balance.describe()} (the account, now)")
+        say(f"  balance {balance.describe()} (the account, now)")
         _covers(to_send, balance, short)
     if assume_yes:
         return True
@@ -197,7 +198,7 @@ def confirm_spend(
         answer = input("submit anyway? [y/N] " if short else "submit these tasks? [y/N] ")
     except (EOFError, KeyboardInterrupt):  # Ctrl-D or Ctrl-C at the question: a "no"
         answer = ""
-        print()
+        say()
     if answer.strip().lower() in ("y", "yes"):
         return True
     error("declined: nothing was sent")
@@ -217,9 +218,9 @@ def _covers(to_send: Plan, balance: Balance, short: bool) -> None:
     if on_credit:
         cash = tasks_covered(costs, balance.cash_usd or 0.0)
         line += f" counting the credit line, {cash} from the cash alone"
-    print(line)
+    say(line)
     if short:
-        print("  the API stops the run when it runs out (resume continues after a top-up)")
+        say("  the API stops the run when it runs out (resume continues after a top-up)")
 
 
 def links_die_before_the_end(run_dir: Path, run_s: float) -> None:
@@ -278,59 +279,59 @@ def outcome(
 ) -> None:
     """The summary after a run: counts, spend, where the report is, what comes next
     (``links``: with ``--no-download``, the links kept and when they die)."""
-    print(f"done in {result.elapsed_s:.1f}s: {progress_line(result.counts, 0)}")
-    print(
+    say(f"done in {result.elapsed_s:.1f}s: {progress_line(result.counts, 0)}")
+    say(
         f"  {result.created} task(s) created this run, {result.polls} polls, "
         f"{result.downloaded} video(s) downloaded; estimated spend ${result.spent_usd:,.2f}"
     )
-    print(f"  report: {files.csv}\n          {files.html}")
+    say(f"  report: {files.csv}\n          {files.html}")
     if files.sheets:
         more = f" (+{len(files.sheets) - 1} page(s))" if len(files.sheets) > 1 else ""
-        print(f"  contact sheet: {files.sheets[0]}{more}")
+        say(f"  contact sheet: {files.sheets[0]}{more}")
     if files.failed_yaml:
-        print(f"  failed rows as a manifest: {files.failed_yaml}")
+        say(f"  failed rows as a manifest: {files.failed_yaml}")
     if _stopped_early(run_dir, result):
         return
     for gate, (count, why) in result.held.items():
-        print(
+        say(
             f"  {count} task(s) of {gate} held by its canary ({why}); nothing was paid for "
             f"them. Look at the reason, then kling-batch resume {run_dir} sends a new "
             "canary (or --wire FIELD=FORM, or --canary off)"
         )
     if result.budget_reached:
         pending = result.counts.get(TaskStatus.PENDING, 0)
-        print(
+        say(
             f"  budget reached: {pending} task(s) left pending; "
             f"raise it with: kling-batch resume {run_dir} --budget USD"
         )
     stalled = result.counts.get(TaskStatus.STALLED, 0)
     if stalled:
-        print(
+        say(
             f"  {stalled} task(s) stalled: still running at the API (or unanswered) at their "
             f"deadline; they are billed either way and may still finish.\n"
             f"  kling-batch resume {run_dir} polls them again and fetches their videos"
         )
     lost = result.counts.get(TaskStatus.LOST, 0)
     if lost:
-        print(
+        say(
             f"  {lost} task(s) lost: the API gave them task ids that Task Result never knew "
             "up to the deadline; they may exist and be billed, so nothing resends them.\n"
             f"  kling-batch resume {run_dir} asks again (and fetches any that turned up); "
             "rerun --lost pays again"
         )
     if missing_videos and downloads:
-        print(f"  {missing_videos} video(s) not downloaded yet: run again to fetch them")
+        say(f"  {missing_videos} video(s) not downloaded yet: run again to fetch them")
     elif missing_videos:
-        print(f"  {missing_videos} video(s) not downloaded (--no-download)")
+        say(f"  {missing_videos} video(s) not downloaded (--no-download)")
         links_dying(run_dir, links or LinksToFetch())
     if video_problems:
-        print(
+        say(
             f"  {video_problems} video(s) are not as asked or arrived damaged: see "
             "video_problem in the report"
         )
     expired = result.counts.get(TaskStatus.EXPIRED, 0)
     if expired:
-        print(
+        say(
             f"  {expired} video(s) expired before they could be fetched: kling-batch resume "
             f"{run_dir} asks for fresh links first (free); rerun --expired pays again"
         )
@@ -352,11 +353,11 @@ def models(listed: Sequence[Model], default: str) -> None:
     """``kling-batch models``: what each model takes, and the prices estimates use."""
     for model in listed:
         mark = " (the default)" if model.name == default else ""
-        print(f"{model.name}{mark}: {model.kind.value}, POST {model.path}")
-        print(f"  {model.doc_url}")
+        say(f"{model.name}{mark}: {model.kind.value}, POST {model.path}")
+        say(f"  {model.doc_url}")
         for spec in model.fields:
-            print(f"  {spec.name:<16} {spec.describe()}")
+            say(f"  {spec.name:<16} {spec.describe()}")
         prices = ", ".join(f"{tier} ${usd:g}/s" for tier, usd in model.prices.items())
-        print(f"  prices (estimates): {prices}")
+        say(f"  prices (estimates): {prices}")
         if model.notes:
-            print(f"  note: {model.notes}")
+            say(f"  note: {model.notes}")

@@ -26,6 +26,7 @@ from runner.learned import Learned
 from runner.logs import setup_logging
 from runner.rehearsal import REHEARSAL_BALANCE_USD, SIMULATOR_API
 from runner.simulator import SimConfig, simulator_in_thread
+from runner.status_console import say
 
 _MARKS = {True: "ok  ", False: "FAIL", None: "note"}
 
@@ -46,10 +47,10 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     with _api(args.simulate) as (api, url, key):
         setup_logging(None, secrets=[key])
         learned = Learned.open(api, use_cache=api != SIMULATOR_API)
-        print(f"{api}:")
+        say(f"{api}:")
         checks = asyncio.run(_checks(url, key, learned))
         for check in checks:
-            print(f"  {_MARKS[check.ok]}  {check.name}: {check.said}")
+            say(f"  {_MARKS[check.ok]}  {check.name}: {check.said}")
         failed = any(check.ok is False for check in checks)
         if not args.spend:
             return EXIT_STOPPED if failed else EXIT_OK
@@ -58,7 +59,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
             return EXIT_STOPPED
         model = MODELS[args.model]
         request = cheapest_request(model)
-        print(
+        say(
             f"doctor --spend sends one real task of {model.name}: {request.duration} s, "
             f"no sound, a drawn test card; estimated ${request.estimate():.2f} (an estimate: "
             "the balance before and after measures it)"
@@ -113,21 +114,21 @@ def _yes(assume_yes: bool) -> bool:
 
 def _said(settled: Settled) -> None:
     task = f" (task {settled.task_id})" if settled.task_id else ""
-    print(f"  outcome: {settled.outcome}{task}")
+    say(f"  outcome: {settled.outcome}{task}")
     for refusal in settled.refusals:
-        print(f"  refused first: {refusal}")
+        say(f"  refused first: {refusal}")
     if settled.image_form:
-        print(f"  the picture went as {DESCRIBED.get(settled.image_form, settled.image_form)}")
+        say(f"  the picture went as {DESCRIBED.get(settled.image_form, settled.image_form)}")
     if settled.price_usd is not None:
-        print(f"  measured price: ${settled.price_usd:.2f} (estimate ${settled.estimate_usd:.2f})")
+        say(f"  measured price: ${settled.price_usd:.2f} (estimate ${settled.estimate_usd:.2f})")
     elif settled.outcome == "succeeded":
-        print("  measured price: the balance did not move yet (it can lag a charge)")
+        say("  measured price: the balance did not move yet (it can lag a charge)")
     if settled.generation_s is not None:
-        print(f"  generation time: {settled.generation_s:.0f} s")
+        say(f"  generation time: {settled.generation_s:.0f} s")
     if settled.links:
-        print(f"  Task Result, asked again: {settled.links}")
+        say(f"  Task Result, asked again: {settled.links}")
     if settled.video:
-        print(f"  the video: {settled.video}")
+        say(f"  the video: {settled.video}")
     for note in settled.notes:
-        print(f"  note: {note}")
-    print("  kept for the next runs of this API (doctor lists what is learned)")
+        say(f"  note: {note}")
+    say("  kept for the next runs of this API (doctor lists what is learned)")

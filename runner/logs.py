@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import IO, Any
 
-from runner.redact import scrub
+from runner.redact import scrub, terminal_safe
 
 RUN_LOG = "run.log"
 _FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
@@ -23,17 +23,18 @@ _OURS = "_kling_batch_handler"
 
 
 class RedactSecrets(logging.Filter):
+    """Every line as it may be written: no secret, and no terminal control (a row id
+    with an escape sequence must not rewrite the console, nor ``cat run.log``)."""
+
     def __init__(self, secrets: Iterable[str]):
         super().__init__()
         self.secrets = [s for s in secrets if s and len(s) >= 4]
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if not self.secrets:
-            return True
         message = record.getMessage()
         if record.exc_info and not record.exc_text:
             record.exc_text = logging.Formatter().formatException(record.exc_info)
-        message = scrub(message, self.secrets)
+        message = terminal_safe(scrub(message, self.secrets))
         if record.exc_text:
             record.exc_text = scrub(record.exc_text, self.secrets)
         record.msg, record.args = message, None

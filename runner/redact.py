@@ -1,4 +1,5 @@
-"""Secrets out of what is shown and kept: a command line's, and a text from the network.
+"""Secrets out of what is shown and kept (a command line's, a text from the network),
+and terminal controls out of what is printed.
 
 A command line is visible to every user of the machine (``ps``) and is kept in the run
 folder's lock file, shown by ``status`` and by a second run's refusal: so it is kept
@@ -14,6 +15,18 @@ from collections.abc import Iterable, Sequence
 from urllib.parse import urlsplit
 
 REDACTED = "[REDACTED]"
+# C0 and C1 controls but the line's own breaks: an ESC sequence in a row id or a file
+# name can retitle, clear or rewrite the terminal that prints it.
+_CONTROLS = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F, *range(0x80, 0xA0))}
+for _kept in (0x09, 0x0A):  # a tab, a line break
+    _CONTROLS.pop(_kept)
+
+
+def terminal_safe(text: str) -> str:
+    """``text`` with every control character but tab and newline shown as ``\\xNN``."""
+    return text.translate(_CONTROLS)
+
+
 # Options whose value may hold a secret, and how it is shown instead.
 _SECRET_OPTIONS = ("--notify", "--on-finish")
 

@@ -7,25 +7,32 @@ import time
 from pathlib import Path
 
 from runner.learned import SAME_LINK, SIGNS_ANEW
+from runner.redact import terminal_safe
 from runner.status import LinksToFetch, RunSummary, human_duration
+
+
+def say(text: str = "") -> None:
+    """A line to the person at the console: what came from a manifest or the network
+    (a row id, a reason) is printed without its terminal controls."""
+    print(terminal_safe(text))
 
 
 def status(run_dir: Path, summary: RunSummary) -> None:
     counts = ", ".join(f"{n} {s}" for s, n in summary.counts.items()) or "no tasks"
-    print(f"{run_dir}: {summary.done}/{summary.total} done ({counts})")
+    say(f"{run_dir}: {summary.done}/{summary.total} done ({counts})")
     if summary.live_run:
-        print(f"  live: a run holds this folder: {summary.live_run}")
+        say(f"  live: a run holds this folder: {summary.live_run}")
     if len(summary.by_model) > 1:
         for model, by_status in summary.by_model.items():
             shown = ", ".join(f"{n} {s}" for s, n in by_status.items())
-            print(f"  {model}: {shown}")
-    print(
+            say(f"  {model}: {shown}")
+    say(
         f"  spent ~ ${summary.spent_usd:,.2f} of an estimated ${summary.est_total_usd:,.2f} "
         "for every task once"
     )
     _balance(summary)
     if summary.generation_p50_s is not None:
-        print(
+        say(
             f"  generation time p50 {summary.generation_p50_s:.1f}s, "
             f"p95 {summary.generation_p95_s:.1f}s"
         )
@@ -33,36 +40,36 @@ def status(run_dir: Path, summary: RunSummary) -> None:
     for task in summary.stalled[:10]:
         answered = summary.last_answers.get(task.task_key)
         last = clock(answered) if answered else "none since the submit"
-        print(f"  {task.status} {task.task_key:<30} {task.task_id}  last answer: {last}")
+        say(f"  {task.status} {task.task_key:<30} {task.task_id}  last answer: {last}")
     _failures(summary)
     for unknown in summary.unknown[:10]:
-        print(f"  unknown {unknown.task_key:<30} {' '.join(unknown.reason.split())[:160]}")
+        say(f"  unknown {unknown.task_key:<30} {' '.join(unknown.reason.split())[:160]}")
     if summary.videos_missing:
-        print(f"  {summary.videos_missing} video(s) not downloaded yet")
+        say(f"  {summary.videos_missing} video(s) not downloaded yet")
     links_dying(run_dir, summary.links)
     if summary.video_problems:
-        print(
+        say(
             f"  {summary.video_problems} video(s) not whole or not as asked "
             "(video_problem in report.csv)"
         )
-    print("next:")
+    say("next:")
     for step in summary.next_steps:
-        print(f"  {step}")
+        say(f"  {step}")
 
 
 def _in_flight(summary: RunSummary) -> None:
     oldest = summary.oldest
     if oldest is None:
         return
-    print(
+    say(
         f"  {len(summary.in_flight)} in flight; oldest {oldest.task_key} "
         f"({oldest.status}, {human_duration(oldest.age_s)} since submit)"
     )
     for task in summary.in_flight[:10]:
         age = human_duration(task.age_s)
-        print(f"    {task.task_key:<30} {task.status:<11} {age:>8}  {task.task_id}")
+        say(f"    {task.task_key:<30} {task.status:<11} {age:>8}  {task.task_id}")
     if len(summary.in_flight) > 10:
-        print(f"    ... and {len(summary.in_flight) - 10} more")
+        say(f"    ... and {len(summary.in_flight) - 10} more")
 
 
 def _failures(summary: RunSummary) -> None:
@@ -70,12 +77,12 @@ def _failures(summary: RunSummary) -> None:
     if not summary.failures_by_class:
         return
     causes = ", ".join(f"{n} {cause}" for cause, n in summary.failures_by_class.items())
-    print(f"  failed by cause: {causes}")
+    say(f"  failed by cause: {causes}")
     for failure in summary.failures[:10]:
         reason = " ".join(failure.reason.split())[:100]
-        print(f"    {failure.task_key:<30} {failure.failure_class:<10} {reason}")
+        say(f"    {failure.task_key:<30} {failure.failure_class:<10} {reason}")
     if len(summary.failures) > 10:
-        print(f"    ... and {len(summary.failures) - 10} more (report.csv has them all)")
+        say(f"    ... and {len(summary.failures) - 10} more (report.csv has them all)")
 
 
 def _balance(summary: RunSummary) -> None:
@@ -89,7 +96,7 @@ def _balance(summary: RunSummary) -> None:
             f" (${summary.balance_first_usd:,.2f} at the first run): the account went down "
             f"${measured:,.2f}; an upper bound if anything else used the account meanwhile"
         )
-    print(line)
+    say(line)
 
 
 def clock(at: float) -> str:
@@ -104,7 +111,7 @@ def links_dying(run_dir: Path, links: LinksToFetch, indent: str = "  ") -> None:
         return
     first, last = clock(links.first_dies_at), clock(links.last_dies_at)
     when = f"at {first}" if first == last else f"between {first} and {last}"
-    print(
+    say(
         f"{indent}{links.count} video link(s) not fetched die {when} (by their own "
         f"signatures): kling-batch resume {run_dir} --download fetches them before then"
     )
@@ -115,4 +122,4 @@ def links_dying(run_dir: Path, links: LinksToFetch, indent: str = "  ") -> None:
         if links.refreshed == SAME_LINK
         else "has not been seen to sign a link anew"
     )
-    print(f"{indent}after that they may be gone for good: Task Result {seen}")
+    say(f"{indent}after that they may be gone for good: Task Result {seen}")

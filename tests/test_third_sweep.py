@@ -359,3 +359,24 @@ def _alive(pid: int) -> bool:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
+
+
+def test_terminal_escapes_in_a_row_id_are_shown_not_obeyed(threaded_sim, tmp_path, capsys):
+    draw_image(tmp_path / "frame.png")
+    manifest = tmp_path / "n.yaml"
+    sneaky = "evil\\x1b]0;pwned\\x07\\x1b[2J\\x9b31m"  # retitle, clear, colour (YAML escapes)
+    manifest.write_text(
+        f'rows:\n  - {{id: "{sneaky}", image: frame.png, prompt: p, duration: 7}}\n',
+        encoding="utf-8",
+    )
+    assert main(["validate", str(manifest)]) == 2  # a problem that names the row
+    err = capsys.readouterr().err
+    assert "\x1b" not in err and "\x07" not in err and "\x9b" not in err
+    assert "\\x1b]0;pwned\\x07" in err
+    manifest.write_text(manifest.read_text().replace(", duration: 7", ""), encoding="utf-8")
+    run_dir = tmp_path / "run"
+    assert main(["run", str(manifest), "--out", str(run_dir), *FAST]) == 0
+    said = capsys.readouterr()
+    assert main(["status", str(run_dir)]) == 0
+    shown = said.out + said.err + capsys.readouterr().out + (run_dir / "run.log").read_text()
+    assert "\x1b" not in shown and "\x07" not in shown
