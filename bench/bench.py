@@ -62,7 +62,7 @@ from runner.limits import Rate
 from runner.manifest_files import load
 from runner.mp4 import check_mp4
 from runner.plan import Plan, plan
-from runner.poll import PollPolicy
+from runner.schedule import PollPolicy
 from runner.sheet import write_contact_sheet
 from runner.simulator import SimConfig, Simulator
 from runner.state import RunState

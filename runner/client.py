@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import email.utils
-import json
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -30,17 +28,10 @@ from urllib.parse import quote
 import aiohttp
 from yarl import URL
 
+from runner.answers import Probe, TaskResult, error_for, json_object, parse_task_result, snippet
 from runner.errors import (
     ApiError,
-    AuthError,
-    BalanceExhausted,
-    EndpointNotFound,
-    InvalidRequest,
-    KlingBatchError,
-    RateLimited,
-    ServerError,
     SubmitOutcomeUnknown,
-    TaskNotFound,
     TransportError,
 )
 from runner.redact import scrub
@@ -49,14 +40,6 @@ log = logging.getLogger(__name__)
 
 TASK_RESULT_PATH = "/v3/async/task-result"
 DEFAULT_BASE_URL = "https://api.novita.ai"
-
-# The one 500 reason whose answer itself says nothing was created: a submit may be
-# retried. BILLING_FAILED, TASK_FAILED and GET_RESULT_FAILED are listed by name only; no
-# source says they come before a task is made, and one that came after it would be paid
-# twice by a retry: they are ``unknown`` (shared/novita-api.md, "What the pages leave open").
-_NOTHING_CREATED_500 = frozenset({"CREATE_TASK_FAILED"})
-_AUTH_400 = frozenset({"MISSING_API_KEY"})
-_BALANCE_400 = frozenset({"BILLING_BALANCE_NOT_ENOUGH"})
 
 
 @dataclass(frozen=True)
@@ -74,48 +57,6 @@ class Timeouts:
     poll_total: float = 30.0
     pause_late_s: float = 5.0
     pause_grace_s: float = 10.0
-
-
-@dataclass(frozen=True)
-class TaskResult:
-    """The parts of a Task Result answer the runner uses; every field optional but status."""
-
-    task_id: str
-    status: str
-    reason: str
-    eta_s: float | None
-    progress_percent: float | None
-    video_url: str | None
-    video_url_ttl_s: int | None
-    submit_time_ms: int | None
-    complete_time_ms: int | None
-    execute_time_ms: int | None = None
-
-    @property
-    def queued_s(self) -> float | None:
-        """How long the API kept it queued, by its own clock (0 or missing: unknown)."""
-        if self.submit_time_ms and self.execute_time_ms:
-            return max(0.0, (self.execute_time_ms - self.submit_time_ms) / 1000)
-        return None
-
-    @property
-    def generation_s(self) -> float | None:
-        if self.submit_time_ms and self.complete_time_ms:
-            return max(0.0, (self.complete_time_ms - self.submit_time_ms) / 1000)
-        return None
-
-
-@dataclass(frozen=True)
-class Probe:
-    """An answer as it came: status, headers (lower-case names), body, round trip."""
-
-    status: int
-    headers: dict[str, str]
-    text: str
-    elapsed_s: float
-
-    def json(self) -> dict[str, Any]:
-        return _json(self.text)
 
 
 class NovitaClient:
@@ -189,7 +130,7 @@ class NovitaClient:
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise SubmitOutcomeUnknown(f"sent, but no answer came back: {_describe(exc)}") from None
         if status == 200:
-            task_id = _json(text).get("task_id")
+            task_id = json_object(text).get("task_id")
             if isinstance(task_id, str) and task_id:
                 return task_id
             # 200 means the API took it; without an id we cannot follow or rule out a charge.
@@ -208,7 +149,7 @@ class NovitaClient:
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise TransportError(f"no answer from {self.base_url}: {_describe(exc)}") from None
         if status == 200:
-            return parse_task_result(task_id, _json(text))
+            return parse_task_result(task_id, json_object(text))
         raise error_for(status, text, headers, submitting=False)
 
     async def account(self, path: str) -> dict[str, Any]:
@@ -225,9 +166,9 @@ class NovitaClient:
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise TransportError(_describe(exc)) from None  # the caller names the URL
         if status == 200:
-            data = _json(text)
+            data = json_object(text)
             if not data:
-                raise ApiError(200, "UNEXPECTED_ANSWER", _snippet(text) or "an empty answer")
+                raise ApiError(200, "UNEXPECTED_ANSWER", snippet(text) or "an empty answer")
             return data
         raise error_for(status, text, headers, submitting=False)
 
@@ -293,111 +234,5 @@ async def _pause_aware_deadline(timeouts: Timeouts) -> AsyncIterator[None]:
                 timer.cancel()
 
 
-def parse_task_result(task_id: str, data: dict[str, Any]) -> TaskResult:
-    """Lenient on purpose: fields vary by task and by API version; a missing one is None."""
-    task = _mapping(data.get("task"))
-    listed = data.get("videos")
-    videos: list[Any] = listed if isinstance(listed, list) else []
-    video = next((v for v in videos if isinstance(v, dict) and v.get("video_url")), {})
-    debug = _mapping(_mapping(data.get("extra")).get("debug_info"))
-    return TaskResult(
-        task_id=str(task.get("task_id") or task_id),
-        status=str(task.get("status") or "TASK_STATUS_UNKNOWN"),
-        reason=str(task.get("reason") or ""),
-        eta_s=_number(task.get("eta")),
-        progress_percent=_number(task.get("progress_percent")),
-        video_url=video.get("video_url"),
-        video_url_ttl_s=_integer(video.get("video_url_ttl")),
-        submit_time_ms=_integer(debug.get("submit_time_ms")),
-        complete_time_ms=_integer(debug.get("complete_time_ms")),
-        execute_time_ms=_integer(debug.get("execute_time_ms")),
-    )
-
-
-def error_for(status: int, text: str, headers: Any, *, submitting: bool) -> KlingBatchError:
-    """The typed error for an answer that is not a success (``runner.retry`` decides
-    what follows from it)."""
-    body = _json(text)
-    reason = str(body.get("reason") or "")
-    message = str(body.get("message") or "").strip() or _snippet(text)
-    if status == 429:
-        return RateLimited(
-            status, reason or "RATE_LIMIT_EXCEEDED", message, retry_after_seconds(headers)
-        )
-    if status in (401, 403) or reason in _AUTH_400:
-        return AuthError(status, reason or "UNAUTHORIZED", message or "the API key was refused")
-    if reason in _BALANCE_400:
-        return BalanceExhausted(status, reason, message)
-    if status == 404:
-        if submitting:
-            return EndpointNotFound(
-                status, reason or "NOT_FOUND", message or "check NOVITA_BASE_URL"
-            )
-        return TaskNotFound(status, reason or "TASK_NOT_FOUND", message)
-    if 400 <= status < 500:
-        return InvalidRequest(status, reason or f"HTTP_{status}", message)
-    # 5xx. Polls are reads: always safe to retry. A submit only where nothing was made.
-    nothing_created = status == 503 or (status == 500 and reason in _NOTHING_CREATED_500)
-    if submitting and not nothing_created:
-        return SubmitOutcomeUnknown(f"HTTP {status} {reason}".strip() + f": {message}")
-    return ServerError(status, reason or f"HTTP_{status}", message, retryable=True)
-
-
-def retry_after_seconds(headers: Any) -> float | None:
-    """``Retry-After`` as seconds or an HTTP date; None when absent or unreadable. A date
-    is counted from the answer's own ``Date`` (the server's clock), not ours: a machine
-    clock minutes behind would read a pause of seconds as one of minutes. (The limiter
-    caps what it waits, whatever this says.)"""
-    value = headers.get("Retry-After") if headers is not None else None
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    when, sent = _http_date(value), _http_date(headers.get("Date"))
-    if when is None:
-        return None
-    return max(0.0, when - (sent if sent is not None else time.time()))
-
-
-def _http_date(value: Any) -> float | None:
-    try:
-        return email.utils.parsedate_to_datetime(value).timestamp() if value else None
-    except (TypeError, ValueError):
-        return None
-
-
-def _json(text: str) -> dict[str, Any]:
-    """Gateways answer HTML; a body that is not a JSON object reads as empty."""
-    try:
-        data = json.loads(text)
-    except (ValueError, TypeError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def _mapping(value: Any) -> dict[str, Any]:
-    """A JSON object, or an empty one when the field is missing or of another type."""
-    return value if isinstance(value, dict) else {}
-
-
-def _snippet(text: str) -> str:
-    return " ".join(text.split())[:200]
-
-
 def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-
-
-def _number(value: Any) -> float | None:
-    try:
-        return float(str(value)) if value not in (None, "") else None
-    except ValueError:
-        return None
-
-
-def _integer(value: Any) -> int | None:
-    """The API sends some integers as strings ("3600"); accept both."""
-    number = _number(value)
-    return int(number) if number is not None else None

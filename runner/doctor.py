@@ -33,12 +33,12 @@ from PIL import Image, ImageDraw
 
 from jobs.contract import Model, Request
 from runner.account import BALANCE_PATH, Balance, balance_of_detail
-from runner.client import TASK_RESULT_PATH, NovitaClient, Probe, TaskResult
+from runner.answers import FAILED, SUCCEED, Probe, TaskResult
+from runner.client import TASK_RESULT_PATH, NovitaClient
 from runner.errors import ApiError, KlingBatchError, RateLimited, TransportError
 from runner.fetch import download
 from runner.learned import LINKS, SAME_LINK, SIGNS_ANEW, Learned
 from runner.links import signs_anew
-from runner.poll import FAILED, SUCCEED
 from runner.wire_forms import WireForms, fields_with_forms, names_the_picture
 
 CLOCK_SKEW_S = 5.0  # more than this between our clock and the API's is said

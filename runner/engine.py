@@ -26,10 +26,11 @@ from runner.learned import Learned
 from runner.ledger import DEFERRED_MAX_AGE_S
 from runner.limits import EndpointLimiter, Rate
 from runner.options import RunOptions, parse_wire
-from runner.poll import PollPolicy, PollScheduler
+from runner.poll import PollScheduler
 from runner.progress import LineProgress, ProgressSink, Snapshot
 from runner.records import ASKED_AGAIN, IN_FLIGHT, TaskRecord, TaskStatus
 from runner.retry import DEFAULT_LIMITS, RetryLimits
+from runner.schedule import PollPolicy
 from runner.state import RunState
 from runner.stopping import StopSwitch
 from runner.streak import DEFAULT_MAX_FAILURE_STREAK, BadNight, FailureStreak

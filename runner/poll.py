@@ -25,72 +25,26 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from runner.client import NovitaClient, TaskResult
+from runner.answers import (
+    FAILED,
+    KNOWN_RUNNING,
+    PROCESSING,
+    SUCCEED,
+    TaskResult,
+    ended_without_video,
+)
+from runner.client import NovitaClient
 from runner.clock import SYSTEM_CLOCK, Clock
 from runner.errors import KlingBatchError, RateLimited, TaskNotFound
 from runner.limits import EndpointLimiter
 from runner.links import link_expiry
 from runner.records import ASKED_AGAIN, TaskStatus
 from runner.retry import Action, Decision, after_poll_error
-from runner.schedule import Durations, Seen, next_delay
+from runner.schedule import Durations, PollPolicy, Seen
 from runner.state import RunState
 from runner.stopping import StopSwitch
 
 log = logging.getLogger(__name__)
-
-SUCCEED = "TASK_STATUS_SUCCEED"
-FAILED = "TASK_STATUS_FAILED"
-PROCESSING = "TASK_STATUS_PROCESSING"
-KNOWN_RUNNING = frozenset({"TASK_STATUS_QUEUED", PROCESSING})
-# An undocumented status that says the task ended without a video (Novita's JavaScript
-# SDK knows TASK_STATUS_UNKNOWN; an API can add TASK_STATUS_CANCELED): failed, not
-# "still running" until a deadline makes it stalled for ever.
-_ENDED_WORDS = ("CANCEL", "FAIL", "ERROR", "REJECT", "ABORT", "EXPIRE", "TIMEOUT")
-
-
-def ended_without_video(status: str) -> bool:
-    """FAILED, or an undocumented status whose name says the task ended."""
-    return status == FAILED or (
-        status not in KNOWN_RUNNING
-        and status != SUCCEED
-        and any(word in status.upper() for word in _ENDED_WORDS)
-    )
-
-
-@dataclass(frozen=True)
-class PollPolicy:
-    """When to look again. Kling takes minutes, so the defaults are patient."""
-
-    first_delay_s: float = 5.0  # after a submit, the first look (to learn the eta)
-    min_interval_s: float = 1.0
-    max_interval_s: float = 60.0
-    growth: float = 1.6  # backoff factor while a task reports no eta
-    # Seconds from submit (or, for a task found stalled at start, from this run's first
-    # look) after which a task the API still runs, or whose polls fail, is ``stalled``.
-    task_timeout_s: float = 1800.0
-    # A TASK_NOT_FOUND for an id the API gave us is not proof: a new task can lag behind
-    # in Task Result (for minutes), and a proxy can answer for the API. For this long it
-    # is asked again at the usual backoff, then every ``max_interval_s`` until the
-    # deadline, when it is ``lost`` (never failed: it may exist and be billed).
-    not_found_grace_s: float = 60.0
-    # A progress that puts the finish within this many seconds is polled once, at the
-    # window's end; a wider one gets a look in between first (see runner.schedule).
-    finish_window_s: float = 4.0
-    # ... and that poll goes at most this long after the window's start (a task still
-    # running then answers a progress that pins its finish for one more poll).
-    detect_within_s: float = 3.0
-
-    def next_delay(self, seen: Seen, durations: Durations, quiet_polls: int) -> tuple[float, bool]:
-        return next_delay(
-            seen,
-            durations,
-            quiet_polls,
-            min_s=self.min_interval_s,
-            max_s=self.max_interval_s,
-            growth=self.growth,
-            finish_window_s=self.finish_window_s,
-            detect_within_s=self.detect_within_s,
-        )
 
 
 _Entry = tuple[float, int, str, float]  # due (monotonic), tie-break, task key, may go from

@@ -22,11 +22,11 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from runner.client import NovitaClient, TaskResult
+from runner.answers import SUCCEED, TaskResult, ended_without_video
+from runner.client import NovitaClient
 from runner.errors import KlingBatchError, TaskNotFound
 from runner.limits import EndpointLimiter
 from runner.links import link_expiry
-from runner.poll import SUCCEED, ended_without_video
 from runner.records import TaskRecord, TaskStatus
 from runner.state import RunState
 

@@ -97,7 +97,7 @@ def next_delay(
     """Seconds until the next poll of a task still running (see the module docstring),
     and whether that poll is timed to find it done (by its eta, or by a progress precise
     enough): such polls go before looks that only gather information. The knobs have
-    no defaults here: ``runner.poll.PollPolicy`` holds them, in one place."""
+    no defaults here: :class:`PollPolicy` holds them, in one place."""
     delay: float | None = None
     likely_done = False
     window = _finish_window(seen)
@@ -150,3 +150,39 @@ def _from_progress(
     # latest**2 / (100 window), unless the earliest finish comes first.
     narrow_at = min(latest * latest / (100 * window_s), earliest)
     return narrow_at - processing_s, False
+
+
+@dataclass(frozen=True)
+class PollPolicy:
+    """When to look again. Kling takes minutes, so the defaults are patient."""
+
+    first_delay_s: float = 5.0  # after a submit, the first look (to learn the eta)
+    min_interval_s: float = 1.0
+    max_interval_s: float = 60.0
+    growth: float = 1.6  # backoff factor while a task reports no eta
+    # Seconds from submit (or, for a task found stalled at start, from this run's first
+    # look) after which a task the API still runs, or whose polls fail, is ``stalled``.
+    task_timeout_s: float = 1800.0
+    # A TASK_NOT_FOUND for an id the API gave us is not proof: a new task can lag behind
+    # in Task Result (for minutes), and a proxy can answer for the API. For this long it
+    # is asked again at the usual backoff, then every ``max_interval_s`` until the
+    # deadline, when it is ``lost`` (never failed: it may exist and be billed).
+    not_found_grace_s: float = 60.0
+    # A progress that puts the finish within this many seconds is polled once, at the
+    # window's end; a wider one gets a look in between first (see runner.schedule).
+    finish_window_s: float = 4.0
+    # ... and that poll goes at most this long after the window's start (a task still
+    # running then answers a progress that pins its finish for one more poll).
+    detect_within_s: float = 3.0
+
+    def next_delay(self, seen: Seen, durations: Durations, quiet_polls: int) -> tuple[float, bool]:
+        return next_delay(
+            seen,
+            durations,
+            quiet_polls,
+            min_s=self.min_interval_s,
+            max_s=self.max_interval_s,
+            growth=self.growth,
+            finish_window_s=self.finish_window_s,
+            detect_within_s=self.detect_within_s,
+        )

@@ -20,7 +20,7 @@ from PIL import Image
 from runner.canary import CanaryMode
 from runner.engine import EngineConfig
 from runner.limits import Rate
-from runner.poll import PollPolicy
+from runner.schedule import PollPolicy
 from runner.simulator import SimConfig, Simulator, simulator_in_thread
 
 # The pictures' check cache (runner.picture_pool) of this test session, never the user's;

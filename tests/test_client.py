@@ -13,7 +13,8 @@ import aiohttp
 import pytest
 
 from jobs import DEFAULT_MODEL, model_named
-from runner.client import NovitaClient, Timeouts, parse_task_result, retry_after_seconds
+from runner.answers import parse_task_result, retry_after_seconds
+from runner.client import NovitaClient, Timeouts
 from runner.errors import (
     AuthError,
     BalanceExhausted,

@@ -25,11 +25,11 @@ from runner.limits import EndpointLimiter, Rate
 from runner.manifest_files import load
 from runner.mp4 import check_mp4
 from runner.plan import plan
-from runner.poll import PollPolicy, PollScheduler
+from runner.poll import PollScheduler
 from runner.records import TaskStatus
 from runner.report import REPORT_CSV, write_reports
 from runner.retry import RetryLimits
-from runner.schedule import LEARN_AFTER
+from runner.schedule import LEARN_AFTER, PollPolicy
 from runner.simulator import Simulator
 from runner.state import RunState
 from runner.stopping import StopSwitch

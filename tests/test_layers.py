@@ -40,6 +40,7 @@ LAYERS: list[tuple[str, list[str]]] = [
             "runner.notify",
             "runner.links",
             "runner.formats",
+            "runner.answers",
             "runner.user_cache",
             "runner.api_identity",
             "runner.redact",

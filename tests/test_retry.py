@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from runner.client import error_for, retry_after_seconds
+from runner.answers import error_for, retry_after_seconds
 from runner.errors import SubmitOutcomeUnknown, TransportError
 from runner.retry import (
     BACKOFF_CAP_S,
