@@ -58,10 +58,10 @@ from runner.canary import CanaryMode
 from runner.client import NovitaClient
 from runner.engine import EngineConfig, run_engine
 from runner.fetch import download
-from runner.limits import Rate
 from runner.manifest_files import load
 from runner.mp4 import check_mp4
 from runner.plan import Plan, plan
+from runner.rates import Rate
 from runner.schedule import PollPolicy
 from runner.sheet import write_contact_sheet
 from runner.simulator import SimConfig, Simulator

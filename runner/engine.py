@@ -24,10 +24,11 @@ from runner.errors import FolderChanged, Interrupted
 from runner.fetch import Fetcher
 from runner.learned import Learned
 from runner.ledger import DEFERRED_MAX_AGE_S
-from runner.limits import EndpointLimiter, Rate
+from runner.limits import EndpointLimiter
 from runner.options import RunOptions, parse_wire
 from runner.poll import PollScheduler
 from runner.progress import LineProgress, ProgressSink, Snapshot
+from runner.rates import Rate
 from runner.records import ASKED_AGAIN, IN_FLIGHT, TaskRecord, TaskStatus
 from runner.retry import DEFAULT_LIMITS, RetryLimits
 from runner.schedule import PollPolicy

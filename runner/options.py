@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from jobs import MODELS
-from runner.limits import Rate
+from runner.rates import Rate
 
 
 def parse_rate(text: str) -> Rate:

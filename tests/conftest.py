@@ -19,7 +19,7 @@ from PIL import Image
 
 from runner.canary import CanaryMode
 from runner.engine import EngineConfig
-from runner.limits import Rate
+from runner.rates import Rate
 from runner.schedule import PollPolicy
 from runner.simulator import SimConfig, Simulator, simulator_in_thread
 

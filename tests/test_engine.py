@@ -21,11 +21,12 @@ from runner.client import NovitaClient
 from runner.clock import ManualClock
 from runner.engine import EngineConfig, RunOutcome, run_engine
 from runner.errors import ApiUnreachable, FolderChanged
-from runner.limits import EndpointLimiter, Rate
+from runner.limits import EndpointLimiter
 from runner.manifest_files import load
 from runner.mp4 import check_mp4
 from runner.plan import plan
 from runner.poll import PollScheduler
+from runner.rates import Rate
 from runner.records import TaskStatus
 from runner.report import REPORT_CSV, write_reports
 from runner.retry import RetryLimits

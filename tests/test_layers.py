@@ -46,7 +46,10 @@ LAYERS: list[tuple[str, list[str]]] = [
             "runner.redact",
         ],
     ),
-    ("rates", ["runner.limits", "runner.options", "runner.stopping", "runner.schedule"]),
+    (
+        "rates",
+        ["runner.rates", "runner.limits", "runner.options", "runner.stopping", "runner.schedule"],
+    ),
     ("inputs", ["runner.ledger", "runner.manifest"]),
     ("ledger and plan", ["runner.state", "runner.manifest_files", "runner.plan", "runner.learned"]),
     (
@@ -98,7 +101,7 @@ LAYERS: list[tuple[str, list[str]]] = [
 ]
 # The simulator speaks the documented protocol on its own: it shares the job's limits,
 # never the client's, the engine's or the ledger's code.
-SIMULATOR_MAY_USE = ("jobs", "runner.simulator", "runner.limits", "runner.errors", "runner.clock")
+SIMULATOR_MAY_USE = ("jobs", "runner.simulator", "runner.rates", "runner.errors", "runner.clock")
 
 
 def layer_of() -> dict[str, int]:

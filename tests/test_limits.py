@@ -15,7 +15,8 @@ import time
 import pytest
 
 from runner.clock import ManualClock
-from runner.limits import EndpointLimiter, Rate, take_amount
+from runner.limits import EndpointLimiter, take_amount
+from runner.rates import Rate
 
 
 @pytest.mark.parametrize(

@@ -14,10 +14,11 @@ from runner.clock import ManualClock
 from runner.engine import run_engine
 from runner.fetch import Fetcher
 from runner.learned import LINKS, SAME_LINK, SIGNS_ANEW, Learned
-from runner.limits import EndpointLimiter, Rate
+from runner.limits import EndpointLimiter
 from runner.links import link_expiry, run_outlives_links, signed_at, signs_anew
 from runner.manifest_files import load
 from runner.plan import plan
+from runner.rates import Rate
 from runner.records import TaskStatus
 from runner.state import RunState
 from runner.stopping import StopSwitch
