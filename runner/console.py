@@ -19,14 +19,14 @@ from runner.errors import BalanceExhausted, Interrupted
 from runner.folder import SyncSummary
 from runner.links import DOCUMENTED_TTL_S
 from runner.notify import HookResult
-from runner.picture_pool import Converted
-from runner.plan import LARGE_BATCH_USD, Plan, PlannedPicture
-from runner.progress import progress_line
+from runner.picture_pool import Converted, PlannedPicture
+from runner.plan import LARGE_BATCH_USD, Plan
+from runner.progress import human_duration, progress_line
 from runner.recheck import Recheck
 from runner.records import TaskRecord, TaskStatus
 from runner.redact import terminal_safe
 from runner.report import ReportFiles
-from runner.status import LinksToFetch, human_duration
+from runner.status import LinksToFetch
 from runner.status_console import links_dying, say
 from runner.streak import BadNight
 

@@ -25,7 +25,6 @@ from runner.fetch import Fetcher
 from runner.learned import Learned
 from runner.ledger import DEFERRED_MAX_AGE_S
 from runner.limits import EndpointLimiter
-from runner.options import RunOptions, parse_wire
 from runner.poll import PollScheduler
 from runner.progress import LineProgress, ProgressSink, Snapshot
 from runner.rates import Rate
@@ -61,23 +60,6 @@ class EngineConfig:
     max_failure_streak: int = DEFAULT_MAX_FAILURE_STREAK  # 0: never stop for failures
     canary: CanaryMode = CanaryMode.SUCCEEDED  # first contact: one task per model alone
     wire: Mapping[str, str] = field(default_factory=dict)  # --wire: forced forms
-
-    @classmethod
-    def from_options(cls, options: RunOptions) -> EngineConfig:
-        """The engine as the user's options set it (the rest are tuned defaults)."""
-        return cls(
-            submit_rate=options.submit_rate,
-            poll_rate=options.poll_rate,
-            download=options.download,
-            budget_usd=options.budget_usd,
-            progress_every_s=options.progress_every_s,
-            max_failure_streak=options.max_failure_streak,
-            canary=CanaryMode(options.canary),
-            wire=parse_wire(options.wire),
-            poll_policy=PollPolicy(
-                task_timeout_s=options.task_timeout_s, first_delay_s=options.first_poll_s
-            ),
-        )
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from runner.account import AccountCheck, Balance, check_account
+from runner.canary import CanaryMode
 from runner.client import NovitaClient
 from runner.credentials import BASE_URL_ENV, api_key_of, base_url_of
 from runner.engine import EngineConfig, RunOutcome, run_engine
@@ -28,13 +29,14 @@ from runner.errors import KlingBatchError
 from runner.folder import RunFolder
 from runner.learned import Learned
 from runner.limits import EndpointLimiter
-from runner.options import RunOptions
+from runner.options import RunOptions, parse_wire
 from runner.picture_pool import Converted, convert_pictures
 from runner.plan import Plan, PlannedTask
 from runner.progress import ProgressSink
 from runner.recheck import Recheck, recheck
 from runner.records import TaskRecord, TaskStatus
 from runner.rehearsal import SIMULATOR_API, embedded_api
+from runner.schedule import PollPolicy
 from runner.state import RunState
 from runner.stopping import StopSwitch, stop_on_signals
 
@@ -77,6 +79,23 @@ def learned_of(state: RunState, connection: Connection) -> Learned:
     """What is known of the folder's API: the folder's facts over the user's cache (a
     rehearsal keeps its own: the embedded simulator's readings are not the API's)."""
     return Learned.open(connection.api, state, use_cache=connection.api != SIMULATOR_API)
+
+
+def engine_config(options: RunOptions) -> EngineConfig:
+    """The engine as the user's options set it (the rest are tuned defaults)."""
+    return EngineConfig(
+        submit_rate=options.submit_rate,
+        poll_rate=options.poll_rate,
+        download=options.download,
+        budget_usd=options.budget_usd,
+        progress_every_s=options.progress_every_s,
+        max_failure_streak=options.max_failure_streak,
+        canary=CanaryMode(options.canary),
+        wire=parse_wire(options.wire),
+        poll_policy=PollPolicy(
+            task_timeout_s=options.task_timeout_s, first_delay_s=options.first_poll_s
+        ),
+    )
 
 
 def saved_options(state: RunState) -> dict[str, object]:
@@ -163,7 +182,7 @@ async def run_batch(
                 folder.state,
                 client,
                 folder.run_dir,
-                EngineConfig.from_options(options),
+                engine_config(options),
                 stop=stop,
                 progress=progress,
                 guard=folder.guard,

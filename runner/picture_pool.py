@@ -132,7 +132,7 @@ class CheckCache:
 
 
 class ToConvert(Protocol):
-    """One conversion to make (``runner.plan.PlannedPicture``)."""
+    """One conversion to make (:class:`PlannedPicture`)."""
 
     @property
     def source(self) -> str: ...  # the file as checked
@@ -251,3 +251,25 @@ def _pool(workers: int) -> Executor:
     methods = multiprocessing.get_all_start_methods()
     method = "forkserver" if "forkserver" in methods else "spawn"
     return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method))
+
+
+@dataclass(frozen=True)
+class PlannedPicture:
+    """A picture of a task that is converted before it is sent (``images/<digest>``)."""
+
+    field: str  # image, end_image, ...
+    source: str  # the file as the manifest names it, resolved
+    conversion: Conversion
+    name: str  # relative to the run folder: images/<digest>.jpg
+
+
+def planned_pictures(record: TaskRecord) -> tuple[PlannedPicture, ...]:
+    """The converted pictures a ledger task sends, as its plan made them."""
+    converted = read_pictures(record.pictures)
+    if not converted:
+        return ()
+    request = json.loads(record.request_json)
+    return tuple(
+        PlannedPicture(name, str(request[name]), conversion, file)
+        for name, (file, conversion) in converted.items()
+    )

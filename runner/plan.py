@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import difflib
 import hashlib
-import json
 import re
 from collections import Counter
 from collections.abc import Container, Iterator, Mapping
@@ -23,7 +22,6 @@ from jobs.contract import Model, Request, Wire
 from jobs.images import check_image_reference, check_image_url, is_url
 from jobs.pictures import (
     PICTURE_FIELDS,
-    Conversion,
     PictureFile,
     PictureSettings,
     auto_ratio,
@@ -44,7 +42,13 @@ from runner.manifest import (
     expand,
     gc_paused,
 )
-from runner.picture_pool import IMAGES_DIR, open_pictures, pictures_json, read_pictures
+from runner.picture_pool import (
+    IMAGES_DIR,
+    PlannedPicture,
+    open_pictures,
+    pictures_json,
+    planned_pictures,
+)
 from runner.records import TaskRecord
 
 # An estimate above this is said with a warning before spending: a 1 KB row of lists
@@ -54,16 +58,6 @@ _UNSAFE = re.compile(r"[^\w.-]+")  # letters of any script stay: a CJK key keeps
 # Defaults that are no model's setting: the row's own, and what it asks of its pictures.
 _ROW_WIDE = frozenset({"model", *ROW_ONLY_FIELDS, *PICTURE_FIELDS})
 AUTO = "auto"  # aspect_ratio: auto, the model's ratio closest to each picture's
-
-
-@dataclass(frozen=True)
-class PlannedPicture:
-    """A picture of a task that is converted before it is sent (``images/<digest>``)."""
-
-    field: str  # image, end_image, ...
-    source: str  # the file as the manifest names it, resolved
-    conversion: Conversion
-    name: str  # relative to the run folder: images/<digest>.jpg
 
 
 @dataclass(frozen=True)
@@ -108,18 +102,6 @@ class PlannedTask:
             video_name=record.video_name,
             pictures=planned_pictures(record),
         )
-
-
-def planned_pictures(record: TaskRecord) -> tuple[PlannedPicture, ...]:
-    """The converted pictures a ledger task sends, as its plan made them."""
-    converted = read_pictures(record.pictures)
-    if not converted:
-        return ()
-    request = json.loads(record.request_json)
-    return tuple(
-        PlannedPicture(name, str(request[name]), conversion, file)
-        for name, (file, conversion) in converted.items()
-    )
 
 
 @dataclass

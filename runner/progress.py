@@ -23,7 +23,6 @@ from rich.text import Text
 
 from runner.logs import console_to
 from runner.records import FINAL, TaskStatus
-from runner.status import human_duration
 
 log = logging.getLogger(__name__)
 
@@ -162,3 +161,12 @@ _STYLE = {
     TaskStatus.PROCESSING: "cyan",
     TaskStatus.QUEUED: "blue",
 }
+
+
+def human_duration(seconds: float | None) -> str:
+    """``4m05s``, ``2h10m``; ``estimating`` when there is no figure yet."""
+    if seconds is None:
+        return "estimating"
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"

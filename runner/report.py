@@ -27,8 +27,7 @@ from jobs.images import is_url
 from runner.atomic import write_text_atomically
 from runner.causes import failure_class
 from runner.failed import write_failed_manifests
-from runner.picture_pool import first_frame_sent
-from runner.plan import planned_pictures
+from runner.picture_pool import first_frame_sent, planned_pictures
 from runner.records import TaskRecord, TaskStatus
 from runner.sheet import small_picture, write_contact_sheet
 from runner.state import RunState

@@ -283,15 +283,6 @@ _RERUN_NOTES = {
 }
 
 
-def human_duration(seconds: float | None) -> str:
-    """``4m05s``, ``2h10m``; ``estimating`` when there is no figure yet."""
-    if seconds is None:
-        return "estimating"
-    minutes, secs = divmod(round(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
-
-
 def no_video_reason(status: str) -> str:
     """Why a task has no video, in a few words (the page's cards, the contact sheet)."""
     return {

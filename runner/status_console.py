@@ -7,8 +7,9 @@ import time
 from pathlib import Path
 
 from runner.learned import SAME_LINK, SIGNS_ANEW
+from runner.progress import human_duration
 from runner.redact import terminal_safe
-from runner.status import LinksToFetch, RunSummary, human_duration
+from runner.status import LinksToFetch, RunSummary
 
 
 def say(text: str = "") -> None:

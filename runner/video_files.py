@@ -32,7 +32,7 @@ from jobs import request_from_json
 from jobs.images import is_url
 from runner.atomic import write_text_atomically
 from runner.mp4 import Mp4Check, check_mp4
-from runner.plan import planned_pictures
+from runner.picture_pool import planned_pictures
 from runner.records import TaskRecord
 
 log = logging.getLogger(__name__)
