@@ -54,19 +54,19 @@ from PIL import Image
 
 from jobs import DEFAULT_MODEL, model_named
 from jobs.images import image_payload
-from runner.canary import CanaryMode
-from runner.client import NovitaClient
-from runner.engine import EngineConfig, run_engine
-from runner.fetch import download
-from runner.manifest_files import load
-from runner.mp4 import check_mp4
-from runner.plan import Plan, plan
-from runner.rates import Rate
-from runner.schedule import PollPolicy
-from runner.sheet import write_contact_sheet
+from runner.api.client import NovitaClient
+from runner.core.rates import Rate
+from runner.engine.canary import CanaryMode
+from runner.engine.fetch import download
+from runner.engine.poll_timing import PollPolicy
+from runner.engine.wiring import EngineConfig, run_engine
+from runner.ledger.transitions import RunState
+from runner.manifest.files import load
+from runner.manifest.plan import Plan, plan
+from runner.media.mp4 import check_mp4
+from runner.media.sidecars import FRAMES_DIR, write_poster
+from runner.reports.sheet import write_contact_sheet
 from runner.simulator import SimConfig, Simulator
-from runner.state import RunState
-from runner.video_files import FRAMES_DIR, write_poster
 
 SUBMIT_PATH = model_named(DEFAULT_MODEL).path
 KEY = "sk_bench_7c1d"
@@ -399,7 +399,7 @@ def images_side(count: int, width: int, height: int, fmt: str) -> dict:
     """``validate`` of a folder of ``count`` pictures (one file linked under many names:
     each name is read on its own), first with an empty check cache and then again,
     beside the ideal: one decode per file divided among the cores."""
-    from runner.cli import main
+    from runner.cli.commands import main
 
     folder = Path(tempfile.mkdtemp(prefix="kling-bench-images-"))
     os.environ["KLING_BATCH_CACHE"] = str(folder / "cache")  # empty: the first is cold
@@ -424,11 +424,11 @@ def images_side(count: int, width: int, height: int, fmt: str) -> dict:
 
 
 def conversions_side(count: int, width: int, height: int) -> dict:
-    """``count`` distinct camera JPEGs made into first frames (``runner.picture_pool``),
+    """``count`` distinct camera JPEGs made into first frames (``runner.media.picture_pool``),
     beside one decode per file divided among the cores."""
-    from runner.manifest_files import load
-    from runner.picture_pool import convert_pictures
-    from runner.plan import plan
+    from runner.manifest.files import load
+    from runner.manifest.plan import plan
+    from runner.media.picture_pool import convert_pictures
 
     folder = Path(tempfile.mkdtemp(prefix="kling-bench-convert-"))
     os.environ["KLING_BATCH_CACHE"] = str(folder / "cache")
@@ -465,7 +465,7 @@ def _decode_s(path: Path) -> float:
 
 def validate_side(rows: int, kind: str) -> dict:
     """``validate`` of ``rows`` rows, as CSV or as YAML (one flow mapping per row)."""
-    from runner.cli import main
+    from runner.cli.commands import main
 
     folder = _workdir(rows)
     manifest = folder / "batch.csv"

@@ -5,7 +5,7 @@ The pages say "string" for a first frame, "List of voice IDs" with an example of
 prompt" while ``prompt`` is marked required (shared/novita-api.md, "What the pages
 leave open"). Each field with more than one plausible form declares them here, in the
 order they are tried: the first is what kling-batch has always sent. Which one the API
-takes is learned at first contact (``runner.wire_forms``); this module only says what
+takes is learned at first contact (``runner.api.wire_forms``); this module only says what
 the forms are and how a value looks in each. It imports nothing of the project's.
 """
 

@@ -17,13 +17,13 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from runner.canary import CanaryMode
-from runner.engine import EngineConfig
-from runner.rates import Rate
-from runner.schedule import PollPolicy
+from runner.core.rates import Rate
+from runner.engine.canary import CanaryMode
+from runner.engine.poll_timing import PollPolicy
+from runner.engine.wiring import EngineConfig
 from runner.simulator import SimConfig, Simulator, simulator_in_thread
 
-# The pictures' check cache (runner.picture_pool) of this test session, never the user's;
+# The pictures' check cache (runner.media.picture_pool) of this test session, never the user's;
 # set before any test, so that the processes the tests start inherit it.
 os.environ.setdefault("KLING_BATCH_CACHE", tempfile.mkdtemp(prefix="kling-batch-test-cache-"))
 SIM_KEY = "sk_test_5f1e9c2a7b3d4e6f"  # a recognisable key, so tests can grep for leaks
@@ -177,7 +177,7 @@ def threaded_sim(monkeypatch) -> Iterator[Simulator]:
 def quick_rehearsal(monkeypatch) -> None:
     """``run --simulate`` with tasks that take a tenth of a second, not three."""
     monkeypatch.setattr(
-        "runner.rehearsal.EMBEDDED_SIM_TIMES", {"queue_s": 0.05, "generation_s": 0.1}
+        "runner.run.rehearsal.EMBEDDED_SIM_TIMES", {"queue_s": 0.05, "generation_s": 0.1}
     )
 
 

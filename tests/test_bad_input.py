@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from runner.cli import main
+from runner.cli.commands import main
 from tests.conftest import FAST, draw_image
 
 

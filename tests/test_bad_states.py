@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from runner.cli import main
-from runner.crash import machine_problem
-from runner.exits import EXIT_INTERNAL
-from runner.logs import console_to, setup_logging
+from runner.cli.commands import main
+from runner.cli.exits import EXIT_INTERNAL
+from runner.core.crash import machine_problem
+from runner.core.logs import console_to, setup_logging
 from tests.conftest import FAST, draw_image, runner_process, write_rows
 
 ROWS = 30
@@ -132,7 +132,7 @@ def test_a_bug_is_one_line_exit_70_and_its_traceback_is_in_run_log(
     def broken(*args, **kwargs):
         raise RuntimeError("a bug in the report")
 
-    monkeypatch.setattr("runner.cli.write_reports", broken)
+    monkeypatch.setattr("runner.cli.commands.write_reports", broken)
     run_dir = tmp_path / "run"
     assert main(["run", str(manifest), "--out", str(run_dir), *FAST]) == EXIT_INTERNAL
     err = capsys.readouterr().err

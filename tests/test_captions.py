@@ -8,9 +8,9 @@ from __future__ import annotations
 import textwrap
 from pathlib import Path
 
-from runner.cli import main
-from runner.manifest import expand
-from runner.manifest_files import load
+from runner.cli.commands import main
+from runner.manifest.files import load
+from runner.manifest.rows import expand
 from tests.conftest import FAST, draw_image
 
 

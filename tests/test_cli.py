@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from runner.cli import main
+from runner.cli.commands import main
 from runner.simulator import SimConfig
 from tests.conftest import FAST, SIM_KEY, draw_image
 

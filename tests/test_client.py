@@ -13,9 +13,9 @@ import aiohttp
 import pytest
 
 from jobs import DEFAULT_MODEL, model_named
-from runner.answers import parse_task_result, retry_after_seconds
-from runner.client import NovitaClient, Timeouts
-from runner.errors import (
+from runner.api.answers import parse_task_result, retry_after_seconds
+from runner.api.client import NovitaClient, Timeouts
+from runner.core.errors import (
     AuthError,
     BalanceExhausted,
     EndpointNotFound,
@@ -26,7 +26,7 @@ from runner.errors import (
     TaskNotFound,
     TransportError,
 )
-from runner.fetch import download
+from runner.engine.fetch import download
 from tests.conftest import SIM_KEY
 
 SUBMIT_PATH = model_named(DEFAULT_MODEL).path

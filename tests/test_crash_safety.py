@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from runner.mp4 import Mp4Check, check_mp4
+from runner.media.mp4 import Mp4Check, check_mp4
 from runner.simulator import SimConfig, Simulator, simulator_in_thread
 from tests.conftest import SIM_KEY, draw_image, runner_process, wait_until
 

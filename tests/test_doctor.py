@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from runner.cli import main
-from runner.learned import LINKS, SAME_LINK, Learned
+from runner.api.learned import LINKS, SAME_LINK, Learned
+from runner.cli.commands import main
 from runner.simulator import Readings
 from tests.conftest import FAST, SIM_KEY, draw_image, write_rows
 
@@ -71,7 +71,7 @@ def test_spend_settles_the_picture_form_the_price_and_the_links(threaded_sim, mo
     threaded_sim.config.balance_usd = 10.0
     threaded_sim.config.sign_links_once = True
     threaded_sim.advance(-30)  # its links are dated half a minute back: a new one would show
-    monkeypatch.setattr("runner.doctor.RELINK_AFTER_S", 0.0)
+    monkeypatch.setattr("runner.run.doctor.RELINK_AFTER_S", 0.0)
     assert main(["doctor", "--spend", "--yes"]) == 0
     out = capsys.readouterr().out
     assert "sends one real task of kling-v2.6-pro-i2v: 5 s, no sound" in out

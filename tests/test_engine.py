@@ -17,24 +17,24 @@ import pytest
 from PIL import Image
 
 from jobs.images import image_payload
-from runner.client import NovitaClient
-from runner.clock import ManualClock
-from runner.engine import EngineConfig, RunOutcome, run_engine
-from runner.errors import ApiUnreachable, FolderChanged
-from runner.limits import EndpointLimiter
-from runner.manifest_files import load
-from runner.mp4 import check_mp4
-from runner.plan import plan
-from runner.poll import PollScheduler
-from runner.rates import Rate
-from runner.records import TaskStatus
-from runner.report import REPORT_CSV, write_reports
-from runner.retry import RetryLimits
-from runner.schedule import LEARN_AFTER, PollPolicy
+from runner.api.client import NovitaClient
+from runner.core.clock import ManualClock
+from runner.core.errors import ApiUnreachable, FolderChanged
+from runner.core.rates import Rate
+from runner.core.records import TaskStatus
+from runner.engine.poll import PollScheduler
+from runner.engine.poll_timing import LEARN_AFTER, PollPolicy
+from runner.engine.rate_limits import EndpointLimiter
+from runner.engine.retry import RetryLimits
+from runner.engine.stopping import StopSwitch
+from runner.engine.submit import ImageCache
+from runner.engine.wiring import EngineConfig, RunOutcome, run_engine
+from runner.ledger.transitions import RunState
+from runner.manifest.files import load
+from runner.manifest.plan import plan
+from runner.media.mp4 import check_mp4
+from runner.reports.report import REPORT_CSV, write_reports
 from runner.simulator import Simulator
-from runner.state import RunState
-from runner.stopping import StopSwitch
-from runner.submit import ImageCache
 from tests.conftest import SIM_KEY, draw_image, fast_engine_config
 
 

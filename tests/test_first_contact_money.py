@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from runner.cli import main
-from runner.client import NovitaClient
-from runner.clock import ManualClock
-from runner.engine import run_engine
-from runner.manifest_files import load
-from runner.plan import plan
-from runner.records import TaskStatus
-from runner.state import RunState
+from runner.api.client import NovitaClient
+from runner.cli.commands import main
+from runner.core.clock import ManualClock
+from runner.core.records import TaskStatus
+from runner.engine.wiring import run_engine
+from runner.ledger.transitions import RunState
+from runner.manifest.files import load
+from runner.manifest.plan import plan
 from tests.conftest import (
     FAST,
     SIM_KEY,

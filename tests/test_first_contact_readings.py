@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from runner.cli import main
-from runner.learned import Learned
+from runner.api.learned import Learned
+from runner.cli.commands import main
 from runner.simulator import Readings, strict_docs
 from tests.conftest import CANARY_FAST, draw_image, ledger_statuses, write_rows
 

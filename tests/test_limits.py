@@ -14,9 +14,9 @@ import time
 
 import pytest
 
-from runner.clock import ManualClock
-from runner.limits import EndpointLimiter, take_amount
-from runner.rates import Rate
+from runner.core.clock import ManualClock
+from runner.core.rates import Rate
+from runner.engine.rate_limits import EndpointLimiter, take_amount
 
 
 @pytest.mark.parametrize(

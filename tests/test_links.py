@@ -8,20 +8,20 @@ import calendar
 
 import pytest
 
-from runner.cli import main
-from runner.client import NovitaClient
-from runner.clock import ManualClock
-from runner.engine import run_engine
-from runner.fetch import Fetcher
-from runner.learned import LINKS, SAME_LINK, SIGNS_ANEW, Learned
-from runner.limits import EndpointLimiter
-from runner.links import link_expiry, run_outlives_links, signed_at, signs_anew
-from runner.manifest_files import load
-from runner.plan import plan
-from runner.rates import Rate
-from runner.records import TaskStatus
-from runner.state import RunState
-from runner.stopping import StopSwitch
+from runner.api.client import NovitaClient
+from runner.api.learned import LINKS, SAME_LINK, SIGNS_ANEW, Learned
+from runner.api.links import link_expiry, run_outlives_links, signed_at, signs_anew
+from runner.cli.commands import main
+from runner.core.clock import ManualClock
+from runner.core.rates import Rate
+from runner.core.records import TaskStatus
+from runner.engine.fetch import Fetcher
+from runner.engine.rate_limits import EndpointLimiter
+from runner.engine.stopping import StopSwitch
+from runner.engine.wiring import run_engine
+from runner.ledger.transitions import RunState
+from runner.manifest.files import load
+from runner.manifest.plan import plan
 from tests.conftest import FAST, SIM_KEY, draw_image, fast_engine_config, write_rows
 
 T0 = calendar.timegm((2026, 12, 5, 14, 30, 0, 0, 0, 0))  # 20261205T143000Z

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from runner.errors import ManifestError
-from runner.manifest import expand, parse_overrides
-from runner.manifest_files import load
+from runner.core.errors import ManifestError
+from runner.manifest.files import load
+from runner.manifest.rows import expand, parse_overrides
 
 
 def write(path: Path, text: str) -> Path:

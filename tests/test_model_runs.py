@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from jobs import MODELS as ALL_MODELS
-from runner.cli import main
+from runner.cli.commands import main
 from tests.conftest import FAST, draw_image
 
 MODELS = ("kling-v2.6-pro-i2v", "kling-v2.1-i2v", "kling-v3.0-std-i2v", "kling-o1-i2v")

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from runner.cli import main
-from runner.lock import LOCK_FILE, RunFolderLock, lock_holder
+from runner.cli.commands import main
+from runner.run.lock import LOCK_FILE, RunFolderLock, lock_holder
 from tests.conftest import FAST, draw_image, runner_process, wait_until, write_rows
 
 PRICE_5S_SILENT = 0.35  # 5 s x $0.07
@@ -208,7 +208,7 @@ def test_nothing_listening_at_the_base_url_stops_at_once_naming_it(
         url = f"http://127.0.0.1:{probe.getsockname()[1]}"
         monkeypatch.setenv("NOVITA_BASE_URL", url)
         monkeypatch.setenv("NOVITA_API_KEY", "sk_anything_1234")
-        monkeypatch.setattr("runner.account.RETRY_DELAYS_S", (0.05, 0.05))
+        monkeypatch.setattr("runner.api.account.RETRY_DELAYS_S", (0.05, 0.05))
         run_dir = tmp_path / "run"
         assert main(["run", str(manifest), "--out", str(run_dir), *FAST]) == 3
     err = capsys.readouterr().err

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from runner.causes import FailureClass, failure_class
-from runner.cli import main
+from runner.cli.commands import main
+from runner.core.causes import FailureClass, failure_class
+from runner.engine.streak import FailureStreak
+from runner.ledger.transitions import RunState
 from runner.simulator import SimConfig, simulator_in_thread
-from runner.state import RunState
-from runner.streak import FailureStreak
 from tests.conftest import FAST, SIM_KEY, draw_image
 
 M, IN, P, A = (

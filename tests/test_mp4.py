@@ -1,4 +1,4 @@
-"""The check that decides whether a downloaded video counts (``runner.mp4``), on real
+"""The check that decides whether a downloaded video counts (``runner.media.mp4``), on real
 H.264 MP4s made here with PyAV, faststart and not, cut at many places; then what the
 runner does with a video the simulator cuts short or makes the wrong length."""
 
@@ -12,9 +12,9 @@ import av
 import pytest
 from PIL import Image
 
-from runner import fetch
-from runner.cli import main
-from runner.mp4 import Mp4Check, check_mp4
+from runner.cli.commands import main
+from runner.engine import fetch
+from runner.media.mp4 import Mp4Check, check_mp4
 from tests.conftest import FAST, draw_image, write_rows
 
 

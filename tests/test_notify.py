@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from runner.cli import main
+from runner.cli.commands import main
 from tests.conftest import FAST, TOKEN, write_rows
 
 

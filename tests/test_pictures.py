@@ -27,11 +27,11 @@ from jobs.pictures import (
     register_heif,
     source_of,
 )
-from runner import picture_pool
-from runner.cli import main
-from runner.manifest_files import load
-from runner.plan import Plan, plan
-from runner.state import RunState
+from runner.cli.commands import main
+from runner.ledger.transitions import RunState
+from runner.manifest.files import load
+from runner.manifest.plan import Plan, plan
+from runner.media import picture_pool
 from tests.conftest import FAST, write_rows
 
 MB = 1_000_000

@@ -12,8 +12,8 @@ from collections import Counter
 
 from rich.console import Console
 
-from runner.cli import main
-from runner.progress import LiveProgress, Snapshot, status_line
+from runner.cli.commands import main
+from runner.engine.progress import LiveProgress, Snapshot, status_line
 from tests.conftest import FAST, draw_image
 
 

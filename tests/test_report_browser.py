@@ -16,7 +16,7 @@ from urllib.parse import unquote, urlparse
 
 import pytest
 
-from runner.cli import main
+from runner.cli.commands import main
 from tests.conftest import FAST, draw_image
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

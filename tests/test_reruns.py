@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from runner.cli import main
+from runner.cli.commands import main
 from tests.conftest import FAST, draw_image
 
 PRICE_5S_SILENT = 0.35  # 5 s x $0.07

@@ -11,9 +11,9 @@ import time
 
 import pytest
 
-from runner.answers import error_for, retry_after_seconds
-from runner.errors import SubmitOutcomeUnknown, TransportError
-from runner.retry import (
+from runner.api.answers import error_for, retry_after_seconds
+from runner.core.errors import SubmitOutcomeUnknown, TransportError
+from runner.engine.retry import (
     BACKOFF_CAP_S,
     RETRY_AFTER_CAP_S,
     Action,

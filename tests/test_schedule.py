@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from runner.schedule import LEARN_AFTER, Durations, Seen, next_delay
+from runner.engine.poll_timing import LEARN_AFTER, Durations, Seen, next_delay
 
 
 def learned(*seconds: float) -> Durations:

@@ -14,9 +14,9 @@ import traceback
 import pytest
 
 from jobs import DEFAULT_MODEL, model_named
-from runner.client import NovitaClient, Timeouts
-from runner.errors import KlingBatchError
-from runner.logs import RUN_LOG, setup_logging
+from runner.api.client import NovitaClient, Timeouts
+from runner.core.errors import KlingBatchError
+from runner.core.logs import RUN_LOG, setup_logging
 from tests.conftest import SIM_KEY
 
 SUBMIT_PATH = model_named(DEFAULT_MODEL).path

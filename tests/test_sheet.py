@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageDraw, ImageFont
 
-from runner import sheet, video_files
-from runner.cli import main
-from runner.records import TaskStatus
-from runner.state import RunState
+from runner.cli.commands import main
+from runner.core.records import TaskStatus
+from runner.ledger.transitions import RunState
+from runner.media import sidecars as video_files
+from runner.reports import sheet
 from tests.conftest import FAST, draw_image, write_rows
 from tests.test_model_runs import comparison  # noqa: F401  (a fixture)
 

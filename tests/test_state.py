@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from jobs import DEFAULT_MODEL, model_named
-from runner.errors import RunFolderError
-from runner.plan import PlannedTask
-from runner.records import TaskStatus
-from runner.state import PlanConflict, RunState
+from runner.core.errors import RunFolderError
+from runner.core.records import TaskStatus
+from runner.ledger.transitions import PlanConflict, RunState
+from runner.manifest.plan import PlannedTask
 
 
 def planned(key: str, prompt: str = "p") -> PlannedTask:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from runner.cli import main
+from runner.cli.commands import main
 from tests.conftest import FAST, SIM_KEY, draw_image, runner_process, wait_until, write_rows
 
 

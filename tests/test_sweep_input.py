@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from runner.api_identity import api_identity
-from runner.cli import main
-from runner.manifest_files import load
-from runner.plan import plan
+from runner.cli.commands import main
+from runner.core.api_identity import api_identity
+from runner.manifest.files import load
+from runner.manifest.plan import plan
 from tests.conftest import FAST, SIM_KEY, draw_image, write_rows
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from runner.cli import main
+from runner.cli.commands import main
 from tests.conftest import FAST, draw_image, write_rows
 
 

@@ -18,16 +18,16 @@ import psutil
 import pytest
 
 from jobs import DEFAULT_MODEL, model_named
-from runner.cli import main
-from runner.client import NovitaClient, Timeouts
-from runner.engine import run_engine
-from runner.errors import SubmitOutcomeUnknown
-from runner.formats import check_gif
-from runner.manifest_files import load
-from runner.plan import plan
+from runner.api.client import NovitaClient, Timeouts
+from runner.cli.commands import main
+from runner.core.errors import SubmitOutcomeUnknown
+from runner.engine.wiring import run_engine
+from runner.ledger.transitions import RunState
+from runner.manifest.files import load
+from runner.manifest.plan import plan
+from runner.media.formats import check_gif
 from runner.simulator import SimConfig, simulator_in_thread
 from runner.simulator.video import gif_from_image
-from runner.state import RunState
 from tests.conftest import (
     FAST,
     SIM_KEY,

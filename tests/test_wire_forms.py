@@ -8,15 +8,15 @@ import pytest
 
 from jobs import MODELS
 from jobs.forms import ALONE, DATA_URI, RAW_BASE64, URL_ONLY, VOICE_IDS, data_uri
-from runner.errors import InvalidRequest
-from runner.learned import Learned
-from runner.wire_forms import (
+from runner.api.learned import Learned
+from runner.api.wire_forms import (
     WireForms,
     fields_with_forms,
     names_the_picture,
     next_form,
     refused_field,
 )
+from runner.core.errors import InvalidRequest
 
 V26, V30 = MODELS["kling-v2.6-pro-i2v"], MODELS["kling-v3.0-pro-i2v"]
 O1 = MODELS["kling-o1-i2v"]

@@ -12,7 +12,7 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
-from runner.rates import Rate
+from runner.core.rates import Rate
 from runner.simulator.readings import IMAGE_READINGS, VOICE_READINGS, Readings
 from runner.simulator.server import Simulator
 from runner.simulator.state import SimConfig

@@ -2,7 +2,7 @@
 
 By default every task's video is a real H.264 MP4 made from the image it was sent
 (:func:`video_from_image`), as long as it asked: the demo shows the user's pictures
-moving, and the runner's checks (``runner.mp4``) and posters meet real files. For speed
+moving, and the runner's checks (``runner.media.mp4``) and posters meet real files. For speed
 benchmarks, a tiny fixed sample (4.5 KB, 160x90) is served instead, its ``mvhd``
 duration set to the task's own; padding for a given size (the big-videos benchmark)
 goes in a ``free`` box, which players and the check skip.
