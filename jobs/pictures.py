@@ -5,9 +5,8 @@ Every Kling page on Novita takes a PNG or JPEG of at most 10 MB, both sides at l
 and AVIF from the web, phone JPEGs turned by EXIF, CMYK print files, 16-bit scans and
 48 MP camera files. This module decides, from what opening a picture learned (its
 :class:`Source`, no pixels), what must be done to it (a :class:`Conversion`: turn,
-matte, 8 bits, shrink, crop or pad, encode), and does it (:func:`convert`). The decision
-is a pure function with a table test; the doing is Pillow's (and pillow-heif's for
-HEIC/HEIF, whose opener is registered here once).
+matte, 8 bits, shrink, crop or pad, encode). The decision is a pure function with a
+table test; the doing is Pillow's and pillow-heif's, in ``jobs.picture_files``.
 
 A picture that needs nothing is sent byte for byte (``Conversion.as_is``): a new
 Pillow never changes what an existing run sends, or its fingerprint.
@@ -15,29 +14,21 @@ Pillow never changes what an existing run sends, or its fingerprint.
 
 from __future__ import annotations
 
-import errno
 import functools
 import hashlib
-import io
 import json
 import math
-import stat
-import warnings
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
-from pathlib import Path
 from typing import Any
 
-from PIL import Image, ImageColor, ImageOps, UnidentifiedImageError
+from PIL import ImageColor
 
 from jobs.images import (
     IMAGE_ASPECT_RANGE,
     IMAGE_MAX_BYTES,
     IMAGE_MIN_SIDE,
-    bomb_message,
-    load_problem,
     orientation,
-    verify_problem,
 )
 from jobs.problems import FieldProblem
 
@@ -47,8 +38,8 @@ WHITE = (255, 255, 255)
 # Pillow's names of what a person can hand us; the first two the API takes as they are.
 SENDABLE = frozenset({"JPEG", "PNG"})
 OPENABLE = SENDABLE | {"HEIF", "WEBP", "AVIF", "TIFF", "BMP", "GIF", "MPO"}
-_TURNED = frozenset({5, 6, 7, 8})  # EXIF orientations that swap width and height
-_HIGH_BIT_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I"})
+TURNED = frozenset({5, 6, 7, 8})  # EXIF orientations that swap width and height
+HIGH_BIT_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I"})
 _SENDABLE_MODES = frozenset({"RGB", "L", "P", "1"})  # CMYK, 16 bits, alpha are not
 # What a row may ask of its pictures; none of them is ever sent to the API.
 PICTURE_FIELDS = ("matte", "fit", "max_edge")
@@ -62,14 +53,6 @@ PICTURE_SUFFIXES = (
     ".png", ".jpg", ".jpeg", ".heic", ".heif", ".webp", ".avif", ".tif", ".tiff", ".bmp",
     ".gif", ".mpo",
 )  # fmt: skip
-
-
-@functools.cache
-def register_heif() -> None:
-    """pillow-heif's opener, once per process (HEIC/HEIF; AVIF is Pillow's own)."""
-    import pillow_heif
-
-    pillow_heif.register_heif_opener()
 
 
 @dataclass(frozen=True)
@@ -88,7 +71,7 @@ class Source:
     @property
     def shown(self) -> tuple[int, int]:
         """The size a viewer shows, and the API must get: EXIF turn applied."""
-        if self.orientation in _TURNED:
+        if self.orientation in TURNED:
             return self.height, self.width
         return self.width, self.height
 
@@ -206,7 +189,7 @@ class Conversion:
             done.append(("on a matte", f"transparency on {_hex(self.matte)}"))
         if self.to_8_bits:
             done.append(("16 bits to 8", "16 bits scaled to 8"))
-        if source.mode not in _SENDABLE_MODES | _HIGH_BIT_MODES and not source.has_alpha:
+        if source.mode not in _SENDABLE_MODES | HIGH_BIT_MODES and not source.has_alpha:
             done.append((f"{source.mode} to RGB", f"{source.mode} to RGB"))
         if self.crop_to:
             done.append(("cropped", "centre-cropped"))
@@ -253,14 +236,14 @@ def plan_conversion(source: Source, settings: PictureSettings = PictureSettings(
     if source.size_bytes > IMAGE_MAX_BYTES and source.format in SENDABLE and scale == 1.0:
         scale = min(1.0, math.sqrt(IMAGE_MAX_BYTES / source.size_bytes))
     size = _scaled(width, height, scale)
-    if scale < 1 and crop_to is None and pad_to is None and source.format in _DCT_SCALED:
+    if scale < 1 and crop_to is None and pad_to is None and source.format in DCT_SCALED:
         size = _dct_size(width, height, size)
     needs = (
         source.format not in SENDABLE
         or turn
         or source.frames > 1
         or source.has_alpha
-        or source.mode in _HIGH_BIT_MODES
+        or source.mode in HIGH_BIT_MODES
         or source.mode not in _SENDABLE_MODES
         or source.size_bytes > IMAGE_MAX_BYTES
         or crop_to is not None
@@ -276,7 +259,7 @@ def plan_conversion(source: Source, settings: PictureSettings = PictureSettings(
         turn=turn,
         first_frame=source.frames > 1,
         matte=settings.matte if source.has_alpha or pad_to else None,
-        to_8_bits=source.mode in _HIGH_BIT_MODES,
+        to_8_bits=source.mode in HIGH_BIT_MODES,
         crop_to=crop_to,
         pad_to=pad_to,
         size=size,
@@ -317,7 +300,7 @@ def turn_warning(conversion: Conversion, aspect_ratio: str | None) -> str | None
     """A picture turned by its EXIF (so sent as a viewer shows it) against the
     aspect ratio asked: the video may not go the way the person meant."""
     source = conversion.source
-    if not conversion.turn or source.orientation not in _TURNED:
+    if not conversion.turn or source.orientation not in TURNED:
         return None
     shown = orientation(*source.shown)
     wanted = {"16:9": "landscape", "9:16": "portrait"}.get(aspect_ratio or "")
@@ -360,7 +343,7 @@ def _scaled(width: int, height: int, scale: float) -> tuple[int, int]:
 # the pixels it never makes cost nothing). When one of those sizes is a little under
 # the target, it is the size sent: 4032x3024 becomes 2016x1512, decoded small and not
 # resized at all (measured: 0.15 s instead of 0.54 s a file), instead of 2048x1536.
-_DCT_SCALED = frozenset({"JPEG", "MPO"})
+DCT_SCALED = frozenset({"JPEG", "MPO"})
 DCT_SLACK = 0.9  # how far under the target (its long edge) a DCT size may be
 
 
@@ -397,178 +380,3 @@ def _shape_problem(width: int, height: int) -> str | None:
             "1:2.5 and 2.5:1; fit: crop or fit: pad makes it so"
         )
     return None
-
-
-def source_of(image: Image.Image, size_bytes: int) -> Source:
-    """What an opened picture tells before decoding (its header and EXIF)."""
-    orientation = 1
-    # A PNG's getexif() decodes the whole picture when its header has no eXIf chunk
-    # (looking for one after the pixels): read the tag only when the header has it.
-    if image.format != "PNG" or "exif" in image.info:
-        try:
-            orientation = int(image.getexif().get(0x0112) or 1)
-        except Exception:  # a damaged EXIF block: take the picture as stored
-            orientation = 1
-    has_alpha = image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info
-    return Source(
-        format=image.format or "",
-        width=image.width,
-        height=image.height,
-        size_bytes=size_bytes,
-        mode=image.mode,
-        orientation=orientation,
-        frames=getattr(image, "n_frames", 1),
-        has_alpha=has_alpha,
-    )
-
-
-# --- reading a file once ---------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class PictureFile:
-    """One reading of a picture file, whatever its rows ask of it: its content's digest
-    (the fingerprint's part), what it is, and why it cannot be used, if it cannot.
-    Plain data, so that it crosses a process pool and a cache as JSON."""
-
-    path: str
-    sha256: str = ""
-    source: Source | None = None
-    problem: str | None = None
-    code: str | None = None  # the API's error code for the same problem, where it has one
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
-
-    @classmethod
-    def from_json(cls, text: str) -> PictureFile:
-        data = json.loads(text)
-        if data.get("source") is not None:
-            data["source"] = Source(**data["source"])
-        return cls(**data)
-
-
-def open_picture(path: Path) -> PictureFile:
-    """Read a local picture once: a missing, unreadable, huge, damaged or unknown file
-    is a problem naming it, never a crash."""
-    where = str(path)
-    try:
-        info = path.stat()
-        if not stat.S_ISREG(info.st_mode):  # a FIFO would block the read for ever
-            return PictureFile(where, problem="is not a regular file")
-        if info.st_size > PICTURE_MAX_BYTES:  # don't read a disk image to refuse it
-            return PictureFile(
-                where,
-                problem=f"is {info.st_size:,} bytes: more than "
-                f"{PICTURE_MAX_BYTES // 1_000_000} MB is no picture this reads",
-                code="IMAGE_FILE_EXCEEDS_MAX_SIZE",
-            )
-        data = path.read_bytes()
-    except FileNotFoundError:
-        return PictureFile(where, problem="file not found")
-    except OSError as exc:
-        why = "is a symlink loop" if exc.errno == errno.ELOOP else f"cannot be read: {exc.strerror}"
-        return PictureFile(where, problem=why)
-    source, problem, code = inspect_bytes(data)
-    return PictureFile(where, hashlib.sha256(data).hexdigest(), source, problem, code)
-
-
-def inspect_bytes(data: bytes) -> tuple[Source | None, str | None, str | None]:
-    """What the picture in ``data`` is, and whether it is whole: (source, problem, code).
-
-    Whole means every byte of its data decodes. A JPEG is decoded at an eighth of its
-    size (libjpeg still reads every scan, so a cut file is found, at a fraction of the
-    time); a PNG's chunks are checked by their CRCs, which decodes nothing; the other
-    formats are decoded (they are converted anyway)."""
-    register_heif()
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as image:
-                source = source_of(image, len(data))
-                if source.format not in OPENABLE:
-                    return (
-                        source,
-                        f"is a {source.format} picture, which is not read here",
-                        ("INVALID_IMAGE_FORMAT"),
-                    )
-                damage = _decode_problem(image)
-    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
-        return None, bomb_message(exc, len(data)), "INVALID_IMAGE_SIZE"
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
-        return None, f"is not a picture this reads ({_KINDS})", "INVALID_IMAGE_FORMAT"
-    if damage is None and source.format == "PNG":
-        damage = verify_problem(data)
-    return source, damage, "INVALID_IMAGE_FORMAT" if damage else None
-
-
-_KINDS = "JPEG, PNG, HEIC, WebP, AVIF, TIFF, BMP, GIF"
-
-
-def _decode_problem(image: Image.Image) -> str | None:
-    if image.format == "PNG":
-        return None  # its chunks' CRCs instead (verify_problem), which decode nothing
-    if image.format in ("JPEG", "MPO"):
-        image.draft(image.mode, (max(1, image.width // 8), max(1, image.height // 8)))
-    return load_problem(image)
-
-
-def convert(data: bytes, conversion: Conversion) -> bytes:
-    """Carry out ``conversion`` on the picture in ``data``; the bytes to send."""
-    if conversion.as_is:
-        return data
-    register_heif()
-    with Image.open(io.BytesIO(data)) as opened:
-        icc = opened.info.get("icc_profile")
-        if conversion.first_frame:
-            opened.seek(0)
-        if conversion.encode == "JPEG" and conversion.crop_to is None and conversion.pad_to is None:
-            opened.draft("RGB", _draft_box(conversion))  # JPEG only: decode small
-        picture = ImageOps.exif_transpose(opened) if conversion.turn else opened.copy()
-    picture = _eight_bits(picture) if conversion.to_8_bits else picture
-    picture = _on_matte(picture, conversion.matte or WHITE)
-    if conversion.crop_to:
-        picture = ImageOps.fit(picture, conversion.crop_to, Image.Resampling.LANCZOS)
-    if conversion.pad_to:
-        canvas = Image.new("RGB", conversion.pad_to, conversion.matte or WHITE)
-        canvas.paste(
-            picture,
-            ((canvas.width - picture.width) // 2, (canvas.height - picture.height) // 2),
-        )
-        picture = canvas
-    if picture.size != conversion.size:
-        # reducing_gap: a box reduction first, then Lanczos over the last 3x (Pillow: as
-        # good to the eye, several times faster on a camera file).
-        picture = picture.resize(conversion.size, Image.Resampling.LANCZOS, reducing_gap=3.0)
-    out = io.BytesIO()
-    if conversion.encode == "PNG":
-        picture.save(out, "PNG", optimize=False, icc_profile=icc)
-    else:
-        picture.save(out, "JPEG", quality=JPEG_QUALITY, optimize=True, icc_profile=icc)
-    return out.getvalue()
-
-
-def _draft_box(conversion: Conversion) -> tuple[int, int]:
-    """The stored size libjpeg may decode down to (it only ever halves, never below)."""
-    width, height = conversion.size
-    return (height, width) if conversion.source.orientation in _TURNED else (width, height)
-
-
-def _eight_bits(picture: Image.Image) -> Image.Image:
-    """16-bit grey to 8 bits by scaling: Pillow's ``convert("L")`` clips every value over
-    255, so a mid-grey scan would come out white."""
-    return picture.convert("I").point(lambda value: value / 257).convert("L")
-
-
-def _on_matte(picture: Image.Image, matte: tuple[int, int, int]) -> Image.Image:
-    """RGB or L, transparency on the matte (never the colour hidden under it)."""
-    if picture.mode in ("RGB", "L"):
-        return picture
-    if picture.mode == "P" or "transparency" in picture.info:
-        picture = picture.convert("RGBA")
-    if picture.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
-        rgba = picture.convert("RGBA")
-        background = Image.new("RGB", rgba.size, matte)
-        background.paste(rgba, mask=rgba.getchannel("A"))
-        return background
-    return picture.convert("RGB")  # CMYK, YCbCr, ...

@@ -16,16 +16,13 @@ import yaml
 from PIL import Image
 
 from jobs import images
+from jobs.picture_files import convert, open_picture, register_heif, source_of
 from jobs.pictures import (
     Conversion,
     PictureSettings,
     Source,
     auto_ratio,
-    convert,
-    open_picture,
     plan_conversion,
-    register_heif,
-    source_of,
 )
 from runner.cli.commands import main
 from runner.ledger.transitions import RunState

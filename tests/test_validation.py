@@ -11,7 +11,8 @@ import pytest
 
 from jobs import DEFAULT_MODEL, model_named
 from jobs.images import IMAGE_MAX_BYTES, image_payload
-from jobs.pictures import PICTURE_MAX_BYTES, open_picture
+from jobs.picture_files import open_picture
+from jobs.pictures import PICTURE_MAX_BYTES
 from runner.manifest.files import load
 from runner.manifest.plan import STEM_MAX_BYTES, Plan, plan, video_file_name
 from tests.conftest import draw_image

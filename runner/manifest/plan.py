@@ -20,9 +20,9 @@ from typing import Any
 from jobs import DEFAULT_MODEL, MODELS, PriceTables, price_tables, request_from_json
 from jobs.contract import Model, Request, Wire
 from jobs.images import check_image_reference, check_image_url, is_url
+from jobs.picture_files import PictureFile
 from jobs.pictures import (
     PICTURE_FIELDS,
-    PictureFile,
     PictureSettings,
     auto_ratio,
     converted_digest,

@@ -27,7 +27,8 @@ from typing import Any, Protocol, TypeVar
 import PIL
 
 from jobs.images import check_image_bytes
-from jobs.pictures import Conversion, PictureFile, convert, open_picture
+from jobs.picture_files import PictureFile, convert, open_picture
+from jobs.pictures import Conversion
 from runner.core.atomic import write_bytes_atomically
 from runner.core.records import TaskRecord
 from runner.core.user_cache import user_cache_dir
