@@ -10,6 +10,7 @@ holds it to that). Its parts:
 - ``readings``: each plausible reading of what the pages leave open, on demand;
 - ``faults``: scripted faults, outages and fault rates;
 - ``video``: the videos it serves, made from each task's submitted image (PyAV);
+- ``video_host``: its second listener, the videos behind signed links;
 - ``server``: the aiohttp routes and the tasks' lives (:class:`Simulator`);
 - ``hosting``: ``kling-batch sim`` and a simulator on a thread of its own.
 """

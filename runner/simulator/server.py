@@ -19,10 +19,8 @@ Everything it saw is counted in :attr:`Simulator.stats` for tests to assert on.
 from __future__ import annotations
 
 import asyncio
-import base64
 import email.utils
 import functools
-import hashlib
 import hmac
 import json
 import random
@@ -38,20 +36,18 @@ from jobs.contract import Model
 from runner.simulator.faults import Faults
 from runner.simulator.readings import BAD_PIXELS, read_forms
 from runner.simulator.state import SimConfig, SimStats, SimTask
-from runner.simulator.video import cut_short, gif_from_image, sample_video, video_from_image
+from runner.simulator.video_host import VideoHost
 from runner.simulator.wire import (
     BALANCE_PATH,
-    EXPIRED_XML,
     TASK_RESULT_PATH,
     UNLIMITED_USD,
     USER_PATH,
     account_answer,
     account_fault,
-    amz_date,
     bad_gateway,
     check_body,
+    drop,
     error_answer,
-    link_dies_at,
     task_result_answer,
 )
 
@@ -65,15 +61,13 @@ class Simulator:
         self.config = config or SimConfig()
         self.stats = SimStats()
         self.tasks: dict[str, SimTask] = {}
-        self._images: dict[str, bytes] = {}  # first frames by digest, for the videos
-        self._videos: dict[tuple[str | None, float], bytes] = {}  # by image and seconds
         self.held = False
-        self._rng = random.Random(self.config.seed)
+        self.rng = random.Random(self.config.seed)
         self._offset = 0.0
         self._started_at = self.now()
-        self.faults = Faults(self.config, self.stats, self._rng)
+        self.faults = Faults(self.config, self.stats, self.rng)
         self._windows: dict[str, deque[float]] = {"submit": deque(), "poll": deque()}
-        self._secret = uuid.uuid4().bytes
+        self.videos = VideoHost(self)
         self._id_salt = uuid.uuid4().int
         self._stopping = asyncio.Event()
         self._answers_released = asyncio.Event()
@@ -154,9 +148,10 @@ class Simulator:
         api.router.add_get("/_sim/stats", self._stats)
         api.router.add_get("/_sim/tasks", self._task_timings)
         media = web.Application()
-        media.router.add_get("/videos/{name}", self._media)
+        media.router.add_get("/videos/{name}", self.videos.serve)
         self.base_url = await self._serve(api, host, port)
         self.media_url = await self._serve(media, host, media_port)
+        self.videos.url = self.media_url
         return self
 
     async def _serve(self, app: web.Application, host: str, port: int) -> str:
@@ -187,7 +182,7 @@ class Simulator:
         refused = self._check_auth(request) or self._check_rate("submit")
         if refused is not None:
             return refused
-        fault = self._next_fault("submit")
+        fault = self.next_fault("submit")
         answer = self._answer_before_work("submit", fault)
         if answer is not None:
             return answer
@@ -227,10 +222,10 @@ class Simulator:
             reason = self.config.after_create_500_reason
             return error_answer(500, reason, "internal error, please retry")
         if fault == "drop_after_create":
-            return await self._drop(request)
+            return await drop(request)
         if fault == "hang_after_create":
             await self._stopping.wait()
-            return await self._drop(request)
+            return await drop(request)
         if fault == "hold_after_create":
             await self._answers_released.wait()
         return web.json_response({"task_id": task.task_id})
@@ -240,14 +235,14 @@ class Simulator:
         refused = self._check_auth(request) or self._check_rate("poll")
         if refused is not None:
             return refused
-        fault = self._next_fault("poll")
+        fault = self.next_fault("poll")
         answer = self._answer_before_work("poll", fault)
         if answer is not None:
             return answer
         if fault == "502_html":
             return bad_gateway()
         if fault == "drop":
-            return await self._drop(request)
+            return await drop(request)
         task = self.tasks.get(request.query.get("task_id", ""))
         if task is not None:
             self.stats.polls_by_task[task.task_id] += 1
@@ -272,81 +267,9 @@ class Simulator:
         usd = UNLIMITED_USD if self.config.balance_usd is None else self.config.balance_usd
         return refused or account_answer(endpoint, usd, self.config.credit_usd)
 
-    async def _media(self, request: web.Request) -> web.StreamResponse:
-        self.stats.media_requests += 1
-        if "Authorization" in request.headers:
-            self.stats.media_with_auth_header += 1
-        fault = self._next_fault("media")
-        if fault == "drop":
-            return await self._drop(request)
-        if fault == "500":
-            return web.Response(status=500, text="InternalError", content_type="text/plain")
-        task_id = request.match_info["name"].removesuffix(".mp4")
-        issued = request.query.get("X-Amz-Date", "")
-        ttl = request.query.get("X-Amz-Expires", "")
-        signature = request.query.get("X-Amz-Signature", "")
-        valid = task_id in self.tasks and hmac.compare_digest(
-            signature, self._sign(task_id, issued, ttl)
-        )
-        if fault == "403" or not valid or self.wall_now() > link_dies_at(issued, ttl):
-            self.stats.media_expired += 1
-            return web.Response(
-                status=403,
-                text=EXPIRED_XML,
-                content_type="application/xml",
-            )
-        task = self.tasks[task_id]
-        task.downloads += 1
-        video = await self._video_of(task)
-        rate = self.config.cut_first_download_rate  # drawn only when set: seeds stay
-        cut = fault == "cut" or (task.downloads == 1 and rate > 0 and self._rng.random() < rate)
-        if cut:
-            self.stats.videos_cut += 1
-        kind = "image/gif" if self.config.video_type == "gif" else "video/mp4"
-        return web.Response(body=cut_short(video) if cut else video, content_type=kind)
-
-    async def _video_of(self, task: SimTask) -> bytes:
-        """The task's video, as long as it asked (or ``video_duration_s``): made from its
-        first frame once per image and duration, off the loop; or the fixed sample,
-        padded to ``video_bytes`` (a real one is 5 to 20 MB)."""
-        asked = float(str(task.request.get("duration", 5)))
-        duration = self.config.video_duration_s or asked
-        if self.config.video_type == "gif":
-            image = self._images.get(task.image_digest or "")
-            return await asyncio.to_thread(gif_from_image, image, duration)
-        if self._sample_only:
-            return sample_video(duration, self.config.video_bytes or 0)
-        key = (task.image_digest, duration)
-        if key not in self._videos:
-            image = self._images.get(task.image_digest or "")
-            self._videos[key] = await asyncio.to_thread(video_from_image, image, duration)
-        return self._videos[key]
-
-    @property
-    def _sample_only(self) -> bool:
-        return self.config.video_source == "sample" or bool(self.config.video_bytes)
-
     def sent_image(self, task_id: str) -> bytes | None:
-        """The first frame a task was sent, as the API got it (None for a URL, text to
-        video, or the sample-only mode): tests assert what went over the wire."""
-        task = self.tasks.get(task_id)
-        return self._images.get(task.image_digest or "") if task is not None else None
-
-    def _keep_image(self, image: object) -> str | None:
-        """Keep a base64 first frame (once per distinct image) for its task's video."""
-        if (
-            self._sample_only
-            or not isinstance(image, str)
-            or image[:8].lower().startswith(("http://", "https://"))
-        ):
-            return None
-        digest = hashlib.sha1(image.encode("ascii", "replace")).hexdigest()
-        if digest not in self._images:
-            try:
-                self._images[digest] = base64.b64decode(image, validate=False)
-            except ValueError:
-                return None
-        return digest
+        """The first frame a task was sent, as the API got it (``VideoHost.sent_image``)."""
+        return self.videos.sent_image(task_id)
 
     async def _stats(self, request: web.Request) -> web.Response:
         return web.json_response(self.stats.as_dict())
@@ -424,7 +347,7 @@ class Simulator:
         response.headers["Retry-After"] = str(retry_after)
         return response
 
-    def _next_fault(self, endpoint: str) -> str | None:
+    def next_fault(self, endpoint: str) -> str | None:
         return self.faults.next(endpoint, self.now() - self._started_at)
 
     def _reject(
@@ -444,8 +367,8 @@ class Simulator:
         fate = self.faults.next_fate()
         prompt = str(body.get("prompt", "")).lower()
         fate = next((f for w, f in self.config.prompt_fates.items() if w.lower() in prompt), fate)
-        task = SimTask.new(body, self.config, self._rng, fate, self.now(), model, self._id_salt)
-        task.image_digest = self._keep_image(body.get("image"))
+        task = SimTask.new(body, self.config, self.rng, fate, self.now(), model, self._id_salt)
+        task.image_digest = self.videos.keep_image(body.get("image"))
         self.tasks[task.task_id] = task
         self.stats.tasks_created += 1
         self.stats.created_by_prompt[task.prompt] += 1
@@ -454,64 +377,10 @@ class Simulator:
 
     def _result(self, task: SimTask) -> dict[str, Any]:
         """A Task Result answer in exactly the documented shape."""
-        now = self.now()
-        started = task.created_at + task.queue_s
-        status, progress, eta, reason = "TASK_STATUS_QUEUED", 0, max(0.0, task.done_at - now), ""
-        videos: list[dict[str, Any]] = []
-        if self.held:
-            eta = 0.0
-        elif now >= task.done_at and task.fate != "stall":
-            if task.finished_seen_at is None:
-                task.finished_seen_at = now
-            progress, eta = 100, 0.0
-            if task.fate == "fail":
-                status, reason = "TASK_STATUS_FAILED", task.reason or self.config.fail_reason
-            elif task.fate == "moderated":
-                status, reason = "TASK_STATUS_FAILED", self.config.moderation_reason
-            elif task.fate == "canceled":
-                status, reason = "TASK_STATUS_CANCELED", "canceled by the provider"
-            else:
-                status = "TASK_STATUS_SUCCEED"
-                videos = [self._video_entry(task)]
-        elif now >= started:
-            status = "TASK_STATUS_PROCESSING"
-            progress = (
-                99
-                if task.fate == "stall"
-                else int(100 * (now - started) / max(task.generation_s, 1e-9))
-            )
-            if task.fate == "stall":
-                eta = 0.0
+        status, progress, eta, reason = task.state_at(self.now(), self.held, self.config)
+        videos = [self.videos.entry(task)] if status == "TASK_STATUS_SUCCEED" else []
         eta_s = int(eta + 0.999) if self.config.report_eta else 0
         return task_result_answer(task, status, reason, eta_s, min(progress, 100), videos)
-
-    def _video_entry(self, task: SimTask) -> dict[str, Any]:
-        """The task's video as Task Result lists it: a link signed now (SigV4's
-        ``X-Amz-Date`` and ``X-Amz-Expires``), or with ``sign_links_once`` the link signed
-        when the task was first seen done, until it dies and after."""
-        if task.link_signed_at is None or not self.config.sign_links_once:
-            task.link_signed_at = self.wall_now()
-        issued = amz_date(task.link_signed_at)
-        ttl = f"{self.config.url_ttl_s:g}"
-        signature = self._sign(task.task_id, issued, ttl)
-        url = (
-            f"{self.media_url}/videos/{task.task_id}.mp4"
-            f"?X-Amz-Date={issued}&X-Amz-Expires={ttl}&X-Amz-Signature={signature}"
-        )
-        return {
-            "video_url": url,
-            "video_url_ttl": str(int(self.config.url_ttl_s)),
-            "video_type": self.config.video_type,
-        }
-
-    def _sign(self, task_id: str, issued: str, ttl: str) -> str:
-        return hmac.new(self._secret, f"{task_id}|{issued}|{ttl}".encode(), "sha256").hexdigest()
-
-    async def _drop(self, request: web.Request) -> web.StreamResponse:
-        """Close the connection without an answer, as a crashed gateway would."""
-        if request.transport is not None:
-            request.transport.abort()
-        raise asyncio.CancelledError  # aiohttp ends the handler quietly on a gone peer
 
 
 def _holds_any(text: str, words: tuple[str, ...]) -> bool:

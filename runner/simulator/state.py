@@ -135,6 +135,28 @@ class SimTask:
     def done_at(self) -> float:
         return self.created_at + self.queue_s + self.generation_s
 
+    def state_at(self, now: float, held: bool, config: SimConfig) -> tuple[str, int, float, str]:
+        """What Task Result says of the task at ``now`` (simulator clock): its status,
+        progress, eta and reason. A held simulator keeps every task queued, no eta."""
+        started = self.created_at + self.queue_s
+        if held:
+            return "TASK_STATUS_QUEUED", 0, 0.0, ""
+        if now >= self.done_at and self.fate != "stall":
+            if self.finished_seen_at is None:
+                self.finished_seen_at = now
+            status, reason = {
+                "fail": ("TASK_STATUS_FAILED", self.reason or config.fail_reason),
+                "moderated": ("TASK_STATUS_FAILED", config.moderation_reason),
+                "canceled": ("TASK_STATUS_CANCELED", "canceled by the provider"),
+            }.get(self.fate, ("TASK_STATUS_SUCCEED", ""))
+            return status, 100, 0.0, reason
+        if now >= started:
+            if self.fate == "stall":
+                return "TASK_STATUS_PROCESSING", 99, 0.0, ""
+            progress = int(100 * (now - started) / max(self.generation_s, 1e-9))
+            return "TASK_STATUS_PROCESSING", progress, max(0.0, self.done_at - now), ""
+        return "TASK_STATUS_QUEUED", 0, max(0.0, self.done_at - now), ""
+
     @classmethod
     def new(
         cls,

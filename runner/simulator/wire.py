@@ -6,6 +6,7 @@ independent counterpart, so a wrong path or shape on either side shows up in tes
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import calendar
@@ -43,6 +44,13 @@ def link_dies_at(amz: str, expires: str) -> float:
         return calendar.timegm(time.strptime(amz, AMZ_DATE)) + float(expires)
     except ValueError:
         return 0.0
+
+
+async def drop(request: web.Request) -> web.StreamResponse:
+    """Close the connection without an answer, as a crashed gateway would."""
+    if request.transport is not None:
+        request.transport.abort()
+    raise asyncio.CancelledError  # aiohttp ends the handler quietly on a gone peer
 
 
 def bad_gateway() -> web.Response:
