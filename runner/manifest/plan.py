@@ -12,28 +12,19 @@ import difflib
 import hashlib
 import re
 from collections import Counter
-from collections.abc import Container, Iterator, Mapping
+from collections.abc import Container, Mapping
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any
 
-from jobs import DEFAULT_MODEL, MODELS, PriceTables, price_tables, request_from_json
-from jobs.contract import Model, Request, Wire
-from jobs.images import check_image_reference, check_image_url, is_url
-from jobs.picture_files import PictureFile
+from jobs import PriceTables, price_tables, request_from_json
+from jobs.contract import Model, Request
 from jobs.pictures import (
     PICTURE_FIELDS,
-    PictureSettings,
-    auto_ratio,
-    converted_digest,
-    cut_warning,
-    plan_conversion,
-    ratio_of,
     read_settings,
-    turn_warning,
 )
 from jobs.problems import FieldProblem
 from runner.core.records import TaskRecord
+from runner.manifest.plan_pictures import AUTO, ManifestPictures, TaskPictures
 from runner.manifest.rows import (
     MAX_TASKS,
     ROW_ONLY_FIELDS,
@@ -42,11 +33,11 @@ from runner.manifest.rows import (
     TaskSpec,
     expand,
     gc_paused,
+    model_name_of,
+    model_of_spec,
 )
 from runner.media.picture_pool import (
-    IMAGES_DIR,
     PlannedPicture,
-    open_pictures,
     pictures_json,
     planned_pictures,
 )
@@ -57,7 +48,6 @@ LARGE_BATCH_USD = 500.0
 _UNSAFE = re.compile(r"[^\w.-]+")  # letters of any script stay: a CJK key keeps its name
 # Defaults that are no model's setting: the row's own, and what it asks of its pictures.
 _ROW_WIDE = frozenset({"model", *ROW_ONLY_FIELDS, *PICTURE_FIELDS})
-AUTO = "auto"  # aspect_ratio: auto, the model's ratio closest to each picture's
 
 
 @dataclass(frozen=True)
@@ -195,10 +185,10 @@ def _plan(manifest: Manifest, prices: Mapping[str, Any] | None, max_tasks: int) 
     result = Plan(problems=problems, patterns=dict(manifest.patterns))
     typos = _defaults_no_model_takes(specs)
     result.problems += typos
-    pictures = _Pictures(specs, manifest.base_dir)
+    pictures = ManifestPictures(specs, manifest.base_dir)
     names: dict[str, str] = {}
     # (default, model) already said: a typo is an error above, not also a warning.
-    models = {_model_name(spec) for spec in specs}  # once, not once per typo
+    models = {model_name_of(spec) for spec in specs}  # once, not once per typo
     skipped = {(p.field or "", m) for p in typos for m in models}
     for spec in specs:
         task = _plan_one(spec, pictures, result, tables, skipped)
@@ -220,7 +210,7 @@ def _defaults_no_model_takes(specs: list[TaskSpec]) -> list[Problem]:
     on the API's default (sound on, at twice the price). Only a default that some of the
     manifest's models take is skipped for the others (see :func:`_settings`)."""
     models = {
-        m.name: m for spec in specs if not isinstance(m := _model_of(spec), FieldProblem)
+        m.name: m for spec in specs if not isinstance(m := model_of_spec(spec), FieldProblem)
     }.values()
     if not models:
         return []
@@ -246,17 +236,6 @@ def _defaults_no_model_takes(specs: list[TaskSpec]) -> list[Problem]:
 def _about_default(spec: TaskSpec, name: str, rule: str) -> Problem:
     """A default belongs to no row: said once, at the manifest."""
     return Problem(spec.file, None, None, name, None, rule)
-
-
-def _model_name(spec: TaskSpec) -> str:
-    return str(spec.values.get("model") or DEFAULT_MODEL)
-
-
-def _model_of(spec: TaskSpec) -> Model | FieldProblem:
-    name = spec.values.get("model") or DEFAULT_MODEL
-    if not isinstance(name, str) or name not in MODELS:
-        return FieldProblem("model", name, f"is not a model; known: {', '.join(MODELS)}")
-    return MODELS[name]
 
 
 def _settings(
@@ -289,12 +268,12 @@ def _is_auto(name: str, value: Any) -> bool:
 
 def _plan_one(
     spec: TaskSpec,
-    pictures: _Pictures,
+    pictures: ManifestPictures,
     result: Plan,
     tables: PriceTables,
     skipped: set[tuple[str, str]],
 ) -> PlannedTask | None:
-    model = _model_of(spec)
+    model = model_of_spec(spec)
     if isinstance(model, FieldProblem):
         result.problems.append(_locate(spec, model))
         return None
@@ -306,7 +285,7 @@ def _plan_one(
         field_problems.append(
             FieldProblem("aspect_ratio", AUTO, f"follows the picture: {model.name} takes none")
         )
-    found = _TaskPictures(model, settings, auto)
+    found = TaskPictures(model, settings, auto)
     for name in model.image_fields:
         raw = typed.get(name)
         if isinstance(raw, str) and raw:
@@ -336,121 +315,6 @@ def _plan_one(
         legacy_fingerprint=request.fingerprint(found.sources) if found.planned else None,
         picture_settings=tuple((k, spec.values[k]) for k in PICTURE_FIELDS if k in spec.values),
     )
-
-
-class _TaskPictures:
-    """One task's pictures: each checked, its conversion planned, its digest for the
-    fingerprint, and what to say of it."""
-
-    def __init__(self, model: Model, settings: PictureSettings, auto: bool):
-        self.model, self.settings, self.auto = model, settings, auto
-        self.digests: dict[str, str | None] = {}
-        self.sources: dict[str, str | None] = {}  # the files' own sha256
-        self.planned: list[PlannedPicture] = []
-        self.problems: list[FieldProblem] = []
-        self.warnings: list[FieldProblem] = []
-        self.urls = 0
-
-    def add(self, name: str, raw: str, pictures: _Pictures, typed: dict[str, Any]) -> str | None:
-        """Check the picture of field ``name``; returns the reference to keep. With
-        ``aspect_ratio: auto``, the first frame decides the task's ratio (in ``typed``)."""
-        reference, picture, problems = pictures.check(raw)
-        self.problems += [FieldProblem(name, p.value, p.rule, p.code) for p in problems]
-        self.digests[name] = None
-        decides = self.auto and name == "image"
-        if reference and is_url(reference):
-            self.urls += 1
-            if decides:
-                self.problems.append(
-                    FieldProblem(
-                        "aspect_ratio", AUTO, "follows the picture; a URL is not read here"
-                    )
-                )
-        if picture is None or picture.source is None or problems:
-            return reference
-        if decides:
-            typed["aspect_ratio"] = auto_ratio(*picture.source.shown, _ratios(self.model))
-        conversion = plan_conversion(picture.source, _shape(self.settings, typed))
-        if conversion.problem:
-            self.problems.append(FieldProblem(name, picture.path, conversion.problem))
-            return reference
-        digest = converted_digest(picture.sha256, conversion)
-        self.digests[name], self.sources[name] = digest, picture.sha256
-        if not conversion.as_is:
-            file = f"{IMAGES_DIR}/{digest[:32]}{conversion.suffix}"
-            self.planned.append(PlannedPicture(name, picture.path, conversion, file))
-        said = (turn_warning(conversion, typed.get("aspect_ratio")), cut_warning(conversion))
-        self.warnings += [FieldProblem(name, picture.path, text) for text in said if text]
-        return reference
-
-
-def _ratios(model: Model) -> tuple[str, ...]:
-    spec = model.by_name.get("aspect_ratio")
-    return tuple(str(c) for c in spec.choices) if spec else ("16:9", "9:16", "1:1")
-
-
-def _shape(settings: PictureSettings, typed: Mapping[str, Any]) -> PictureSettings:
-    """With ``fit``, the shape a picture is made: the aspect ratio the row gives (or
-    ``auto`` chose), since Kling follows the picture's own shape; without one, the
-    nearest shape the API takes."""
-    given = typed.get("aspect_ratio")
-    if settings.fit is None or not isinstance(given, str) or ":" not in given:
-        return settings
-    return replace(settings, ratio=ratio_of(given))
-
-
-class _Pictures:
-    """Each image reference resolved once, each local file read once: every file the
-    manifest names is read before the tasks are planned, all of them at once on every
-    core (:func:`runner.media.picture_pool.open_pictures`)."""
-
-    def __init__(self, specs: list[TaskSpec], base_dir: Path):
-        self.base_dir = base_dir
-        self._resolved: dict[str, str | Path | list[FieldProblem]] = {}
-        paths = [r for r in self._references(specs) if isinstance(r, Path)]
-        self.files = open_pictures(paths)
-
-    def _references(self, specs: list[TaskSpec]) -> Iterator[str | Path | list[FieldProblem]]:
-        for spec in specs:
-            model = _model_of(spec)
-            if isinstance(model, FieldProblem):
-                continue
-            for name, raw in spec.values.items():
-                known = model.by_name.get(name)
-                if known is not None and known.wire == Wire.IMAGE and isinstance(raw, str):
-                    yield self.resolve(raw.strip())
-
-    def resolve(self, raw: str) -> str | Path | list[FieldProblem]:
-        """A URL as it is, a local path made absolute, or why it is neither."""
-        if raw not in self._resolved:
-            self._resolved[raw] = self._resolve(raw)
-        return self._resolved[raw]
-
-    def _resolve(self, raw: str) -> str | Path | list[FieldProblem]:
-        if is_url(raw):
-            return raw
-        if problems := check_image_reference(raw):
-            return problems
-        path = Path(raw).expanduser()
-        if not path.is_absolute():
-            path = self.base_dir / path
-        try:
-            return path.resolve()
-        except (RuntimeError, OSError):  # Python 3.11 says a symlink loop this way
-            return [FieldProblem("image", raw, "is a symlink loop")]
-
-    def check(self, raw: str) -> tuple[str | None, PictureFile | None, list[FieldProblem]]:
-        """(the reference to send, the file read, the problems)."""
-        resolved = self.resolve(raw)
-        if isinstance(resolved, list):
-            return None, None, list(resolved)
-        if isinstance(resolved, str):
-            return resolved, None, check_image_url(resolved)
-        picture = self.files[resolved]
-        if picture.problem:
-            code = picture.code or FieldProblem.code
-            return None, picture, [FieldProblem("image", picture.path, picture.problem, code)]
-        return str(resolved), picture, []
 
 
 def _locate(spec: TaskSpec, problem: FieldProblem) -> Problem:

@@ -24,8 +24,9 @@ from typing import Any
 
 import yaml
 
-from jobs import MODELS
-from jobs.contract import Wire
+from jobs import DEFAULT_MODEL, MODELS
+from jobs.contract import Model, Wire
+from jobs.problems import FieldProblem
 
 ROW_ONLY_FIELDS = ("id", "repeat")  # ``model`` is a setting like any other: it expands
 # Fields whose one value is itself a list (voice ids, multi-shot segments), by contract.
@@ -272,3 +273,16 @@ def _combinations(settings: dict[str, Any]) -> tuple[list[dict[str, Any]], str |
     for values in itertools.product(*(settings[name] for name in varying)):
         combos.append({**fixed, **dict(zip(varying, values, strict=True))})
     return combos, None
+
+
+def model_name_of(spec: TaskSpec) -> str:
+    """The model a task asks for, by name (the default's when it names none)."""
+    return str(spec.values.get("model") or DEFAULT_MODEL)
+
+
+def model_of_spec(spec: TaskSpec) -> Model | FieldProblem:
+    """The model a task asks for, or the problem with its name."""
+    name = spec.values.get("model") or DEFAULT_MODEL
+    if not isinstance(name, str) or name not in MODELS:
+        return FieldProblem("model", name, f"is not a model; known: {', '.join(MODELS)}")
+    return MODELS[name]
