@@ -87,3 +87,28 @@ def price_tables(overrides: Mapping[str, Any]) -> tuple[PriceTables, list[FieldP
 
 def _all_tiers(tables: PriceTables) -> set[str]:
     return {tier for table in tables.values() for tier in table}
+
+
+def model_as_json(model: Model) -> dict[str, Any]:
+    """A model's declaration as plain data (``kling-batch models --json``)."""
+    return {
+        "name": model.name,
+        "path": model.path,
+        "kind": model.kind.value,
+        "doc_url": model.doc_url,
+        "fields": [
+            {
+                "name": f.name,
+                "sent_as": f.sent_as,
+                "wire": f.wire.value,
+                "required": f.required,
+                "default": list(f.default) if isinstance(f.default, tuple) else f.default,
+                "choices": list(f.choices),
+                "range": list(f.range) if f.range else None,
+                "aliases": list(f.aliases),
+            }
+            for f in model.fields
+        ],
+        "prices_usd_per_second": dict(model.prices),
+        "notes": model.notes,
+    }

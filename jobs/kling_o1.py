@@ -13,8 +13,9 @@ applied. Price: $0.112 per second for both, from Novita's own blog post on Kling
 
 from __future__ import annotations
 
-from jobs.contract import Field, Kind, Model, Wire, flat_price
+from jobs.contract import Field, Kind, Model, Wire
 from jobs.forms import FIRST_FRAME_FORMS, LAST_FRAME_FORMS
+from jobs.rules import flat_price
 
 _RATIOS = Field("aspect_ratio", Wire.CHOICE, default="16:9", choices=("16:9", "9:16", "1:1"))
 _DURATION = Field("duration", Wire.INT, default=5, choices=(5, 10))

@@ -21,8 +21,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from jobs.contract import Field, Kind, Model, Wire, flat_price
+from jobs.contract import Field, Kind, Model, Wire
 from jobs.forms import FIRST_FRAME_FORMS
+from jobs.rules import flat_price
 
 _DURATION = Field("duration", Wire.INT_AS_TEXT, default=5, choices=(5, 10))
 _GUIDANCE = Field(

@@ -9,16 +9,9 @@ other hosts charge about $0.07/s silent, $0.14/s with sound, $0.168/s with voice
 
 from __future__ import annotations
 
-from jobs.contract import (
-    PROMPT_MAX_CHARS,
-    Field,
-    Kind,
-    Model,
-    Wire,
-    price_by_sound,
-    voices_need_sound,
-)
+from jobs.contract import PROMPT_MAX_CHARS, Field, Kind, Model, Wire
 from jobs.forms import FIRST_FRAME_FORMS, VOICE_FORMS
+from jobs.rules import price_by_sound, voices_need_sound
 
 NAME = "kling-v2.6-pro-i2v"
 

@@ -18,16 +18,9 @@ could read): set your own with ``prices:``.
 
 from __future__ import annotations
 
-from jobs.contract import (
-    Field,
-    Kind,
-    Model,
-    Wire,
-    not_both,
-    price_by_sound,
-    segments_fill_duration,
-)
+from jobs.contract import Field, Kind, Model, Wire
 from jobs.forms import FIRST_FRAME_FORMS, LAST_FRAME_FORMS, SEGMENT_FORMS
+from jobs.rules import not_both, price_by_sound, segments_fill_duration
 
 _SECONDS = tuple(range(3, 16))
 _COMMON = (

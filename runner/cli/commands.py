@@ -21,8 +21,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from jobs import DEFAULT_MODEL, MODELS
-from jobs.contract import model_as_json
+from jobs import DEFAULT_MODEL, MODELS, model_as_json
 from runner.api.account import record_balance
 from runner.api.learned import LINKS, Learned
 from runner.api.links import run_outlives_links
