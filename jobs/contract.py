@@ -7,7 +7,8 @@ rule. A field (:class:`Field`) is its name in a manifest, its name and type on t
 (``duration`` is the integer 5 on one model and the string "5" on another), whether it
 is required, the API's default, the allowed values or range, and the other manifest
 names that mean the same setting (``cfg_scale`` and ``guidance_scale``). Rules across
-fields (``end_image`` or ``multi_prompt``, not both) are small functions.
+fields (``end_image`` or ``multi_prompt``, not both) are small functions, the shared ones
+in :mod:`jobs.rules`.
 
 Everything else is shared and written once here: reading a manifest value as the type
 a field needs, prompt length, choices and ranges, the body sent, the request kept in the
