@@ -132,7 +132,7 @@ def test_a_bug_is_one_line_exit_70_and_its_traceback_is_in_run_log(
     def broken(*args, **kwargs):
         raise RuntimeError("a bug in the report")
 
-    monkeypatch.setattr("runner.cli.commands.write_reports", broken)
+    monkeypatch.setattr("runner.cli.spending.write_reports", broken)
     run_dir = tmp_path / "run"
     assert main(["run", str(manifest), "--out", str(run_dir), *FAST]) == EXIT_INTERNAL
     err = capsys.readouterr().err

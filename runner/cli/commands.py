@@ -9,55 +9,34 @@ rules live elsewhere: the run folder's in ``runner.run.folder``, the spending fl
 from __future__ import annotations
 
 import argparse
-import asyncio
-import contextlib
-import json
-import logging
 import os
 import signal
-import sqlite3
 import sys
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from jobs import DEFAULT_MODEL, MODELS, model_as_json
-from runner.api.account import record_balance
-from runner.api.learned import LINKS, Learned
-from runner.api.links import run_outlives_links
-from runner.cli import console
-from runner.cli import status_words as status_console
+from runner.cli import console, readers, spending
 from runner.cli.arguments import RERUN_FLAGS, build_parser
 from runner.cli.doctor_words import cmd_doctor
 from runner.cli.exits import (
     EXIT_INTERNAL,
     EXIT_INTERRUPTED,
     EXIT_OK,
-    EXIT_SOME_FAILED,
     EXIT_STOPPED,
     EXIT_USAGE,
-    exit_code_for,
     exit_code_for_error,
 )
 from runner.core.causes import RERUN_BY_DEFAULT, FailureClass
 from runner.core.crash import keep_traceback, machine_problem
-from runner.core.errors import FolderChanged, KlingBatchError, ManifestError
-from runner.core.logs import setup_logging, survive_closed_console
-from runner.core.records import TaskRecord, TaskStatus
-from runner.engine.progress import LineProgress, LiveProgress, ProgressSink, progress_line
-from runner.ledger.transitions import RunState
+from runner.core.errors import KlingBatchError, ManifestError
+from runner.core.logs import survive_closed_console
+from runner.core.records import TaskStatus
 from runner.manifest.files import STDIN, load
 from runner.manifest.plan import Plan, plan
 from runner.manifest.rows import parse_overrides
 from runner.reports import notices as notify
-from runner.reports.report import write_reports
-from runner.reports.sheet import write_contact_sheet
-from runner.reports.summary import links_to_fetch, summarize
 from runner.run import flow
-from runner.run.folder import RunFolder, require_ledger
-from runner.run.lock import lock_holder
-from runner.run.options import RunOptions, option_specs
-from runner.run.rehearsal import SIMULATOR_API
+from runner.run.folder import RunFolder
 from runner.simulator import run_simulator
 
 
@@ -183,12 +162,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         folder.check_api(connection.api)
         console.synced(run_dir, folder.sync(result.tasks))
         named = "-" if str(args.manifest) == STDIN else str(args.manifest.resolve())
-        return _spend(args, folder, connection, manifest=named)
+        return spending.spend(args, folder, connection, manifest=named)
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
     with RunFolder.existing(args.run_dir) as folder:
-        return _spend(args, folder, flow.connect_folder(folder))
+        return spending.spend(args, folder, flow.connect_folder(folder))
 
 
 def cmd_rerun(args: argparse.Namespace) -> int:
@@ -208,219 +187,7 @@ def cmd_rerun(args: argparse.Namespace) -> int:
             print(f"{args.run_dir}: no task to rerun")
             return EXIT_OK
         console.may_pay_twice(chosen)
-        return _spend(args, folder, connection, rerun=chosen)
-
-
-def _spend(
-    args: argparse.Namespace,
-    folder: RunFolder,
-    connection: flow.Connection,
-    *,
-    manifest: str | None = None,
-    rerun: Sequence[TaskRecord] | None = None,
-) -> int:
-    """``run``, ``resume`` and ``rerun`` from here on: check, ask, commit, run, report."""
-    given = {spec.name: getattr(args, spec.name, None) for spec in option_specs()}
-    options = RunOptions.resolve(flow.saved_options(folder.state), given)
-    urls = notify.notify_urls(args.notify)
-    setup_logging(
-        folder.run_dir,
-        verbose=args.verbose,
-        secrets=[connection.api_key, *notify.secret_parts(urls)],
-    )
-    started = time.monotonic()
-    try:
-        code, stopped_by = _check_ask_run(args, folder, connection, options, manifest, rerun)
-    except (KlingBatchError, KeyboardInterrupt) as exc:  # the key refused, nothing answers
-        code = EXIT_INTERRUPTED
-        if isinstance(exc, KlingBatchError):
-            code = exit_code_for_error(exc)
-        if code != EXIT_USAGE:
-            why = f"before any submit: {exc or 'interrupted'}"
-            _tell_owner(args, urls, folder.run_dir, code, why, time.monotonic() - started)
-        raise
-    if code is not None:
-        _tell_owner(args, urls, folder.run_dir, code, stopped_by, time.monotonic() - started)
-        return code
-    return EXIT_USAGE  # declined at the question: nothing was sent, nothing to tell
-
-
-def _check_ask_run(
-    args: argparse.Namespace,
-    folder: RunFolder,
-    connection: flow.Connection,
-    options: RunOptions,
-    manifest: str | None,
-    rerun: Sequence[TaskRecord] | None,
-) -> tuple[int | None, str | None]:
-    """Check the account, ask, commit, run: (exit code, why it stopped early); a code
-    of None: the person said no."""
-    state = folder.state
-    with flow.base_url(state, connection) as url:
-        checked = asyncio.run(flow.preflight(state, url, connection.api_key, options, rerun))
-        if checked.account.warning:
-            console.error(f"warning: {checked.account.warning}; going on without it")
-        record_balance(state, checked.account.balance)
-        if checked.rechecked is not None:
-            console.rechecked(checked.rechecked)
-        to_send = flow.to_send(state, checked.to_resubmit)
-        made = flow.make_pictures(state, folder.run_dir, to_send)
-        console.conversions(to_send.conversions, made)
-        if not options.download and (
-            run_s := run_outlives_links(len(to_send.tasks), options.submit_rate.per_second)
-        ):
-            console.links_die_before_the_end(folder.run_dir, run_s)
-        if to_send.tasks and not console.confirm_spend(
-            to_send,
-            simulated=connection.api == SIMULATOR_API,
-            budget_usd=options.budget_usd,
-            spent_usd=state.committed_spend(),
-            balance=checked.account.balance,
-            assume_yes=args.yes,
-        ):
-            return None, None
-        flow.commit(state, connection, options, manifest, checked.to_resubmit)
-        if checked.to_resubmit:
-            print(f"{len(checked.to_resubmit)} task(s) queued again as new attempts")
-        learned = flow.learned_of(state, connection)
-        return _execute(folder, url, connection.api_key, options, args.verbose, learned)
-
-
-def _execute(
-    folder: RunFolder,
-    url: str,
-    api_key: str,
-    options: RunOptions,
-    verbose: bool,
-    learned: Learned,
-) -> tuple[int, str | None]:
-    """The engine, then the reports; (the exit code, why the run stopped early)."""
-    state, run_dir = folder.state, folder.run_dir
-    progress = _progress(options, verbose)
-    try:
-        outcome, balance = asyncio.run(
-            flow.run_batch(folder, url, api_key, options, progress, _first, learned)
-        )
-    except asyncio.CancelledError:  # a second Ctrl-C: cut short, ledger still consistent
-        write_reports(state, run_dir)
-        console.resume_hint(run_dir, "stopped at once")
-        return EXIT_INTERRUPTED, "interrupted at once (a second Ctrl-C)"
-    if isinstance(outcome.stop_error, FolderChanged):
-        if state.file_problem() is None:  # the lock file went; the ledger is fine
-            console.error(f"stopped: {outcome.stopped_by}")
-            console.resume_hint(run_dir, "stopped so that no second run can start beside it")
-        else:
-            console.ledger_rescued(run_dir, *flow.rescue_ledger(state), outcome.stopped_by or "")
-        return EXIT_STOPPED, outcome.stopped_by
-    record_balance(state, balance)
-    missing = state.missing_videos()
-    files = write_reports(state, run_dir)
-    links = None if options.download else links_to_fetch(state.tasks(), learned.value(LINKS))
-    console.outcome(run_dir, outcome, files, missing, options.download, files.video_problems, links)
-    missing = missing if options.download else 0
-    if outcome.bad_night:  # tasks failed; the machine and the API are fine
-        return EXIT_SOME_FAILED, outcome.stopped_by
-    if outcome.stopped_by:
-        return EXIT_INTERRUPTED if outcome.interrupted else EXIT_STOPPED, outcome.stopped_by
-    return EXIT_SOME_FAILED if missing else exit_code_for(outcome.counts), None
-
-
-def _tell_owner(
-    args: argparse.Namespace,
-    urls: Sequence[str],
-    run_dir: Path,
-    code: int,
-    stopped_by: str | None,
-    elapsed_s: float,
-) -> None:
-    """The one message of the run (a summary, or an alert when it stopped early) and
-    the ``--on-finish`` command; neither changes the exit code."""
-    if not urls and not args.on_finish:
-        return  # nobody to tell: the ledger is not read again
-    summary: dict[str, object] = {}
-    with contextlib.suppress(KlingBatchError, OSError, sqlite3.Error):  # a rescued ledger
-        reader = RunState.open(run_dir, read_only=True)
-        try:
-            summary = summarize(reader, str(run_dir)).as_json()
-        finally:
-            reader.close()
-    summary |= {
-        "run_dir": str(run_dir),
-        "exit_code": code,
-        "stopped_by": stopped_by,
-        "elapsed_s": round(elapsed_s, 1),
-        "report": str(run_dir / "report.html"),
-    }
-    for warning in notify.send(urls, notify.summary_message(run_dir.name, summary, stopped_by)):
-        logging.getLogger(__name__).warning("warning: %s (the exit code is unchanged)", warning)
-    if args.on_finish:
-        hook = notify.run_on_finish(args.on_finish, summary, run_dir, code, args.on_finish_timeout)
-        console.on_finish(hook, args.on_finish_timeout)
-
-
-def _progress(options: RunOptions, verbose: bool) -> ProgressSink:
-    if sys.stderr.isatty():
-        return LiveProgress(console_level=logging.DEBUG if verbose else logging.WARNING)
-    return LineProgress(options.progress_every_s)
-
-
-def _first(signal_name: str) -> None:
-    console.error(
-        f"\n{signal_name}: no new submits; waiting for requests in flight "
-        "(press Ctrl-C again to quit at once; nothing is lost either way)"
-    )
-
-
-def _read_folder(run_dir: Path) -> RunState:
-    """A run folder for reading: no lock is taken, so this works while a run holds it."""
-    require_ledger(run_dir)
-    return RunState.open(run_dir, read_only=True)
-
-
-def cmd_report(args: argparse.Namespace) -> int:
-    state = _read_folder(args.run_dir)
-    try:
-        files = write_reports(state, args.run_dir, args.format)
-        print(progress_line(state.counts(), 0))
-        print(f"report: {files.csv}\n        {files.html}")
-        if files.sheets:
-            print(f"        {files.sheets[0]}")
-    finally:
-        state.close()
-    return EXIT_OK
-
-
-def cmd_sheet(args: argparse.Namespace) -> int:
-    state = _read_folder(args.run_dir)
-    try:
-        pages = write_contact_sheet(state.tasks(), args.run_dir, args.run_dir.name)
-    finally:
-        state.close()
-    print("contact sheet: " + "\n               ".join(str(page) for page in pages))
-    return EXIT_OK
-
-
-def cmd_status(args: argparse.Namespace) -> int:
-    holder = lock_holder(args.run_dir)
-    state = _read_folder(args.run_dir)
-    try:
-        live = holder.describe() if holder else None
-        summary = summarize(state, str(args.run_dir), live_run=live)
-    finally:
-        state.close()
-    if args.json:
-        print(json.dumps(summary.as_json(), indent=2))
-    else:
-        status_console.status(args.run_dir, summary)
-    return EXIT_OK
-
-
-def cmd_models(args: argparse.Namespace) -> int:
-    if args.json:
-        print(json.dumps([model_as_json(m) for m in MODELS.values()], indent=2))
-    else:
-        console.models(list(MODELS.values()), DEFAULT_MODEL)
-    return EXIT_OK
+        return spending.spend(args, folder, connection, rerun=chosen)
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
@@ -428,10 +195,10 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "run": cmd_run,
     "resume": cmd_resume,
     "rerun": cmd_rerun,
-    "status": cmd_status,
-    "report": cmd_report,
-    "sheet": cmd_sheet,
-    "models": cmd_models,
+    "status": readers.cmd_status,
+    "report": readers.cmd_report,
+    "sheet": readers.cmd_sheet,
+    "models": readers.cmd_models,
     "sim": run_simulator,
     "doctor": cmd_doctor,
 }

@@ -1,0 +1,76 @@
+"""The commands that only read: ``report``, ``sheet``, ``status`` and ``models``. They
+take no lock and write nothing but their own files, so they work while a run holds
+the folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from jobs import DEFAULT_MODEL, MODELS, model_as_json
+from runner.cli import console
+from runner.cli import status_words as status_console
+from runner.cli.exits import (
+    EXIT_OK,
+)
+from runner.engine.progress import progress_line
+from runner.ledger.transitions import RunState
+from runner.reports.report import write_reports
+from runner.reports.sheet import write_contact_sheet
+from runner.reports.summary import summarize
+from runner.run.folder import require_ledger
+from runner.run.lock import lock_holder
+
+
+def _read_folder(run_dir: Path) -> RunState:
+    """A run folder for reading: no lock is taken, so this works while a run holds it."""
+    require_ledger(run_dir)
+    return RunState.open(run_dir, read_only=True)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    state = _read_folder(args.run_dir)
+    try:
+        files = write_reports(state, args.run_dir, args.format)
+        print(progress_line(state.counts(), 0))
+        print(f"report: {files.csv}\n        {files.html}")
+        if files.sheets:
+            print(f"        {files.sheets[0]}")
+    finally:
+        state.close()
+    return EXIT_OK
+
+
+def cmd_sheet(args: argparse.Namespace) -> int:
+    state = _read_folder(args.run_dir)
+    try:
+        pages = write_contact_sheet(state.tasks(), args.run_dir, args.run_dir.name)
+    finally:
+        state.close()
+    print("contact sheet: " + "\n               ".join(str(page) for page in pages))
+    return EXIT_OK
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    holder = lock_holder(args.run_dir)
+    state = _read_folder(args.run_dir)
+    try:
+        live = holder.describe() if holder else None
+        summary = summarize(state, str(args.run_dir), live_run=live)
+    finally:
+        state.close()
+    if args.json:
+        print(json.dumps(summary.as_json(), indent=2))
+    else:
+        status_console.status(args.run_dir, summary)
+    return EXIT_OK
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    if args.json:
+        print(json.dumps([model_as_json(m) for m in MODELS.values()], indent=2))
+    else:
+        console.models(list(MODELS.values()), DEFAULT_MODEL)
+    return EXIT_OK
