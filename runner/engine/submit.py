@@ -167,6 +167,16 @@ class Submitter:
             queue.sent(record, sent, field)
             done += 1
 
+    def closed_because(self) -> tuple[str, KlingBatchError] | None:
+        """Why submitting closed before the end, when not for a full stop: (what to
+        say, the error) for a spent balance or a bad night. The budget leaves tasks
+        pending without a stop (``Budget.exhausted``)."""
+        if self.out_of_balance is not None:
+            return f"the API refused the run: {self.out_of_balance}", self.out_of_balance
+        if self.streak.tripped is not None:
+            return str(self.streak.tripped), self.streak.tripped
+        return None
+
     def _may_submit(self) -> bool:
         return (
             not self.stop.is_set

@@ -109,149 +109,206 @@ async def run_engine(
     as does the ledger file being deleted or replaced. ``clock`` and ``rng`` (the
     backoff jitter) are shared by every stage; tests pass their own. ``learned``: what
     is known of the API (``runner.api.learned``), told what the run learns."""
-    rng = rng or random.Random()
-    learned = learned or Learned.open(client.base_url, state, use_cache=False)
-    started = clock.monotonic()
-    resumed_unknown = state.settle_cut_off_submits()
-    if resumed_unknown:
-        log.warning(
-            "%d task(s) were cut off mid-submit by an earlier crash: now 'unknown'", resumed_unknown
+    shared = Shared(
+        state,
+        client,
+        stop or StopSwitch(),
+        clock,
+        rng or random.Random(),
+        learned or Learned.open(client.base_url, state, use_cache=False),
+    )
+    night = Night(shared, config, run_dir)
+    resumed_unknown = night.settle_the_last_run()
+    pending, in_flight = night.hand_out_the_ledger()
+    await night.run(pending, in_flight, progress or LineProgress(config.progress_every_s), guard)
+    return night.outcome(resumed_unknown)
+
+
+@dataclass(frozen=True)
+class Shared:
+    """What every stage of one run shares: the ledger, the client, the stop switch, the
+    clock, the backoff's jitter, and what is known of the API."""
+
+    state: RunState
+    client: NovitaClient
+    stop: StopSwitch
+    clock: Clock
+    rng: random.Random
+    learned: Learned
+
+
+class Night:
+    """One run of the engine: its stages built from one :class:`Shared` and the
+    config, then each step named (after arq's ``Worker.main``)."""
+
+    def __init__(self, shared: Shared, config: EngineConfig, run_dir: Path):
+        self.shared, self.config = shared, config
+        self.started = shared.clock.monotonic()
+        state, client, stop, clock, rng = (
+            shared.state,
+            shared.client,
+            shared.stop,
+            shared.clock,
+            shared.rng,
         )
-    lost = state.forget_lost_videos() if config.download else []
-    if lost:
-        log.warning(
-            "%d video(s) were deleted or changed since they were written: fetching again",
-            len(lost),
+        self.budget = Budget(config.budget_usd, spent_usd=state.committed_spend())
+        poll_limiter = EndpointLimiter(config.poll_rate, "poll", rng, clock)
+        self.fetcher = Fetcher(
+            state,
+            client,
+            poll_limiter,
+            stop,
+            run_dir / VIDEOS_DIR,
+            workers=config.download_workers,
+            limits=config.retry_limits,
+            retry_base_s=config.retry_base_s,
+            clock=clock,
+            rng=rng,
+            learned=shared.learned,
         )
-    stop = stop or StopSwitch()
-    budget = Budget(config.budget_usd, spent_usd=state.committed_spend())
-    poll_limiter = EndpointLimiter(config.poll_rate, "poll", rng, clock)
-    fetcher = Fetcher(
-        state,
-        client,
-        poll_limiter,
-        stop,
-        run_dir / VIDEOS_DIR,
-        workers=config.download_workers,
-        limits=config.retry_limits,
-        retry_base_s=config.retry_base_s,
-        clock=clock,
-        rng=rng,
-        learned=learned,
-    )
-    on_succeeded = fetcher.add if config.download else (lambda key, expires_at: None)
-    scheduler = PollScheduler(
-        state,
-        client,
-        poll_limiter,
-        stop,
-        config.poll_policy,
-        on_succeeded,
-        concurrency=config.poll_concurrency,
-        clock=clock,
-        rng=rng,
-    )
+        self.scheduler = PollScheduler(
+            state,
+            client,
+            poll_limiter,
+            stop,
+            config.poll_policy,
+            self.fetcher.add if config.download else (lambda key, expires_at: None),
+            concurrency=config.poll_concurrency,
+            clock=clock,
+            rng=rng,
+        )
+        self.submitter = Submitter(
+            state,
+            client,
+            EndpointLimiter(config.submit_rate, "submit", rng, clock),
+            stop,
+            lambda key, task_id: self.scheduler.add(key, task_id, submitted_at=clock.time()),
+            workers=config.submit_workers or submit_workers_for(config.submit_rate),
+            limits=config.retry_limits,
+            clock=clock,
+            rng=rng,
+            retry_base_s=config.retry_base_s,
+            budget=self.budget,
+            unreachable_after_s=config.unreachable_after_s,
+            streak=FailureStreak(config.max_failure_streak),
+            wire=WireForms(shared.learned, config.wire),
+            canary=config.canary,
+            download=config.download,
+        )
 
-    def on_submitted(key: str, task_id: str) -> None:
-        scheduler.add(key, task_id, submitted_at=clock.time())
+    def settle_the_last_run(self) -> int:
+        """What a crash left: submits cut off mid-POST become ``unknown`` (returns how
+        many), videos deleted or changed since are fetched again."""
+        state = self.shared.state
+        resumed_unknown = state.settle_cut_off_submits()
+        if resumed_unknown:
+            log.warning(
+                "%d task(s) were cut off mid-submit by an earlier crash: now 'unknown'",
+                resumed_unknown,
+            )
+        lost = state.forget_lost_videos() if self.config.download else []
+        if lost:
+            log.warning(
+                "%d video(s) were deleted or changed since they were written: fetching again",
+                len(lost),
+            )
+        return resumed_unknown
 
-    submitter = Submitter(
-        state,
-        client,
-        EndpointLimiter(config.submit_rate, "submit", rng, clock),
-        stop,
-        on_submitted,
-        workers=config.submit_workers or submit_workers_for(config.submit_rate),
-        limits=config.retry_limits,
-        clock=clock,
-        rng=rng,
-        retry_base_s=config.retry_base_s,
-        budget=budget,
-        unreachable_after_s=config.unreachable_after_s,
-        streak=FailureStreak(config.max_failure_streak),
-        wire=WireForms(learned, config.wire),
-        canary=config.canary,
-        download=config.download,
-    )
-    state.listeners.append(submitter.streak.hear)
+    def hand_out_the_ledger(self) -> tuple[list[TaskRecord], list[TaskRecord]]:
+        """Each task to its stage: (the pending ones to submit, the ones in flight)."""
+        records = self.shared.state.tasks()
+        fetcher = self.fetcher if self.config.download else None
+        pending = _load(records, self.scheduler, fetcher, self.shared.clock.time())
+        in_flight = [r for r in records if r.status in IN_FLIGHT and r.task_id]
+        log.info(
+            "run: %d to submit, %d in flight, submit rate %s, poll rate %s",
+            len(pending),
+            self.scheduler.in_flight,
+            self.config.submit_rate,
+            self.config.poll_rate,
+        )
+        return pending, in_flight
 
-    records = state.tasks()
-    pending = _load(records, scheduler, fetcher if config.download else None, clock.time())
-    in_flight = [r for r in records if r.status in IN_FLIGHT and r.task_id]
-    log.info(
-        "run: %d to submit, %d in flight, submit rate %s, poll rate %s",
-        len(pending),
-        scheduler.in_flight,
-        config.submit_rate,
-        config.poll_rate,
-    )
-
-    async def submit_then_close() -> None:
+    async def run(
+        self,
+        pending: list[TaskRecord],
+        in_flight: list[TaskRecord],
+        sink: ProgressSink,
+        guard: Callable[[], str | None] | None,
+    ) -> None:
+        """The three stages until each drains, closing in order (submit, then poll, then
+        fetch), with the progress shown and the folder watched meanwhile."""
+        state = self.shared.state
+        state.listeners.append(self.submitter.streak.hear)
+        sink.start()
+        background = [
+            asyncio.create_task(_show_progress(sink, self.snapshot)),
+            asyncio.create_task(_watch_folder(state, self.shared.stop, guard)),
+        ]
         try:
-            await submitter.run(pending, in_flight)
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self._submit_then_close(pending, in_flight))
+                group.create_task(self._poll_then_close())
+                group.create_task(self.fetcher.run())
         finally:
-            scheduler.close()
+            for task in background:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            state.listeners.remove(self.submitter.streak.hear)
+            state.flush()
+            sink.stop(self.snapshot())
 
-    async def poll_then_close() -> None:
+    async def _submit_then_close(
+        self, pending: list[TaskRecord], in_flight: list[TaskRecord]
+    ) -> None:
         try:
-            await scheduler.run()
+            await self.submitter.run(pending, in_flight)
         finally:
-            fetcher.close()
+            self.scheduler.close()
 
-    def snapshot() -> Snapshot:
+    async def _poll_then_close(self) -> None:
+        try:
+            await self.scheduler.run()
+        finally:
+            self.fetcher.close()
+
+    def snapshot(self) -> Snapshot:
         return Snapshot(
-            counts=state.counts(),
-            in_flight=scheduler.in_flight,
-            created=submitter.created,
-            polls=scheduler.polls,
-            spent_usd=budget.spent_usd,
-            elapsed_s=clock.monotonic() - started,
-            submit_rate_per_s=config.submit_rate.per_second,
-            recent_task_s=tuple(scheduler.finished_after_s),
+            counts=self.shared.state.counts(),
+            in_flight=self.scheduler.in_flight,
+            created=self.submitter.created,
+            polls=self.scheduler.polls,
+            spent_usd=self.budget.spent_usd,
+            elapsed_s=self.shared.clock.monotonic() - self.started,
+            submit_rate_per_s=self.config.submit_rate.per_second,
+            recent_task_s=tuple(self.scheduler.finished_after_s),
         )
 
-    sink = progress or LineProgress(config.progress_every_s)
-    sink.start()
-    background = [
-        asyncio.create_task(_show_progress(sink, snapshot)),
-        asyncio.create_task(_watch_folder(state, stop, guard)),
-    ]
-    try:
-        async with asyncio.TaskGroup() as group:
-            group.create_task(submit_then_close())
-            group.create_task(poll_then_close())
-            group.create_task(fetcher.run())
-    finally:
-        for task in background:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        state.listeners.remove(submitter.streak.hear)
-        state.flush()
-        sink.stop(snapshot())
-    stopped_by, stop_error = stop.reason, stop.error
-    if stopped_by is None and submitter.out_of_balance is not None:
-        stopped_by = f"the API refused the run: {submitter.out_of_balance}"
-        stop_error = submitter.out_of_balance
-    if stopped_by is None and submitter.streak.tripped is not None:
-        stopped_by = str(submitter.streak.tripped)
-        stop_error = submitter.streak.tripped
-    if stopped_by:
-        log.error("stopped: %s", stopped_by)
-    return RunOutcome(
-        counts=state.counts(),
-        created=submitter.created,
-        polls=scheduler.polls,
-        downloaded=fetcher.downloaded,
-        resumed_unknown=resumed_unknown,
-        stopped_by=stopped_by,
-        stop_error=stop_error,
-        elapsed_s=clock.monotonic() - started,
-        spent_usd=budget.spent_usd,
-        budget_reached=budget.exhausted,
-        held=submitter.queue.held if submitter.queue else {},
-        poll_lateness_s=tuple(scheduler.lateness_s),
-    )
+    def outcome(self, resumed_unknown: int) -> RunOutcome:
+        """What the run did, and why it stopped early if it did: a full stop first, else
+        why submitting closed (the submitter holds "closed, because")."""
+        stop = self.shared.stop
+        stopped_by, stop_error = stop.reason, stop.error
+        closed = self.submitter.closed_because()
+        if stopped_by is None and closed is not None:
+            stopped_by, stop_error = closed
+        if stopped_by:
+            log.error("stopped: %s", stopped_by)
+        return RunOutcome(
+            counts=self.shared.state.counts(),
+            created=self.submitter.created,
+            polls=self.scheduler.polls,
+            downloaded=self.fetcher.downloaded,
+            resumed_unknown=resumed_unknown,
+            stopped_by=stopped_by,
+            stop_error=stop_error,
+            elapsed_s=self.shared.clock.monotonic() - self.started,
+            spent_usd=self.budget.spent_usd,
+            budget_reached=self.budget.exhausted,
+            held=self.submitter.queue.held if self.submitter.queue else {},
+            poll_lateness_s=tuple(self.scheduler.lateness_s),
+        )
 
 
 def submit_workers_for(rate: Rate, latency_s: float = 0.25) -> int:
