@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from runner.cli.commands import main
-from runner.cli.exits import EXIT_INTERNAL
 from runner.core.crash import machine_problem
+from runner.core.exits import EXIT_INTERNAL
 from runner.core.logs import console_to, setup_logging
 from tests.conftest import FAST, draw_image, runner_process, write_rows
 

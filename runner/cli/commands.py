@@ -1,7 +1,7 @@
 """The command line: ``kling-batch validate | run | resume | rerun | status | report | sim``.
 
 A thin adapter over the library: it parses, calls, has ``runner.cli.console`` word the
-result, and maps typed errors to exit codes (``runner.cli.exits``, the README's table). The
+result, and maps typed errors to exit codes (``runner.core.exits``, the README's table). The
 rules live elsewhere: the run folder's in ``runner.run.folder``, the spending flow in
 ``runner.run.flow``, the options in ``runner.run.options``.
 """
@@ -18,7 +18,10 @@ from pathlib import Path
 from runner.cli import console, readers, spending
 from runner.cli.arguments import RERUN_FLAGS, build_parser
 from runner.cli.doctor_words import cmd_doctor
-from runner.cli.exits import (
+from runner.core.causes import RERUN_BY_DEFAULT, FailureClass
+from runner.core.crash import keep_traceback, machine_problem
+from runner.core.errors import KlingBatchError, ManifestError
+from runner.core.exits import (
     EXIT_INTERNAL,
     EXIT_INTERRUPTED,
     EXIT_OK,
@@ -26,9 +29,6 @@ from runner.cli.exits import (
     EXIT_USAGE,
     exit_code_for_error,
 )
-from runner.core.causes import RERUN_BY_DEFAULT, FailureClass
-from runner.core.crash import keep_traceback, machine_problem
-from runner.core.errors import KlingBatchError, ManifestError
 from runner.core.logs import survive_closed_console
 from runner.core.records import TaskStatus
 from runner.manifest.files import STDIN, load

@@ -16,12 +16,11 @@ from runner.api.account import Balance, tasks_covered
 from runner.api.links import DOCUMENTED_TTL_S
 from runner.cli.status_words import links_dying, say
 from runner.core.causes import failure_class
-from runner.core.errors import BalanceExhausted, Interrupted
+from runner.core.errors import BadNight, BalanceExhausted, Interrupted
 from runner.core.records import TaskRecord, TaskStatus
 from runner.core.redact import terminal_safe
 from runner.engine.progress import human_duration, progress_line
 from runner.engine.recheck import Recheck
-from runner.engine.streak import BadNight
 from runner.engine.wiring import RunOutcome
 from runner.manifest.plan import LARGE_BATCH_USD, Plan
 from runner.media.picture_pool import Converted, PlannedPicture

@@ -20,9 +20,9 @@ from runner.api.account import check_account
 from runner.api.client import NovitaClient
 from runner.api.credentials import api_key_of, base_url_of
 from runner.api.learned import Learned
-from runner.cli.exits import EXIT_OK, EXIT_SOME_FAILED, EXIT_STOPPED, EXIT_USAGE
 from runner.cli.status_words import say
 from runner.core.errors import KlingBatchError
+from runner.core.exits import EXIT_OK, EXIT_SOME_FAILED, EXIT_STOPPED, EXIT_USAGE
 from runner.core.logs import setup_logging
 from runner.run.doctor import Check, Settled, cheapest_request, free_checks, spend_one
 from runner.run.rehearsal import REHEARSAL_BALANCE_USD, SIMULATOR_API

@@ -12,7 +12,7 @@ from pathlib import Path
 from jobs import DEFAULT_MODEL, MODELS, model_as_json
 from runner.cli import console
 from runner.cli import status_words as status_console
-from runner.cli.exits import (
+from runner.core.exits import (
     EXIT_OK,
 )
 from runner.engine.progress import progress_line

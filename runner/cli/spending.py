@@ -19,15 +19,14 @@ from runner.api.account import record_balance
 from runner.api.learned import LINKS, Learned
 from runner.api.links import run_outlives_links
 from runner.cli import console
-from runner.cli.exits import (
+from runner.core.errors import FolderChanged, KlingBatchError
+from runner.core.exits import (
     EXIT_INTERRUPTED,
-    EXIT_SOME_FAILED,
     EXIT_STOPPED,
     EXIT_USAGE,
-    exit_code_for,
     exit_code_for_error,
+    exit_code_of_run,
 )
-from runner.core.errors import FolderChanged, KlingBatchError
 from runner.core.logs import setup_logging
 from runner.core.records import TaskRecord
 from runner.engine.progress import LineProgress, LiveProgress, ProgressSink
@@ -147,12 +146,13 @@ def _execute(
     files = write_reports(state, run_dir)
     links = None if options.download else links_to_fetch(state.tasks(), learned.value(LINKS))
     console.outcome(run_dir, outcome, files, missing, options.download, files.video_problems, links)
-    missing = missing if options.download else 0
-    if outcome.bad_night:  # tasks failed; the machine and the API are fine
-        return EXIT_SOME_FAILED, outcome.stopped_by
-    if outcome.stopped_by:
-        return EXIT_INTERRUPTED if outcome.interrupted else EXIT_STOPPED, outcome.stopped_by
-    return EXIT_SOME_FAILED if missing else exit_code_for(outcome.counts), None
+    code = exit_code_of_run(
+        outcome.counts,
+        videos_missing=missing if options.download else 0,
+        stop=outcome.stop_error,
+        stopped=outcome.stopped_by is not None,
+    )
+    return code, outcome.stopped_by
 
 
 def _tell_owner(

@@ -138,6 +138,11 @@ class MachineTrouble(KlingBatchError):
     hint = "free some space (or make the run folder writable)"
 
 
+class BadNight(KlingBatchError):
+    """Submitting stopped after a streak of failures; ``resume`` goes on once a person
+    has looked (exit 1: tasks failed, nothing is wrong with the machine)."""
+
+
 class ApiUnreachable(KlingBatchError):
     """Nothing answers at the base URL (connection refused, no route, DNS) for long
     enough that waiting longer would only hold a night's batch: stop, resumable."""

@@ -42,9 +42,14 @@ class RedactSecrets(logging.Filter):
 
 
 def setup_logging(
-    run_dir: Path | None, *, verbose: bool = False, secrets: Iterable[str] = ()
+    run_dir: Path | None,
+    *,
+    verbose: bool = False,
+    secrets: Iterable[str] = (),
+    quiet: bool = False,
 ) -> None:
-    """Console at INFO (DEBUG with -v) and, with a run folder, everything in run.log."""
+    """Console at INFO (DEBUG with -v; WARNING when ``quiet``: a notebook's cell) and,
+    with a run folder, everything in run.log."""
     root = logging.getLogger()
     for handler in list(root.handlers):  # only ours: an embedding program keeps its own
         if getattr(handler, _OURS, False):
@@ -52,7 +57,7 @@ def setup_logging(
             handler.close()
     redact = RedactSecrets(secrets)
     console = logging.StreamHandler()
-    console.setLevel(logging.DEBUG if verbose else logging.INFO)
+    console.setLevel(logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO)
     console.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
     console.addFilter(redact)
     setattr(console, _OURS, True)

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import threading
 from collections.abc import Callable, Iterator
 
 from runner.core.errors import Interrupted
@@ -58,6 +59,9 @@ def stop_on_signals(stop: StopSwitch, on_first: Callable[[str], None]) -> Iterat
     transition is still in the ledger, so that too is resumable.
 
     Must be entered from the coroutine that should be cancelled on the second signal."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signals reach the main thread only (a library call run from a thread)
+        return
     loop = asyncio.get_running_loop()
     current = asyncio.current_task()
     received: list[str] = []

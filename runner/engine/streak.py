@@ -11,15 +11,10 @@ from __future__ import annotations
 from collections import Counter
 
 from runner.core.causes import common_reason, failure_class
-from runner.core.errors import KlingBatchError
+from runner.core.errors import BadNight
 from runner.core.records import TaskEvent
 
 DEFAULT_MAX_FAILURE_STREAK = 10
-
-
-class BadNight(KlingBatchError):
-    """Submitting stopped after a streak of failures; ``resume`` goes on once a person
-    has looked (exit 1: tasks failed, nothing is wrong with the machine)."""
 
 
 class FailureStreak:

@@ -21,7 +21,7 @@ from runner.api.client import NovitaClient
 from runner.api.learned import Learned
 from runner.api.wire_forms import WireForms
 from runner.core.clock import SYSTEM_CLOCK, Clock
-from runner.core.errors import FolderChanged, Interrupted
+from runner.core.errors import BadNight, FolderChanged, Interrupted
 from runner.core.rates import Rate
 from runner.core.records import ASKED_AGAIN, IN_FLIGHT, TaskRecord, TaskStatus
 from runner.engine.canary import CanaryMode
@@ -32,7 +32,7 @@ from runner.engine.progress import LineProgress, ProgressSink, Snapshot
 from runner.engine.rate_limits import EndpointLimiter
 from runner.engine.retry import DEFAULT_LIMITS, RetryLimits
 from runner.engine.stopping import StopSwitch
-from runner.engine.streak import DEFAULT_MAX_FAILURE_STREAK, BadNight, FailureStreak
+from runner.engine.streak import DEFAULT_MAX_FAILURE_STREAK, FailureStreak
 from runner.engine.submit import Budget, Submitter
 from runner.ledger.file import DEFERRED_MAX_AGE_S
 from runner.ledger.transitions import RunState

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from runner.core.errors import KlingBatchError, RunFolderError, UsageError
+from runner.core.errors import (
+    BadNight,
+    Interrupted,
+    KlingBatchError,
+    RunFolderError,
+    UsageError,
+)
 from runner.core.records import TaskStatus
 
 EXIT_OK = 0  # every task the manifest asks for succeeded
@@ -27,6 +33,24 @@ def exit_code_for(counts: Mapping[str, int]) -> int:
     if counts.get(TaskStatus.STALLED):
         return EXIT_STALLED
     return EXIT_OK if counts.get(TaskStatus.SUCCEEDED) else EXIT_SOME_FAILED
+
+
+def exit_code_of_run(
+    counts: Mapping[str, int],
+    *,
+    videos_missing: int = 0,
+    stop: BaseException | None = None,
+    stopped: bool = False,
+) -> int:
+    """The exit code of a run that reached its end or stopped: a bad night is 1 (tasks
+    failed; nothing is wrong with the machine), an interrupt 130, any other stop 3;
+    else 1 while a video is still to fetch, else what the counts say. (Pinned by a
+    table test; the command line and the library both call it.)"""
+    if isinstance(stop, BadNight):
+        return EXIT_SOME_FAILED
+    if stopped:
+        return EXIT_INTERRUPTED if isinstance(stop, Interrupted) else EXIT_STOPPED
+    return EXIT_SOME_FAILED if videos_missing else exit_code_for(counts)
 
 
 def exit_code_for_error(error: KlingBatchError) -> int:
