@@ -25,6 +25,7 @@ from jobs.pictures import (
     plan_conversion,
 )
 from runner.cli.commands import main
+from runner.core.pool import POOL_FROM
 from runner.ledger.transitions import RunState
 from runner.manifest.files import load
 from runner.manifest.plan import Plan, plan
@@ -481,7 +482,7 @@ def test_many_pictures_are_read_on_every_core_with_the_same_answers(tmp_path, mo
     monkeypatch.setenv("KLING_BATCH_CACHE", str(tmp_path / "cache"))
     shots = tmp_path / "shots"
     shots.mkdir()
-    for index in range(picture_pool.POOL_FROM + 4):
+    for index in range(POOL_FROM + 4):
         size = (640, 360) if index % 5 else (640, 200)  # every fifth too small
         Image.new("RGB", size, (index, 9, 9)).save(shots / f"s{index:02d}.png")
     found = picture_pool.open_pictures(sorted(shots.iterdir()))

@@ -32,11 +32,11 @@ def test_the_run_draws_a_sheet_the_page_links_and_sheet_draws_again(tmp_path, th
     manifest = write_rows(tmp_path / "m.yaml", 2)
     run_dir = tmp_path / "run"
     assert main(["run", str(manifest), "--out", str(run_dir), *FAST]) == 0
-    assert f"contact sheet: {run_dir / 'contact-sheet.png'}" in capsys.readouterr().out
+    assert f"contact sheet: {run_dir / 'contact-sheet.jpg'}" in capsys.readouterr().out
     page = (run_dir / "report.html").read_text(encoding="utf-8")
-    assert '<a href="contact-sheet.png">contact sheet</a>' in page
+    assert '<a href="contact-sheet.jpg">contact sheet</a>' in page
 
-    with Image.open(run_dir / "contact-sheet.png") as drawn:
+    with Image.open(run_dir / "contact-sheet.jpg") as drawn:
         picture = drawn.convert("RGB")
     top = sheet.MARGIN + sheet.LINE_PX + sheet.GAP
     # The first tile: the source image, then the video's frames (the same green picture).
@@ -45,9 +45,9 @@ def test_the_run_draws_a_sheet_the_page_links_and_sheet_draws_again(tmp_path, th
         red, green, blue = picture.getpixel((x, top + sheet.CELL // 2))
         assert green > 150 and red < 80 and blue < 80, cell
 
-    (run_dir / "contact-sheet.png").unlink()
+    (run_dir / "contact-sheet.jpg").unlink()
     assert main(["sheet", str(run_dir)]) == 0
-    assert (run_dir / "contact-sheet.png").is_file()
+    assert (run_dir / "contact-sheet.jpg").is_file()
 
 
 def test_frames_are_taken_at_the_start_middle_and_end(tmp_path, threaded_sim):
@@ -104,7 +104,7 @@ def test_several_models_are_one_column_each_for_every_input(comparison, tmp_path
     assert [tile.model if tile else None for tile in city] == [
         m if m == "kling-v3.0-std-t2v" else None for m in models
     ]
-    with Image.open(run_dir / "contact-sheet.png") as drawn:  # five columns side by side
+    with Image.open(run_dir / "contact-sheet.jpg") as drawn:  # five columns side by side
         assert drawn.width > len(models) * 3 * sheet.CELL
 
 
@@ -115,15 +115,15 @@ def test_pages_past_a_page_worth_and_no_stale_page_is_left(tmp_path, threaded_si
     monkeypatch.setattr(sheet, "TILES_PER_PAGE", 3)  # one line of three tiles a page
     assert main(["run", str(manifest), "--out", str(run_dir), *FAST]) == 0
     names = [page.name for page in sheet.sheet_pages(run_dir)]
-    assert names == ["contact-sheet.png", "contact-sheet-2.png", "contact-sheet-3.png"]
+    assert names == ["contact-sheet.jpg", "contact-sheet-2.jpg", "contact-sheet-3.jpg"]
     page = (run_dir / "report.html").read_text(encoding="utf-8")
-    assert '<a href="contact-sheet-3.png">page 3</a>' in page
+    assert '<a href="contact-sheet-3.jpg">page 3</a>' in page
 
     monkeypatch.setattr(sheet, "TILES_PER_PAGE", 6)
     assert main(["sheet", str(run_dir)]) == 0
     assert [page.name for page in sheet.sheet_pages(run_dir)] == [
-        "contact-sheet.png",
-        "contact-sheet-2.png",
+        "contact-sheet.jpg",
+        "contact-sheet-2.jpg",
     ]
 
 

@@ -15,14 +15,12 @@ code's and Pillow's versions, so an edited file, or a newer check, is read again
 from __future__ import annotations
 
 import json
-import multiprocessing
 import os
 import sqlite3
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import Executor, ProcessPoolExecutor
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
 import PIL
 
@@ -30,16 +28,12 @@ from jobs.images import check_image_bytes
 from jobs.picture_files import PictureFile, convert, open_picture
 from jobs.pictures import Conversion
 from runner.core.atomic import write_bytes_atomically
+from runner.core.pool import map_on_every_core
 from runner.core.records import TaskRecord
 from runner.core.user_cache import user_cache_dir
 
-# Fewer pictures than this are read in this process: starting a pool costs more.
-POOL_FROM = 16
 CHECKS_VERSION = 1  # raise when what ``open_picture`` finds changes
 IMAGES_DIR = "images"
-
-T = TypeVar("T")
-R = TypeVar("R")
 
 
 # --- reading ------------------------------------------------------------------------------
@@ -57,7 +51,7 @@ def open_pictures(
         found = cache.get([i for i in identities.values() if i])
         known = {p: found[i] for p, i in identities.items() if i and i in found}
         todo = [p for p in wanted if p not in known]
-        read = dict(zip(todo, _map(open_picture, todo), strict=True))
+        read = dict(zip(todo, map_on_every_core(open_picture, todo), strict=True))
         cache.put({identities[p]: f for p, f in read.items() if identities[p] and f.sha256})
     finally:
         cache.close()
@@ -206,7 +200,7 @@ def convert_pictures(run_dir: Path, wanted: Iterable[ToConvert]) -> dict[str, Co
         else:
             todo.append(job)
     jobs = [(str(run_dir), job) for job in todo]
-    for result in _map(_convert_one, jobs):
+    for result in map_on_every_core(_convert_one, jobs):
         done[result.name] = result
     return done
 
@@ -233,25 +227,6 @@ def _convert_one(job: tuple[str, ToConvert]) -> Converted:
         return Converted(wanted.name, problem=f"{wanted.source} converted is still refused: {said}")
     write_bytes_atomically(run_dir / wanted.name, data, durable=True)
     return Converted(wanted.name, len(data))
-
-
-# --- the pool -----------------------------------------------------------------------------
-
-
-def _map(work: Callable[[T], R], items: Sequence[T]) -> list[R]:
-    """``work`` over ``items``, in order: here for a few, on every core for many."""
-    if len(items) < POOL_FROM or (os.cpu_count() or 1) < 2:
-        return [work(item) for item in items]
-    with _pool(min(len(items), os.cpu_count() or 1)) as pool:
-        return list(pool.map(work, items, chunksize=max(1, len(items) // 64)))
-
-
-def _pool(workers: int) -> Executor:
-    """A fork server where there is one: forking a process that has threads (the
-    embedded simulator, a test's) can copy a lock some thread holds."""
-    methods = multiprocessing.get_all_start_methods()
-    method = "forkserver" if "forkserver" in methods else "spawn"
-    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method))
 
 
 @dataclass(frozen=True)

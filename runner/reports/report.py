@@ -33,7 +33,7 @@ class ReportFiles:
     html: Path
     failed_yaml: Path | None  # the failed rows as a manifest, when there are any
     video_problems: int = 0  # videos not whole or not as asked (the summary's count)
-    sheets: tuple[Path, ...] = ()  # contact-sheet.png and its further pages
+    sheets: tuple[Path, ...] = ()  # contact-sheet.jpg and its further pages
 
 
 def write_reports(state: RunState, run_dir: Path, formats: Sequence[str] = ()) -> ReportFiles:
