@@ -63,8 +63,9 @@ from runner.engine.wiring import EngineConfig, run_engine
 from runner.ledger.transitions import RunState
 from runner.manifest.files import load
 from runner.manifest.plan import Plan, plan
+from runner.media.frames import FRAMES_DIR
 from runner.media.mp4 import check_mp4
-from runner.media.sidecars import FRAMES_DIR, write_poster
+from runner.media.sidecars import write_poster
 from runner.reports.sheet import write_contact_sheet
 from runner.simulator import SimConfig, Simulator
 

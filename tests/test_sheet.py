@@ -8,18 +8,18 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw
 
 from runner.cli.commands import main
 from runner.core.records import TaskStatus
 from runner.ledger.transitions import RunState
-from runner.media import sidecars as video_files
-from runner.reports import sheet
+from runner.media import frames as video_frames
+from runner.reports import sheet, sheet_page
 from tests.conftest import FAST, draw_image, write_rows
 from tests.test_model_runs import comparison  # noqa: F401  (a fixture)
 
 
-def tiles_of(run_dir: Path) -> list[sheet.Tile]:
+def tiles_of(run_dir: Path) -> list[sheet_page.Tile]:
     state = RunState.open(run_dir, read_only=True)
     try:
         return [sheet.tile_of(record, run_dir) for record in state.tasks()]
@@ -38,11 +38,11 @@ def test_the_run_draws_a_sheet_the_page_links_and_sheet_draws_again(tmp_path, th
 
     with Image.open(run_dir / "contact-sheet.jpg") as drawn:
         picture = drawn.convert("RGB")
-    top = sheet.MARGIN + sheet.LINE_PX + sheet.GAP
+    top = sheet_page.MARGIN + sheet_page.LINE_PX + sheet_page.GAP
     # The first tile: the source image, then the video's frames (the same green picture).
     for cell in range(4):
-        x = sheet.MARGIN + cell * (sheet.CELL + sheet.GAP) + sheet.CELL // 2
-        red, green, blue = picture.getpixel((x, top + sheet.CELL // 2))
+        x = sheet_page.MARGIN + cell * (sheet_page.CELL + sheet_page.GAP) + sheet_page.CELL // 2
+        red, green, blue = picture.getpixel((x, top + sheet_page.CELL // 2))
         assert green > 150 and red < 80 and blue < 80, cell
 
     (run_dir / "contact-sheet.jpg").unlink()
@@ -57,10 +57,10 @@ def test_frames_are_taken_at_the_start_middle_and_end(tmp_path, threaded_sim):
     manifest = write_rows(tmp_path / "m.yaml", 1)
     run_dir = tmp_path / "run"
     assert main(["run", str(manifest), "--out", str(run_dir), *FAST]) == 0
-    frames = video_files.frames_of(run_dir / "videos" / "r0_1.mp4")
+    frames = video_frames.frames_of(run_dir / "videos" / "r0_1.mp4")
     assert len(frames) == 3 and all(frame is not None for frame in frames)
     start, middle, end = (frame.convert("L") for frame in frames if frame is not None)
-    assert max(start.size) == sheet.CELL
+    assert max(start.size) == sheet_page.CELL
     suns = [
         sum(frame.point(lambda v: 255 if v > 200 else 0).histogram()[255:])
         for frame in (start, middle, end)
@@ -71,7 +71,7 @@ def test_frames_are_taken_at_the_start_middle_and_end(tmp_path, threaded_sim):
 def test_a_video_that_cannot_be_decoded_still_gets_a_tile(tmp_path):
     broken = tmp_path / "broken.mp4"
     broken.write_bytes(b"\x00\x00\x00\x18ftypisom" + bytes(100))
-    assert video_files.frames_of(broken) == [None, None, None]
+    assert video_frames.frames_of(broken) == [None, None, None]
 
 
 def test_a_failure_is_a_tile_with_its_reason(tmp_path, threaded_sim):
@@ -105,7 +105,7 @@ def test_several_models_are_one_column_each_for_every_input(comparison, tmp_path
         m if m == "kling-v3.0-std-t2v" else None for m in models
     ]
     with Image.open(run_dir / "contact-sheet.jpg") as drawn:  # five columns side by side
-        assert drawn.width > len(models) * 3 * sheet.CELL
+        assert drawn.width > len(models) * 3 * sheet_page.CELL
 
 
 def test_pages_past_a_page_worth_and_no_stale_page_is_left(tmp_path, threaded_sim, monkeypatch):
@@ -139,23 +139,25 @@ def test_pages_past_a_page_worth_and_no_stale_page_is_left(tmp_path, threaded_si
     ],
 )
 def test_labels_keep_to_what_the_font_draws(text, drawn):
-    assert sheet.drawable(text) == drawn
+    assert sheet_page.drawable(text) == drawn
 
 
 def test_every_character_a_label_can_hold_has_a_glyph_in_the_font():
-    """What ``drawable`` lets through must not come out as the font's box for a
-    missing glyph (the glyph a CJK character gets)."""
-    font = ImageFont.load_default(size=12)
+    """What ``drawable`` lets through must come out as ink: the bitmap font has
+    printable ASCII only (a CJK character makes it raise, which is why labels are
+    folded first)."""
+    font = sheet_page._font()
 
-    def drawn(character: str) -> bytes:
+    def ink(character: str) -> bool:
         canvas = Image.new("L", (24, 24))
         ImageDraw.Draw(canvas).text((4, 4), character, 255, font)
-        return canvas.tobytes()
+        return canvas.getbbox() is not None
 
-    missing = drawn("猫")
-    assert drawn("é") == missing  # the box this test is about
     for code in range(0x21, 0x7F):
-        assert drawn(chr(code)) != missing, chr(code)
+        assert ink(chr(code)), chr(code)
+    with pytest.raises(UnicodeEncodeError):
+        ink("猫")
+    assert all(ink(c) for c in sheet_page.drawable("猫 café ✨") if c != " ")
 
 
 def test_frames_are_kept_at_download_and_the_sheet_reads_them_without_the_video(
@@ -168,16 +170,16 @@ def test_frames_are_kept_at_download_and_the_sheet_reads_them_without_the_video(
     video = run_dir / "videos" / "r0_1.mp4"
     strip = run_dir / "videos" / ".frames" / "r0_1.jpg"
     assert strip.is_file()
-    kept = [frame.size for frame in video_files.frames_of(video) if frame is not None]
+    kept = [frame.size for frame in video_frames.frames_of(video) if frame is not None]
 
     def no_decoding(*args, **kwargs):
         raise AssertionError("the video was opened")
 
     with monkeypatch.context() as patched:
-        patched.setattr(video_files.av, "open", no_decoding)
-        assert [f.size for f in video_files.frames_of(video) if f is not None] == kept
+        patched.setattr(video_frames.av, "open", no_decoding)
+        assert [f.size for f in video_frames.frames_of(video) if f is not None] == kept
         assert main(["sheet", str(run_dir)]) == 0
 
     strip.unlink()  # gone (or older than its video): made again from the video
-    assert [f.size for f in video_files.frames_of(video) if f is not None] == kept
+    assert [f.size for f in video_frames.frames_of(video) if f is not None] == kept
     assert strip.is_file()

@@ -77,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--format", action="append", choices=["jsonl"], default=[], help="also report.<format>"
     )
 
-    sheet = command("sheet", "draw contact-sheet.jpg again: one tile per task, frames and labels")
+    sheet = command("sheet", "draw every page of contact-sheet.jpg again (one tile per task)")
     sheet.add_argument("run_dir", type=Path)
 
     models = command("models", "every model: its fields, limits and estimate prices")

@@ -46,7 +46,9 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_sheet(args: argparse.Namespace) -> int:
     state = _read_folder(args.run_dir)
     try:
-        pages = write_contact_sheet(state.tasks(), args.run_dir, args.run_dir.name)
+        # Asked for by name: every page drawn again (``report`` keeps pages drawn from
+        # what they would show now).
+        pages = write_contact_sheet(state.tasks(), args.run_dir, args.run_dir.name, again=True)
     finally:
         state.close()
     print("contact sheet: " + "\n               ".join(str(page) for page in pages))

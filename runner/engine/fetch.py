@@ -43,7 +43,9 @@ from runner.engine.stopping import StopSwitch
 from runner.ledger.transitions import RunState
 from runner.media.formats import SUFFIXES, check_video, sniff
 from runner.media.mp4 import Mp4Check
+from runner.media.picture_pool import first_frame_sent
 from runner.media.sidecars import VideoTags, tag_video, video_story, write_poster, write_story
+from runner.media.thumbs import source_thumbnail
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +131,13 @@ def _finish(
     os.replace(partial, final)
     write_poster(final)
     return final, check
+
+
+def _keep_beside(video: Path, run_dir: Path, record: TaskRecord, check: Mp4Check) -> None:
+    """In a thread: the video's story, and its source picture's thumbnail for the
+    reports (made now, while the night waits on the network, not at its end)."""
+    write_story(video, video_story(record, check))
+    source_thumbnail(run_dir, first_frame_sent(record, run_dir))
 
 
 def _tags(record: TaskRecord) -> VideoTags:
@@ -246,7 +255,7 @@ class Fetcher:
                 await self.stop.sleep(decision.delay_s)
                 continue
             relative = str(saved.relative_to(self.videos_dir.parent))
-            await asyncio.to_thread(write_story, saved, video_story(record, check))
+            await asyncio.to_thread(_keep_beside, saved, self.videos_dir.parent, record, check)
             self.state.mark_downloaded(key, relative, size, check.duration_s, check.problem)
             self.downloaded += 1
             log.info("%s: downloaded %d bytes to %s", key, size, saved.name)

@@ -5,10 +5,8 @@ run compares models, filters and search. Autoescaped by hand where text goes in.
 
 from __future__ import annotations
 
-import base64
 import functools
 import html
-import io
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
@@ -17,14 +15,11 @@ from urllib.parse import quote
 
 import pandas as pd
 
-from jobs.images import is_url
 from runner.core.records import TaskRecord
 from runner.media.picture_pool import first_frame_sent
-from runner.reports.sheet import small_picture
+from runner.media.thumbs import source_thumbnail
 from runner.reports.summary import RunSummary, no_video_reason
 from runner.reports.table import iso_time
-
-THUMB_PX = 160
 
 
 def _video_tag(row: dict[str, Any]) -> str:
@@ -39,30 +34,23 @@ def _video_tag(row: dict[str, Any]) -> str:
 
 
 def thumbnails(records: Sequence[TaskRecord], run_dir: Path) -> dict[str, str]:
-    """task key -> a small inline JPEG of its first frame as sent (local images only:
-    the page must open without a network). Each file is read once however many tasks
-    use it."""
+    """task key -> its first frame's thumbnail as sent, a link relative to the page
+    (local images only: the page must open without a network). Each kept thumbnail is
+    looked up once however many tasks use it, and made only if the night did not."""
     by_image: dict[str, str | None] = {}
     thumbs: dict[str, str] = {}
     for record in records:
         image = first_frame_sent(record, run_dir)
-        if not image:
-            continue  # text to video: no source image
         if image not in by_image:
-            by_image[image] = None if is_url(image) else _thumbnail(Path(image))
-        thumb = by_image[image]
-        if thumb:
+            kept = source_thumbnail(run_dir, image)
+            by_image[image] = quote(kept.relative_to(run_dir).as_posix()) if kept else None
+        if thumb := by_image[image]:
             thumbs[record.task_key] = thumb
     return thumbs
 
 
-def _thumbnail(path: Path, size: int = THUMB_PX) -> str | None:
-    picture = small_picture(path, size)
-    if picture is None:
-        return None  # moved or unreadable since the run: the card says so
-    out = io.BytesIO()
-    picture.save(out, "JPEG", quality=70)
-    return "data:image/jpeg;base64," + base64.b64encode(out.getvalue()).decode()
+def _thumb_tag(thumb: str) -> str:
+    return f'<img class="thumb" alt="source image" loading="lazy" src="{html.escape(thumb)}">'
 
 
 def render_html(
@@ -146,7 +134,7 @@ def _comparison(rows: list[dict[str, Any]], thumbs: dict[str, str]) -> str:
     for same_input, by_model in lines.items():
         first = firsts[same_input]
         thumb = thumbs.get(str(first["task_key"]))
-        image = f'<img class="thumb" alt="source image" src="{thumb}">' if thumb else ""
+        image = _thumb_tag(thumb) if thumb else ""
         settings = f"{first['duration']} s" + (
             f" · {first['aspect_ratio']}" if first["aspect_ratio"] else ""
         )
@@ -206,7 +194,7 @@ def _card(row: dict[str, Any], thumb: str | None) -> str:
     else:
         media = f'<div class="novideo">{e(no_video_reason(status))}</div>'
     if thumb:
-        source = f'<img class="thumb" alt="source image" src="{thumb}">'
+        source = _thumb_tag(thumb)
     elif row["image"]:
         source = f'<div class="thumb missing" title="{e(row["image"])}">image not shown</div>'
     else:

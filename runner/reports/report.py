@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from runner.core.atomic import write_text_atomically
+from runner.core.pool import warm_up
 from runner.ledger.transitions import RunState
 from runner.reports.failed import write_failed_manifests
 from runner.reports.page import render_html, thumbnails
@@ -39,6 +40,7 @@ class ReportFiles:
 def write_reports(state: RunState, run_dir: Path, formats: Sequence[str] = ()) -> ReportFiles:
     """Rewrite every report of the folder from the ledger; ``formats`` adds extra
     machine-readable copies (``jsonl``) beside ``report.csv``."""
+    warm_up()  # the sheet's workers: their fork server starts while the table is built
     records = state.tasks()  # read once: a big batch's ledger is the slow part
     frame = build_frame(records, run_dir)
     failed = write_failed_manifests(records, run_dir)

@@ -15,8 +15,8 @@ import pandas as pd
 from jobs import request_from_json
 from runner.core.causes import failure_class
 from runner.core.records import TaskRecord, TaskStatus
+from runner.media.frames import POSTER_SUFFIX
 from runner.media.picture_pool import planned_pictures
-from runner.media.sidecars import POSTER_SUFFIX
 
 _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 COLUMNS = [

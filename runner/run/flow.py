@@ -25,6 +25,7 @@ from runner.api.client import NovitaClient
 from runner.api.credentials import BASE_URL_ENV, api_key_of, base_url_of
 from runner.api.learned import Learned
 from runner.core.errors import KlingBatchError
+from runner.core.pool import warm_up
 from runner.core.records import TaskRecord, TaskStatus
 from runner.engine.canary import CanaryMode
 from runner.engine.poll_timing import PollPolicy
@@ -39,6 +40,7 @@ from runner.media.picture_pool import Converted, convert_pictures
 from runner.run.folder import RunFolder
 from runner.run.options import RunOptions, parse_wire
 from runner.run.rehearsal import SIMULATOR_API, embedded_api
+from runner.run.sheet_keeper import sheet_kept
 
 
 @dataclass(frozen=True)
@@ -175,9 +177,10 @@ async def run_batch(
     learned: Learned | None = None,
 ) -> tuple[RunOutcome, Balance | None]:
     """The engine under the signal handlers; then the balance, for the measured spend."""
+    warm_up()  # the night's end draws its sheet on every core: the fork server starts now
     stop = StopSwitch()
     with stop_on_signals(stop, on_first_signal):
-        async with NovitaClient(url, api_key) as client:
+        async with NovitaClient(url, api_key) as client, sheet_kept(folder.run_dir):
             outcome = await run_engine(
                 folder.state,
                 client,
