@@ -73,6 +73,7 @@ browser:
 # Speed against the simulator, beside the official SDK script (a few minutes; see README).
 bench: dev
 	$(BIN)/python -m bench.bench
+	$(BIN)/python -m bench.night_end
 
 # A simulator to rehearse against from another shell (see README).
 sim: install
