@@ -286,7 +286,7 @@ def outcome(
     say(f"  report: {files.csv}\n          {files.html}")
     if files.sheets:
         more = f" (+{len(files.sheets) - 1} page(s))" if len(files.sheets) > 1 else ""
-        say(f"  contact sheet: {files.sheets[0]}{more}")
+        say(f"  contact sheet: {files.sheets[0].path}{more}")
     if files.failed_yaml:
         say(f"  failed rows as a manifest: {files.failed_yaml}")
     if _stopped_early(run_dir, result):

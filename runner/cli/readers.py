@@ -37,7 +37,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         print(progress_line(state.counts(), 0))
         print(f"report: {files.csv}\n        {files.html}")
         if files.sheets:
-            print(f"        {files.sheets[0]}")
+            print(f"        {files.sheets[0].path}")
     finally:
         state.close()
     return EXIT_OK
@@ -51,7 +51,7 @@ def cmd_sheet(args: argparse.Namespace) -> int:
         pages = write_contact_sheet(state.tasks(), args.run_dir, args.run_dir.name, again=True)
     finally:
         state.close()
-    print("contact sheet: " + "\n               ".join(str(page) for page in pages))
+    print("contact sheet: " + "\n               ".join(str(page.path) for page in pages))
     return EXIT_OK
 
 

@@ -18,6 +18,7 @@ import pandas as pd
 from runner.core.records import TaskRecord
 from runner.media.picture_pool import first_frame_sent
 from runner.media.thumbs import source_thumbnail
+from runner.reports.sheet import SheetPage
 from runner.reports.summary import RunSummary, no_video_reason
 from runner.reports.table import iso_time
 
@@ -49,6 +50,10 @@ def thumbnails(records: Sequence[TaskRecord], run_dir: Path) -> dict[str, str]:
     return thumbs
 
 
+SHEET_LINKS_INLINE = 12  # more contact-sheet pages than this get an index
+CARDS_PER_TEMPLATE = 200  # cards parsed but not drawn: see the page's script
+
+
 def _thumb_tag(thumb: str) -> str:
     return f'<img class="thumb" alt="source image" loading="lazy" src="{html.escape(thumb)}">'
 
@@ -58,13 +63,22 @@ def render_html(
     summary: RunSummary,
     title: str,
     thumbs: dict[str, str],
-    sheets: Sequence[Path] = (),
+    sheets: Sequence[SheetPage] = (),
 ) -> str:
     """A page a person looks at in the morning: the summary, then one card per task with
     its source image, settings, status, the video playing from its local file, and the
     reason for a failure; filter by status and search by text. No network needed."""
     rows = _rows(frame)
-    cards = "\n".join(_card(row, thumbs.get(row["task_key"])) for row in rows)
+    # Every card is in the page, inert in <template>s: the page's script shows the ones
+    # the filters let through as they scroll into view, so 20,000 cards open as fast as
+    # a hundred (their videos, pictures and layout cost nothing until then).
+    cards = [_card(row, thumbs.get(row["task_key"])) for row in rows]
+    templates = "\n".join(
+        '<template class="cards">\n'
+        + "\n".join(cards[i : i + CARDS_PER_TEMPLATE])
+        + "\n</template>"
+        for i in range(0, len(cards), CARDS_PER_TEMPLATE)
+    )
     buttons = "\n".join(
         f'<button type="button" data-filter="{html.escape(s)}">{html.escape(s)} '
         f"<span>{n}</span></button>"
@@ -98,20 +112,45 @@ def render_html(
         counts=counts or "no tasks",
         buttons=buttons,
         total=summary.total,
-        cards=cards,
+        cards=templates,
     )
 
 
-def _sheet_links(sheets: Sequence[Path]) -> str:
-    """Links to the contact sheet's pages (beside the page, so relative links)."""
+def _sheet_links(sheets: Sequence[SheetPage]) -> str:
+    """Links to the contact sheet's pages (beside the page, so relative links); past
+    :data:`SHEET_LINKS_INLINE` pages, an index instead: each page's first and last task
+    and how many of its tasks have no video, so a person opens those pages first and
+    need not look through hundreds."""
     if not sheets:
         return ""
-    links = " · ".join(
-        f'<a href="{html.escape(quote(page.name))}">'
-        f"{'contact sheet' if number == 1 else f'page {number}'}</a>"
-        for number, page in enumerate(sheets, start=1)
+    e = html.escape
+
+    def link(number: int, page: SheetPage) -> str:
+        name = "contact sheet" if number == 1 else f"page {number}"
+        return f'<a href="{e(quote(page.path.name))}">{name}</a>'
+
+    numbered = list(enumerate(sheets, start=1))
+    if len(sheets) <= SHEET_LINKS_INLINE:
+        links = " · ".join(link(number, page) for number, page in numbered)
+        return f'<p class="sheets">The night at a glance: {links}</p>'
+    rows = "".join(_index_row(link(number, page), page) for number, page in numbered)
+    attention = sum(1 for page in sheets if page.not_succeeded)
+    return (
+        f'<details class="sheets"><summary>The night at a glance: {link(1, sheets[0])} and '
+        f"{len(sheets) - 1} more pages ({attention} with tasks that have no video)</summary>"
+        '<table class="sheet-index"><thead><tr><th>page</th><th>tasks</th><th>how many</th>'
+        f"<th>without a video</th></tr></thead><tbody>{rows}</tbody></table></details>"
     )
-    return f'<p class="sheets">The night at a glance: {links}</p>'
+
+
+def _index_row(link: str, page: SheetPage) -> str:
+    e = html.escape
+    marked = ' class="attention"' if page.not_succeeded else ""
+    return (
+        f"<tr{marked}><td>{link}</td>"
+        f"<td><code>{e(page.first_key)}</code> … <code>{e(page.last_key)}</code></td>"
+        f"<td>{page.tasks}</td><td>{page.not_succeeded or ''}</td></tr>"
+    )
 
 
 def _comparison(rows: list[dict[str, Any]], thumbs: dict[str, str]) -> str:

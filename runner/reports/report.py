@@ -16,7 +16,7 @@ from runner.core.pool import warm_up
 from runner.ledger.transitions import RunState
 from runner.reports.failed import write_failed_manifests
 from runner.reports.page import render_html, thumbnails
-from runner.reports.sheet import write_contact_sheet
+from runner.reports.sheet import SheetPage, write_contact_sheet
 from runner.reports.summary import summarize
 from runner.reports.table import build_frame, for_spreadsheets
 
@@ -34,7 +34,7 @@ class ReportFiles:
     html: Path
     failed_yaml: Path | None  # the failed rows as a manifest, when there are any
     video_problems: int = 0  # videos not whole or not as asked (the summary's count)
-    sheets: tuple[Path, ...] = ()  # contact-sheet.jpg and its further pages
+    sheets: tuple[SheetPage, ...] = ()  # contact-sheet.jpg and its further pages
 
 
 def write_reports(state: RunState, run_dir: Path, formats: Sequence[str] = ()) -> ReportFiles:

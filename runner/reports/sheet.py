@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from jobs import request_from_json
@@ -42,6 +43,18 @@ def sheet_pages(run_dir: Path) -> list[Path]:
     return ([first] if first.is_file() else []) + extra
 
 
+@dataclass(frozen=True)
+class SheetPage:
+    """A page of the sheet as its index shows it: which tasks it holds, and how many of
+    them have no video to look at (so a person opens those pages first)."""
+
+    path: Path
+    first_key: str
+    last_key: str
+    tasks: int
+    not_succeeded: int
+
+
 def write_contact_sheet(
     records: Sequence[TaskRecord],
     run_dir: Path,
@@ -50,7 +63,7 @@ def write_contact_sheet(
     finished_only: bool = False,
     again: bool = False,
     one_core: bool = False,
-) -> list[Path]:
+) -> list[SheetPage]:
     """Draw the sheet's pages into ``run_dir`` and return them all, in order.
 
     A page already drawn from what it would show now is kept, not drawn again: each
@@ -82,7 +95,18 @@ def write_contact_sheet(
             stale.unlink(missing_ok=True)  # and an older kling-batch's PNG pages
             drawn.pop(stale.name, None)
     write_text_atomically(run_dir / DRAWN_FILE, json.dumps(drawn, indent=0, sort_keys=True))
-    return [page.path for page in pages]
+    return [_indexed(page) for page in pages]
+
+
+def _indexed(page: Page) -> SheetPage:
+    tiles = page.tiles
+    return SheetPage(
+        page.path,
+        tiles[0].task_key if tiles else "",
+        tiles[-1].task_key if tiles else "",
+        len(tiles),
+        sum(1 for tile in tiles if tile.status != SUCCEEDED),
+    )
 
 
 def plan_pages(records: Sequence[TaskRecord], run_dir: Path, title: str) -> list[Page]:
