@@ -27,7 +27,7 @@ from typing import Any
 from runner.core.api_identity import api_identity
 from runner.core.atomic import write_text_atomically
 from runner.core.user_cache import user_cache_dir
-from runner.ledger.file import Ledger
+from runner.ledger.file import Ledger, LedgerReads
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +65,11 @@ class Learned:
         self._facts = dict(facts or {})
         self._ledger = ledger
         self._cache_file = cache_file
+
+    @classmethod
+    def of_folder(cls, ledger: LedgerReads) -> Learned:
+        """What a folder's ledger holds alone, for its readers: nothing is written back."""
+        return cls("", _facts_of(_json_object(ledger.meta().get(META_KEY))), None, None)
 
     @classmethod
     def open(

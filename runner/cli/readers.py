@@ -16,6 +16,7 @@ from runner.core.exits import (
     EXIT_OK,
 )
 from runner.engine.progress import progress_line
+from runner.ledger.file import LedgerReads
 from runner.ledger.transitions import RunState
 from runner.reports.report import write_reports
 from runner.reports.sheet import write_contact_sheet
@@ -24,7 +25,7 @@ from runner.run.folder import require_ledger
 from runner.run.lock import lock_holder
 
 
-def _read_folder(run_dir: Path) -> RunState:
+def _read_folder(run_dir: Path) -> LedgerReads:
     """A run folder for reading: no lock is taken, so this works while a run holds it."""
     require_ledger(run_dir)
     return RunState.open(run_dir, read_only=True)

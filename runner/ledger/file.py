@@ -20,7 +20,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, Protocol, Self
 
 from runner.core.clock import SYSTEM_CLOCK, Clock
 from runner.core.records import MAY_HAVE_PAID, AttemptOutcome, TaskRecord, TaskStatus
@@ -39,6 +39,18 @@ DEFERRED_MAX_AGE_S = 0.5
 
 
 _MAY_HAVE_PAID = ", ".join(f"'{outcome}'" for outcome in MAY_HAVE_PAID)
+
+
+class LedgerReads(Protocol):
+    """What a reader of a folder (``status``, ``report``, the sheet keeper) may ask of
+    its ledger: reads only, so a reader's code cannot write the night it reads."""
+
+    def tasks(self, statuses: Sequence[TaskStatus] | None = None) -> list[TaskRecord]: ...
+    def meta(self) -> dict[str, str]: ...
+    def counts(self) -> dict[str, int]: ...
+    def missing_videos(self) -> int: ...
+    def committed_spend(self) -> float: ...
+    def close(self) -> None: ...
 
 
 class Ledger:

@@ -26,12 +26,9 @@ def load_csv(path: Path, text: str, overrides: dict[str, Any]) -> Manifest:
         raise ManifestError(
             [
                 Problem(
-                    name,
-                    None,
-                    1,
-                    None,
-                    None,
-                    f"the header names {', '.join(twice)} more than once: a row's value "
+                    file=name,
+                    line=1,
+                    rule=f"the header names {', '.join(twice)} more than once: a row's value "
                     "would silently be the last column's; keep one column each",
                 )
             ]
@@ -41,13 +38,15 @@ def load_csv(path: Path, text: str, overrides: dict[str, Any]) -> Manifest:
     needed = ("prompt",) if "model" in header or "model" in overrides else ("image", "prompt")
     missing = [col for col in needed if col not in header and col not in overrides]
     if missing:
-        raise ManifestError([Problem(name, None, 1, None, None, _header_rule(header, missing))])
+        raise ManifestError([Problem(file=name, line=1, rule=_header_rule(header, missing))])
     rows, problems = [], []
     for number, record in enumerate(reader, start=1):
         line = reader.line_num
         if None in record:
             problems.append(
-                Problem(name, str(number), line, None, None, "has more cells than the header")
+                Problem(
+                    file=name, row=str(number), line=line, rule="has more cells than the header"
+                )
             )
             continue
         values = {k.strip(): v for k, v in record.items() if v is not None and v.strip() != ""}

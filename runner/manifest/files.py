@@ -29,15 +29,15 @@ def load(path: Path, overrides: Mapping[str, Any] | None = None) -> Manifest:
         return _load_stdin(overrides)
     if path.is_dir():
         raise ManifestError(
-            [Problem(str(path), None, None, None, None, "is a folder: name a .yaml or .csv file")]
+            [Problem(file=str(path), rule="is a folder: name a .yaml or .csv file")]
         )
     if not path.is_file():
-        raise ManifestError([Problem(str(path), None, None, None, None, "file not found")])
+        raise ManifestError([Problem(file=str(path), rule="file not found")])
     try:
         raw = path.read_bytes()
     except OSError as exc:
         raise ManifestError(
-            [Problem(str(path), None, None, None, None, f"cannot be read: {exc.strerror}")]
+            [Problem(file=str(path), rule=f"cannot be read: {exc.strerror}")]
         ) from None
     text = _text(path, raw)
     with gc_paused():  # a million small objects at once: see gc_paused
@@ -45,9 +45,7 @@ def load(path: Path, overrides: Mapping[str, Any] | None = None) -> Manifest:
             return with_image_patterns(load_yaml(path, text, overrides))
         if path.suffix.lower() == ".csv":
             return with_image_patterns(load_csv(path, text, overrides))
-    raise ManifestError(
-        [Problem(str(path), None, None, None, None, "must be a .yaml, .yml or .csv file")]
-    )
+    raise ManifestError([Problem(file=str(path), rule="must be a .yaml, .yml or .csv file")])
 
 
 STDIN = "-"
@@ -73,12 +71,9 @@ def _text(path: Path, raw: bytes) -> str:
         raise ManifestError(
             [
                 Problem(
-                    str(path),
-                    None,
-                    line,
-                    None,
-                    None,
-                    f"is not UTF-8 text (byte 0x{raw[exc.start]:02x} on this line; likely "
+                    file=str(path),
+                    line=line,
+                    rule=f"is not UTF-8 text (byte 0x{raw[exc.start]:02x} on this line; likely "
                     "saved as Windows-1252 or Latin-1): save it as UTF-8 (Excel: Save As, "
                     "'CSV UTF-8'; an editor: encoding UTF-8)",
                 )

@@ -37,7 +37,16 @@ def with_image_patterns(manifest: Manifest) -> Manifest:
         patterns[str(image)] = len(files)
 
         def problem(rule: str, value: Any = image, row: Row = row, field: str = "image") -> None:
-            problems.append(Problem(str(manifest.path), row.row_id, row.line, field, value, rule))
+            problems.append(
+                Problem(
+                    file=str(manifest.path),
+                    row=row.row_id,
+                    line=row.line,
+                    field=field,
+                    value=value,
+                    rule=rule,
+                )
+            )
 
         readable = []
         for file in files:

@@ -177,10 +177,12 @@ def _plan(manifest: Manifest, prices: Mapping[str, Any] | None, max_tasks: int) 
     _, from_option = price_tables(prices or {})
     tables, _ = price_tables({**manifest.prices, **(prices or {})})
     problems += [
-        Problem(str(manifest.path), None, None, p.field, p.value, p.rule) for p in from_file
+        Problem(file=str(manifest.path), field=p.field, value=p.value, rule=p.rule)
+        for p in from_file
     ]
     problems += [
-        Problem("--price-per-second", None, None, p.field, p.value, p.rule) for p in from_option
+        Problem(file="--price-per-second", field=p.field, value=p.value, rule=p.rule)
+        for p in from_option
     ]
     result = Plan(problems=problems, patterns=dict(manifest.patterns))
     typos = _defaults_no_model_takes(specs)
@@ -235,7 +237,7 @@ def _defaults_no_model_takes(specs: list[TaskSpec]) -> list[Problem]:
 
 def _about_default(spec: TaskSpec, name: str, rule: str) -> Problem:
     """A default belongs to no row: said once, at the manifest."""
-    return Problem(spec.file, None, None, name, None, rule)
+    return Problem(file=spec.file, field=name, rule=rule)
 
 
 def _settings(
@@ -318,7 +320,14 @@ def _plan_one(
 
 
 def _locate(spec: TaskSpec, problem: FieldProblem) -> Problem:
-    return Problem(spec.file, spec.row_id, spec.line, problem.field, problem.value, problem.rule)
+    return Problem(
+        file=spec.file,
+        row=spec.row_id,
+        line=spec.line,
+        field=problem.field,
+        value=problem.value,
+        rule=problem.rule,
+    )
 
 
 def _unique(problems: list[Problem]) -> list[Problem]:

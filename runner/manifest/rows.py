@@ -57,16 +57,17 @@ def gc_paused() -> Iterator[None]:
 MAX_TASKS = 100_000
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Problem:
-    """One thing wrong with a manifest, located as precisely as we can."""
+    """One thing wrong with a manifest, located as precisely as we can (each part by
+    name: six positional fields, four of them often None, were misread)."""
 
     file: str
-    row: str | None
-    line: int | None
-    field: str | None
-    value: Any
     rule: str
+    row: str | None = None
+    line: int | None = None
+    field: str | None = None
+    value: Any = None
 
     def __str__(self) -> str:
         text = self.file + (f":{self.line}" if self.line else "")
@@ -167,12 +168,10 @@ def expand(manifest: Manifest, max_tasks: int = MAX_TASKS) -> tuple[list[TaskSpe
         return [], [
             *manifest.problems,
             Problem(
-                name,
-                biggest.row_id,
-                biggest.line,
-                None,
-                None,
-                f"the manifest expands to {total:,} tasks, more than the limit of "
+                file=name,
+                row=biggest.row_id,
+                line=biggest.line,
+                rule=f"the manifest expands to {total:,} tasks, more than the limit of "
                 f"{max_tasks:,} (this row alone: {_count(biggest):,}; lists combine as a "
                 "product): shorten its lists, or raise --max-tasks if you mean it",
             ),
@@ -180,19 +179,19 @@ def expand(manifest: Manifest, max_tasks: int = MAX_TASKS) -> tuple[list[TaskSpe
     tasks: list[TaskSpec] = []
     problems = list(manifest.problems)
     if not manifest.rows and not problems:
-        problems.append(Problem(name, None, None, None, None, "has no rows: nothing would run"))
+        problems.append(Problem(file=name, rule="has no rows: nothing would run"))
     seen_ids: dict[str, int | None] = {}
     for row in manifest.rows:
         row_id = row.row_id
         if "/" in row_id or len(row_id) > 100:
             problems.append(
                 Problem(
-                    name,
-                    row_id,
-                    row.line,
-                    "id",
-                    row_id,
-                    "must not contain '/' and be at most 100 characters",
+                    file=name,
+                    row=row_id,
+                    line=row.line,
+                    field="id",
+                    value=row_id,
+                    rule="must not contain '/' and be at most 100 characters",
                 )
             )
             continue
@@ -200,7 +199,12 @@ def expand(manifest: Manifest, max_tasks: int = MAX_TASKS) -> tuple[list[TaskSpe
             first = seen_ids[row_id]
             problems.append(
                 Problem(
-                    name, row_id, row.line, "id", row_id, f"is used twice (first at line {first})"
+                    file=name,
+                    row=row_id,
+                    line=row.line,
+                    field="id",
+                    value=row_id,
+                    rule=f"is used twice (first at line {first})",
                 )
             )
             continue
@@ -209,12 +213,12 @@ def expand(manifest: Manifest, max_tasks: int = MAX_TASKS) -> tuple[list[TaskSpe
         if repeat is None:
             problems.append(
                 Problem(
-                    name,
-                    row_id,
-                    row.line,
-                    "repeat",
-                    row.values.get("repeat"),
-                    f"must be a whole number from 1 to {MAX_REPEAT}",
+                    file=name,
+                    row=row_id,
+                    line=row.line,
+                    field="repeat",
+                    value=row.values.get("repeat"),
+                    rule=f"must be a whole number from 1 to {MAX_REPEAT}",
                 )
             )
             continue
@@ -222,7 +226,14 @@ def expand(manifest: Manifest, max_tasks: int = MAX_TASKS) -> tuple[list[TaskSpe
         combos, empty = _combinations(settings)
         if empty:
             problems.append(
-                Problem(name, row_id, row.line, empty, [], "an empty list expands to no tasks")
+                Problem(
+                    file=name,
+                    row=row_id,
+                    line=row.line,
+                    field=empty,
+                    value=[],
+                    rule="an empty list expands to no tasks",
+                )
             )
             continue
         number = itertools.count(1)

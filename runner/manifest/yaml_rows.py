@@ -41,7 +41,7 @@ def _parse_yaml(name: str, text: str) -> tuple[Any, yaml.Node | None, list[Probl
             return None, None, []
         problem = _expansion_problem(root) if _ANCHOR.search(text) else None
         if problem:
-            raise ManifestError([Problem(name, None, None, None, None, problem)])
+            raise ManifestError([Problem(file=name, rule=problem)])
         problems = _yaml_mapping_problems(name, root)
         return loader.construct_document(root), root, problems
     except yaml.YAMLError as exc:
@@ -112,22 +112,22 @@ def load_yaml(path: Path, text: str, overrides: dict[str, Any]) -> Manifest:
                 if unknown
                 else "; 'rows' is missing"
             )
-            raise ManifestError([Problem(name, None, 1, None, None, rule)])
+            raise ManifestError([Problem(file=name, line=1, rule=rule)])
         defaults = data.get("defaults") or {}
         if not isinstance(defaults, dict):
             raise ManifestError(
-                [Problem(name, None, None, "defaults", None, "must be a mapping of field: value")]
+                [Problem(file=name, field="defaults", rule="must be a mapping of field: value")]
             )
         prices = data.get("prices") or {}
         if not isinstance(prices, dict):
             raise ManifestError(
-                [Problem(name, None, None, "prices", None, "must be a mapping of tier: USD")]
+                [Problem(file=name, field="prices", rule="must be a mapping of tier: USD")]
             )
         data = data["rows"]
         rows_node = _child(root, "rows")
     if not isinstance(data, list):
         raise ManifestError(
-            [Problem(name, None, 1, None, None, "must be a list of rows, or defaults + rows")]
+            [Problem(file=name, line=1, rule="must be a list of rows, or defaults + rows")]
         )
 
     assert rows_node is not None and root is not None  # parsed above: data is a list
@@ -141,7 +141,10 @@ def load_yaml(path: Path, text: str, overrides: dict[str, Any]) -> Manifest:
         if not isinstance(item, dict):
             problems.append(
                 Problem(
-                    name, str(number), line, None, None, "a row must be a mapping of field: value"
+                    file=name,
+                    row=str(number),
+                    line=line,
+                    rule="a row must be a mapping of field: value",
                 )
             )
             continue
@@ -176,7 +179,7 @@ def _yaml_problem(name: str, exc: yaml.YAMLError) -> Problem:
     if start is not None and found is not None and found.line != start.line:
         detail += f" (noticed at line {found.line + 1})"
     return Problem(
-        name, None, mark.line + 1 if mark else None, None, None, f"is not valid YAML: {detail}"
+        file=name, line=mark.line + 1 if mark else None, rule=f"is not valid YAML: {detail}"
     )
 
 
@@ -196,12 +199,10 @@ def _yaml_mapping_problems(name: str, root: yaml.Node) -> list[Problem]:
                 shown = key.value if isinstance(key, yaml.ScalarNode) else "(a structure)"
                 problems.append(
                     Problem(
-                        name,
-                        None,
-                        line,
-                        str(shown),
-                        None,
-                        "a field name must be text: "
+                        file=name,
+                        line=line,
+                        field=str(shown),
+                        rule="a field name must be text: "
                         f"YAML reads {shown} as a {key.tag.rsplit(':', 1)[-1]}; quote it",
                     )
                 )
@@ -209,12 +210,10 @@ def _yaml_mapping_problems(name: str, root: yaml.Node) -> list[Problem]:
             if key.value in seen:
                 problems.append(
                     Problem(
-                        name,
-                        None,
-                        line,
-                        key.value,
-                        None,
-                        f"is given twice in one mapping (first at line {seen[key.value]}); "
+                        file=name,
+                        line=line,
+                        field=key.value,
+                        rule=f"is given twice in one mapping (first at line {seen[key.value]}); "
                         "YAML would silently keep the last",
                     )
                 )
@@ -222,12 +221,11 @@ def _yaml_mapping_problems(name: str, root: yaml.Node) -> list[Problem]:
             if key.value in ratios:
                 problems.append(
                     Problem(
-                        name,
-                        None,
-                        value.start_mark.line + 1,
-                        key.value,
-                        value.value,
-                        f'YAML reads it unquoted as a number; write "{value.value}" in quotes',
+                        file=name,
+                        line=value.start_mark.line + 1,
+                        field=key.value,
+                        value=value.value,
+                        rule=f'YAML reads it unquoted as a number; write "{value.value}" in quotes',
                     )
                 )
     return problems

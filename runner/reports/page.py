@@ -19,7 +19,7 @@ from runner.core.records import TaskRecord
 from runner.media.picture_pool import first_frame_sent
 from runner.media.thumbs import source_thumbnail
 from runner.reports.sheet import SheetPage
-from runner.reports.summary import RunSummary, no_video_reason
+from runner.reports.summary import RunSummary, no_video_reason, same_input
 from runner.reports.table import iso_time
 
 
@@ -164,14 +164,13 @@ def _comparison(rows: list[dict[str, Any]], thumbs: dict[str, str]) -> str:
     lines: dict[tuple[str, ...], dict[str, dict[str, Any]]] = {}
     firsts: dict[tuple[str, ...], dict[str, Any]] = {}
     for row in rows:
-        # One input: the same row, image, prompt and length; models differ in the rest.
-        same_input = tuple(str(row[c]) for c in ("row_id", "image", "prompt", "duration"))
-        lines.setdefault(same_input, {}).setdefault(str(row["model"]), row)
-        firsts.setdefault(same_input, row)
+        key = same_input(row["row_id"], row["image"], row["prompt"], row["duration"])
+        lines.setdefault(key, {}).setdefault(str(row["model"]), row)
+        firsts.setdefault(key, row)
     head = "".join(f'<th data-model="{e(m)}">{e(m)}</th>' for m in models)
     body = []
-    for same_input, by_model in lines.items():
-        first = firsts[same_input]
+    for key, by_model in lines.items():
+        first = firsts[key]
         thumb = thumbs.get(str(first["task_key"]))
         image = _thumb_tag(thumb) if thumb else ""
         settings = f"{first['duration']} s" + (

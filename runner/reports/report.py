@@ -13,7 +13,7 @@ from pathlib import Path
 
 from runner.core.atomic import write_text_atomically
 from runner.core.pool import warm_up
-from runner.ledger.transitions import RunState
+from runner.ledger.file import LedgerReads
 from runner.reports.failed import write_failed_manifests
 from runner.reports.page import render_html, thumbnails
 from runner.reports.sheet import SheetPage, write_contact_sheet
@@ -37,7 +37,7 @@ class ReportFiles:
     sheets: tuple[SheetPage, ...] = ()  # contact-sheet.jpg and its further pages
 
 
-def write_reports(state: RunState, run_dir: Path, formats: Sequence[str] = ()) -> ReportFiles:
+def write_reports(state: LedgerReads, run_dir: Path, formats: Sequence[str] = ()) -> ReportFiles:
     """Rewrite every report of the folder from the ledger; ``formats`` adds extra
     machine-readable copies (``jsonl``) beside ``report.csv``."""
     warm_up()  # the sheet's workers: their fork server starts while the table is built

@@ -27,7 +27,7 @@ from runner.core.pool import map_on_every_core
 from runner.core.records import FINAL, TaskRecord, TaskStatus
 from runner.media.picture_pool import first_frame_sent
 from runner.reports.sheet_page import TILES_PER_LINE, Page, Tile, write_page
-from runner.reports.summary import no_video_reason
+from runner.reports.summary import no_video_reason, same_input
 
 SHEET_NAME = "contact-sheet.jpg"
 TILES_PER_PAGE = 60
@@ -154,7 +154,7 @@ def tile_of(record: TaskRecord, run_dir: Path) -> Tile:
         finished=record.status in FINAL and not (record.status == SUCCEEDED and video is None),
         status=record.status,
         model=request.model.name,
-        input_key=(record.row_id, record.image, str(request.get("prompt")), str(duration)),
+        input_key=same_input(record.row_id, record.image, request.get("prompt"), duration),
         image=first_frame_sent(record, run_dir),  # as sent (record.image is as typed)
         video=video,
         label=label,

@@ -19,7 +19,7 @@ from runner.api.account import Balance
 from runner.api.learned import LINKS, Learned
 from runner.core.causes import RERUN_BY_DEFAULT, failure_class
 from runner.core.records import ASKED_AGAIN, FINAL, IN_FLIGHT, TaskRecord, TaskStatus
-from runner.ledger.transitions import RunState
+from runner.ledger.file import LedgerReads
 
 
 @dataclass(frozen=True)
@@ -112,7 +112,7 @@ class RunSummary:
 
 
 def summarize(
-    state: RunState,
+    state: LedgerReads,
     run_dir_label: str = "DIR",
     now: float | None = None,
     records: Sequence[TaskRecord] | None = None,
@@ -186,7 +186,7 @@ def summarize(
         video_problems=sum(1 for r in records if r.video_problem),
         failures_by_class=dict(sorted(by_class.items())),
         failures=failures,
-        links=links_to_fetch(records, Learned.open("", state, use_cache=False).value(LINKS)),
+        links=links_to_fetch(records, Learned.of_folder(state).value(LINKS)),
         unknown=[
             Failure(r.task_key, "unknown", r.error or "")
             for r in records
@@ -281,6 +281,13 @@ _RERUN_NOTES = {
     TaskStatus.EXPIRED: " (pays again: resume first asks for a fresh link, free)",
     TaskStatus.LOST: " (they may exist and be billed already: resume asks again first)",
 }
+
+
+def same_input(row_id: object, image: object, prompt: object, duration: object) -> tuple[str, ...]:
+    """What makes tasks "the same input" when a run compares models (the row, the image
+    as typed, the prompt, the length; the models differ in the rest): the page's table
+    and the contact sheet both put one input on one line by it."""
+    return (str(row_id), str(image), str(prompt), str(duration))
 
 
 def no_video_reason(status: str) -> str:

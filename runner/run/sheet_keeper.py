@@ -22,7 +22,7 @@ from concurrent.futures import Executor
 from pathlib import Path
 
 from runner.core.pool import one_worker
-from runner.ledger.transitions import RunState
+from runner.ledger.file import Ledger
 from runner.reports.sheet import write_contact_sheet
 
 log = logging.getLogger(__name__)
@@ -33,7 +33,7 @@ KEEP_EVERY_S = 60.0
 def draw_finished_pages(run_dir: Path) -> int:
     """In the keeper's process: the finished pages not yet drawn, drawn on this core;
     how many pages the sheet has."""
-    state = RunState.open(run_dir, read_only=True)
+    state = Ledger.open(run_dir, read_only=True)
     try:
         records = state.tasks()
     finally:
