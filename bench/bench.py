@@ -209,7 +209,7 @@ def kling_batch_side(base_url: str, tasks: int, rate: float, poll_rate: float) -
     config = EngineConfig(
         submit_rate=Rate(rate, 1),
         poll_rate=Rate(poll_rate, 1),
-        poll_policy=PollPolicy(first_delay_s=2.0),
+        poll_policy=PollPolicy(first_poll_s=2.0),
         progress_every_s=3600,
         canary=CanaryMode.OFF,  # speed against the ideal: first contact is not measured here
     )
@@ -328,7 +328,7 @@ def videos_side(base_url: str, tasks: int) -> dict:
     config = EngineConfig(
         submit_rate=Rate(1000, 1),
         poll_rate=Rate(1000, 1),
-        poll_policy=PollPolicy(first_delay_s=0.2),
+        poll_policy=PollPolicy(first_poll_s=0.2),
         progress_every_s=3600,
         canary=CanaryMode.OFF,
     )

@@ -66,7 +66,7 @@ def night_end_side(base_url: str, sizes: list[int]) -> dict[str, Any]:
     config = EngineConfig(
         submit_rate=Rate(1000, 1),
         poll_rate=Rate(1000, 1),
-        poll_policy=PollPolicy(first_delay_s=0.2),
+        poll_policy=PollPolicy(first_poll_s=0.2),
         progress_every_s=3600,
         canary=CanaryMode.OFF,
     )

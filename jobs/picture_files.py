@@ -30,7 +30,7 @@ from jobs.pictures import (
     TURNED,
     WHITE,
     Conversion,
-    Source,
+    PictureFacts,
 )
 
 
@@ -42,7 +42,7 @@ def register_heif() -> None:
     pillow_heif.register_heif_opener()
 
 
-def source_of(image: Image.Image, size_bytes: int) -> Source:
+def facts_of(image: Image.Image, size_bytes: int) -> PictureFacts:
     """What an opened picture tells before decoding (its header and EXIF)."""
     orientation = 1
     # A PNG's getexif() decodes the whole picture when its header has no eXIf chunk
@@ -53,7 +53,7 @@ def source_of(image: Image.Image, size_bytes: int) -> Source:
         except Exception:  # a damaged EXIF block: take the picture as stored
             orientation = 1
     has_alpha = image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info
-    return Source(
+    return PictureFacts(
         format=image.format or "",
         width=image.width,
         height=image.height,
@@ -76,7 +76,7 @@ class PictureFile:
 
     path: str
     sha256: str = ""
-    source: Source | None = None
+    facts: PictureFacts | None = None
     problem: str | None = None
     code: str | None = None  # the API's error code for the same problem, where it has one
 
@@ -86,8 +86,8 @@ class PictureFile:
     @classmethod
     def from_json(cls, text: str) -> PictureFile:
         data = json.loads(text)
-        if data.get("source") is not None:
-            data["source"] = Source(**data["source"])
+        facts = data.pop("facts", None) or data.pop("source", None)  # its name before 2026-12-05
+        data["facts"] = None if facts is None else PictureFacts(**facts)
         return cls(**data)
 
 
@@ -116,7 +116,7 @@ def open_picture(path: Path) -> PictureFile:
     return PictureFile(where, hashlib.sha256(data).hexdigest(), source, problem, code)
 
 
-def inspect_bytes(data: bytes) -> tuple[Source | None, str | None, str | None]:
+def inspect_bytes(data: bytes) -> tuple[PictureFacts | None, str | None, str | None]:
     """What the picture in ``data`` is, and whether it is whole: (source, problem, code).
 
     Whole means every byte of its data decodes. A JPEG is decoded at an eighth of its
@@ -128,7 +128,7 @@ def inspect_bytes(data: bytes) -> tuple[Source | None, str | None, str | None]:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data)) as image:
-                source = source_of(image, len(data))
+                source = facts_of(image, len(data))
                 if source.format not in OPENABLE:
                     return (
                         source,
@@ -194,7 +194,7 @@ def convert(data: bytes, conversion: Conversion) -> bytes:
 def _draft_box(conversion: Conversion) -> tuple[int, int]:
     """The stored size libjpeg may decode down to (it only ever halves, never below)."""
     width, height = conversion.size
-    return (height, width) if conversion.source.orientation in TURNED else (width, height)
+    return (height, width) if conversion.facts.orientation in TURNED else (width, height)
 
 
 def _eight_bits(picture: Image.Image) -> Image.Image:

@@ -4,7 +4,7 @@ Every Kling page on Novita takes a PNG or JPEG of at most 10 MB, both sides at l
 300 px, between 1:2.5 and 2.5:1 (``jobs.images``). People have HEIC from phones, WebP
 and AVIF from the web, phone JPEGs turned by EXIF, CMYK print files, 16-bit scans and
 48 MP camera files. This module decides, from what opening a picture learned (its
-:class:`Source`, no pixels), what must be done to it (a :class:`Conversion`: turn,
+:class:`PictureFacts`, no pixels), what must be done to it (a :class:`Conversion`: turn,
 matte, 8 bits, shrink, crop or pad, encode). The decision is a pure function with a
 table test; the doing is Pillow's and pillow-heif's, in ``jobs.picture_files``.
 
@@ -56,7 +56,7 @@ PICTURE_SUFFIXES = (
 
 
 @dataclass(frozen=True)
-class Source:
+class PictureFacts:
     """What opening a picture told us, before any pixel is decoded."""
 
     format: str  # Pillow's name: JPEG, PNG, HEIF, WEBP, ...
@@ -125,7 +125,7 @@ def read_settings(values: Mapping[str, Any]) -> tuple[PictureSettings, list[Fiel
 class Conversion:
     """What is done to one picture, in order; nothing at all when ``as_is``."""
 
-    source: Source
+    facts: PictureFacts
     turn: bool = False  # bake the EXIF orientation into the pixels
     first_frame: bool = False  # an animation or multi-picture file: frame 0 only
     matte: tuple[int, int, int] | None = None  # transparency composited on this colour
@@ -150,7 +150,7 @@ class Conversion:
         newer Pillow never makes a paid task look changed; and the steps, not the
         settings, so a matte on a picture without transparency changes nothing."""
         done = asdict(self)
-        del done["source"], done["problem"]
+        del done["facts"], done["problem"]
         return json.dumps(done, sort_keys=True)
 
     def to_dict(self) -> dict[str, Any]:
@@ -160,7 +160,8 @@ class Conversion:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Conversion:
         data = dict(data)
-        data["source"] = Source(**data["source"])
+        facts = data.pop("facts", None) or data.pop("source")  # its name before 2026-12-05
+        data["facts"] = PictureFacts(**facts)
         for name in ("matte", "crop_to", "pad_to", "size"):
             if data.get(name) is not None:
                 data[name] = tuple(data[name])
@@ -169,7 +170,7 @@ class Conversion:
     def describe(self) -> str:
         """``HEIF 4032x3024 -> JPEG 2048x1536, turned by its EXIF`` (the listing adds
         the files' sizes)."""
-        source = self.source
+        source = self.facts
         if self.as_is:
             return f"{source.format} {source.width}x{source.height}, sent as it is"
         width, height = self.size
@@ -178,7 +179,7 @@ class Conversion:
 
     def steps(self) -> list[tuple[str, str]]:
         """(kind, as said) of each thing done: the listing counts them by kind."""
-        source, done = self.source, list[tuple[str, str]]()
+        source, done = self.facts, list[tuple[str, str]]()
         if source.format not in SENDABLE:
             done.append((f"from {source.format}", ""))
         if self.turn:
@@ -214,7 +215,9 @@ def converted_digest(source_sha256: str, conversion: Conversion) -> str:
 
 
 @functools.lru_cache(maxsize=4096)
-def plan_conversion(source: Source, settings: PictureSettings = PictureSettings()) -> Conversion:
+def plan_conversion(
+    source: PictureFacts, settings: PictureSettings = PictureSettings()
+) -> Conversion:
     """What must change for ``source`` to be a first frame the API takes. Pure (so a
     batch that names one picture in many rows plans it once): the table test pins it,
     :func:`convert` carries it out."""
@@ -299,7 +302,7 @@ def _way(ratio: float) -> int:
 def turn_warning(conversion: Conversion, aspect_ratio: str | None) -> str | None:
     """A picture turned by its EXIF (so sent as a viewer shows it) against the
     aspect ratio asked: the video may not go the way the person meant."""
-    source = conversion.source
+    source = conversion.facts
     if not conversion.turn or source.orientation not in TURNED:
         return None
     shown = orientation(*source.shown)
@@ -317,7 +320,7 @@ def cut_warning(conversion: Conversion) -> str | None:
     """An animation or a multi-picture file (MPO) sends its first frame only."""
     if not conversion.first_frame:
         return None
-    return f"has {conversion.source.frames} frames: only the first is sent"
+    return f"has {conversion.facts.frames} frames: only the first is sent"
 
 
 def nearest_allowed_ratio(ratio: float) -> float:

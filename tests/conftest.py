@@ -87,7 +87,7 @@ def fast_engine_config(**overrides) -> EngineConfig:
     values = dict(
         submit_rate=Rate(200, 1),
         poll_rate=Rate(500, 1),
-        poll_policy=PollPolicy(first_delay_s=0.02, min_interval_s=0.02, max_interval_s=0.2),
+        poll_policy=PollPolicy(first_poll_s=0.02, min_interval_s=0.02, max_interval_s=0.2),
         progress_every_s=60.0,
         retry_base_s=0.02,
         canary=CanaryMode.OFF,  # the canary's own tests turn it on

@@ -244,7 +244,7 @@ async def test_a_task_past_its_deadline_is_stalled_not_failed_with_its_task_id_k
     sim.script_fates("stall")
     config = fast_engine_config(
         poll_policy=PollPolicy(
-            first_delay_s=0.02, min_interval_s=0.02, max_interval_s=0.05, task_timeout_s=0.3
+            first_poll_s=0.02, min_interval_s=0.02, max_interval_s=0.05, task_timeout_s=0.3
         )
     )
     state, _ = await run_batch(sim, simple_manifest(tmp_path, 2), tmp_path / "run", config)
@@ -259,7 +259,7 @@ async def test_a_task_past_its_deadline_is_stalled_not_failed_with_its_task_id_k
 async def test_the_deadline_makes_a_task_whose_polls_keep_failing_stalled(sim, tmp_path):
     sim.outage("poll")
     config = fast_engine_config(
-        poll_policy=PollPolicy(first_delay_s=0.02, min_interval_s=0.02, task_timeout_s=0.3)
+        poll_policy=PollPolicy(first_poll_s=0.02, min_interval_s=0.02, task_timeout_s=0.3)
     )
     state, _ = await run_batch(sim, simple_manifest(tmp_path, 1), tmp_path / "run", config)
     record = state.get("r0/1")
@@ -365,7 +365,7 @@ async def test_a_task_the_api_never_knows_is_lost_not_failed(start_sim, tmp_path
     state.close()
     config = fast_engine_config(
         poll_policy=PollPolicy(
-            first_delay_s=0.02,
+            first_poll_s=0.02,
             min_interval_s=0.02,
             max_interval_s=0.05,
             not_found_grace_s=0.1,
@@ -450,7 +450,7 @@ async def test_the_deadline_is_read_from_the_injected_clock_no_waiting(sim, tmp_
     state = RunState.open(tmp_path / "run")
     state.sync_plan(plan(load(simple_manifest(tmp_path, 2))).tasks)
     config = fast_engine_config(
-        poll_policy=PollPolicy(first_delay_s=0.02, min_interval_s=0.02, max_interval_s=0.05)
+        poll_policy=PollPolicy(first_poll_s=0.02, min_interval_s=0.02, max_interval_s=0.05)
     )
     async with NovitaClient(sim.base_url, SIM_KEY) as client:
         engine = asyncio.create_task(
@@ -502,7 +502,7 @@ async def test_a_large_video_is_written_whole_from_a_thread(start_sim, tmp_path)
 
 async def test_a_first_look_goes_early_into_a_free_poll_slot(sim, tmp_path):
     """The batch so far took 30 s (as the API reports it), so a new task's first look is
-    due at 30 s; with the poll budget otherwise idle it goes at ``first_delay_s``
+    due at 30 s; with the poll budget otherwise idle it goes at ``first_poll_s``
     instead, so that first looks never pile up against the first finishes."""
     state = RunState.open(tmp_path / "run")
     planned = plan(load(simple_manifest(tmp_path, 1)))
@@ -514,7 +514,7 @@ async def test_a_first_look_goes_early_into_a_free_poll_slot(sim, tmp_path):
         task_id = await client.submit(task.request.model.path, body)
         state.mark_submitted(task.key, state.mark_submitting(task.key), task_id)
         limiter = EndpointLimiter(Rate(100, 1), "poll", random.Random(1))
-        policy = PollPolicy(first_delay_s=0.05, min_interval_s=0.05)
+        policy = PollPolicy(first_poll_s=0.05, min_interval_s=0.05)
         scheduler = PollScheduler(state, client, limiter, stop, policy, lambda key: None)
         for _ in range(LEARN_AFTER):
             scheduler.durations.add(30.0)

@@ -46,10 +46,10 @@ LINKS_TABLE = [
 ]
 
 
-@pytest.mark.parametrize(("url", "ttl", "answered", "expires", "source"), LINKS_TABLE)
-def test_a_link_dies_when_its_own_signature_says(url, ttl, answered, expires, source):
+@pytest.mark.parametrize(("url", "ttl", "answered", "expires", "basis"), LINKS_TABLE)
+def test_a_link_dies_when_its_own_signature_says(url, ttl, answered, expires, basis):
     expiry = link_expiry(url, ttl, answered)
-    assert (expiry.at, expiry.source) == (expires, source)
+    assert (expiry.at, expiry.basis) == (expires, basis)
 
 
 def test_a_second_answer_tells_whether_links_are_signed_anew():

@@ -16,11 +16,11 @@ import yaml
 from PIL import Image
 
 from jobs import images
-from jobs.picture_files import convert, open_picture, register_heif, source_of
+from jobs.picture_files import PictureFile, convert, facts_of, open_picture, register_heif
 from jobs.pictures import (
     Conversion,
+    PictureFacts,
     PictureSettings,
-    Source,
     auto_ratio,
     plan_conversion,
 )
@@ -35,13 +35,34 @@ from tests.conftest import FAST, write_rows
 MB = 1_000_000
 
 # source, settings -> (encode, final size, what is done, problem or None)
-TABLE: list[tuple[str, Source, PictureSettings, str | None, tuple[int, int], set[str]]] = [
-    ("a ready JPEG", Source("JPEG", 1280, 720, MB), PictureSettings(), None, (1280, 720), set()),
-    ("a ready PNG", Source("PNG", 720, 1280, MB), PictureSettings(), None, (720, 1280), set()),
-    ("a palette PNG", Source("PNG", 800, 600, MB, "P"), PictureSettings(), None, (800, 600), set()),
+TABLE: list[tuple[str, PictureFacts, PictureSettings, str | None, tuple[int, int], set[str]]] = [
+    (
+        "a ready JPEG",
+        PictureFacts("JPEG", 1280, 720, MB),
+        PictureSettings(),
+        None,
+        (1280, 720),
+        set(),
+    ),
+    (
+        "a ready PNG",
+        PictureFacts("PNG", 720, 1280, MB),
+        PictureSettings(),
+        None,
+        (720, 1280),
+        set(),
+    ),
+    (
+        "a palette PNG",
+        PictureFacts("PNG", 800, 600, MB, "P"),
+        PictureSettings(),
+        None,
+        (800, 600),
+        set(),
+    ),
     (
         "a phone JPEG turned by EXIF",
-        Source("JPEG", 4032, 3024, 3 * MB, orientation=6),
+        PictureFacts("JPEG", 4032, 3024, 3 * MB, orientation=6),
         PictureSettings(),
         "JPEG",
         (1512, 2016),  # libjpeg's half size: decoded small, not resized
@@ -49,7 +70,7 @@ TABLE: list[tuple[str, Source, PictureSettings, str | None, tuple[int, int], set
     ),
     (
         "a JPEG whose DCT sizes miss the cap",
-        Source("JPEG", 4400, 3300, 3 * MB),
+        PictureFacts("JPEG", 4400, 3300, 3 * MB),
         PictureSettings(),
         "JPEG",
         (2048, 1536),  # 2200 is over it, 1100 too far under: decoded at half, resized
@@ -57,16 +78,16 @@ TABLE: list[tuple[str, Source, PictureSettings, str | None, tuple[int, int], set
     ),
     (
         "an iPhone HEIC",
-        Source("HEIF", 4032, 3024, 2 * MB),
+        PictureFacts("HEIF", 4032, 3024, 2 * MB),
         PictureSettings(),
         "JPEG",
         (2048, 1536),
         set(),
     ),
-    ("a WebP", Source("WEBP", 1200, 800, MB), PictureSettings(), "JPEG", (1200, 800), set()),
+    ("a WebP", PictureFacts("WEBP", 1200, 800, MB), PictureSettings(), "JPEG", (1200, 800), set()),
     (
         "a transparent PNG",
-        Source("PNG", 800, 800, MB, "RGBA", has_alpha=True),
+        PictureFacts("PNG", 800, 800, MB, "RGBA", has_alpha=True),
         PictureSettings(),
         "PNG",
         (800, 800),
@@ -74,7 +95,7 @@ TABLE: list[tuple[str, Source, PictureSettings, str | None, tuple[int, int], set
     ),
     (
         "a 16-bit grey scan",
-        Source("PNG", 1000, 800, MB, "I;16"),
+        PictureFacts("PNG", 1000, 800, MB, "I;16"),
         PictureSettings(),
         "PNG",
         (1000, 800),
@@ -82,7 +103,7 @@ TABLE: list[tuple[str, Source, PictureSettings, str | None, tuple[int, int], set
     ),
     (
         "a CMYK JPEG",
-        Source("JPEG", 1000, 800, MB, "CMYK"),
+        PictureFacts("JPEG", 1000, 800, MB, "CMYK"),
         PictureSettings(),
         "JPEG",
         (1000, 800),
@@ -90,7 +111,7 @@ TABLE: list[tuple[str, Source, PictureSettings, str | None, tuple[int, int], set
     ),
     (
         "a 24 MB camera JPEG",
-        Source("JPEG", 6000, 4000, 24 * MB),
+        PictureFacts("JPEG", 6000, 4000, 24 * MB),
         PictureSettings(),
         "JPEG",
         (2048, 1365),
@@ -98,7 +119,7 @@ TABLE: list[tuple[str, Source, PictureSettings, str | None, tuple[int, int], set
     ),
     (
         "a 12 MB PNG within the edge",
-        Source("PNG", 2000, 1000, 12 * MB),
+        PictureFacts("PNG", 2000, 1000, 12 * MB),
         PictureSettings(),
         "JPEG",
         (1826, 913),
@@ -106,7 +127,7 @@ TABLE: list[tuple[str, Source, PictureSettings, str | None, tuple[int, int], set
     ),
     (
         "an animated GIF",
-        Source("GIF", 600, 400, MB, "P", frames=12),
+        PictureFacts("GIF", 600, 400, MB, "P", frames=12),
         PictureSettings(),
         "JPEG",
         (600, 400),
@@ -114,7 +135,7 @@ TABLE: list[tuple[str, Source, PictureSettings, str | None, tuple[int, int], set
     ),
     (
         "a panorama cropped",
-        Source("JPEG", 3000, 1000, MB),
+        PictureFacts("JPEG", 3000, 1000, MB),
         PictureSettings(fit="crop"),
         "JPEG",
         (2048, 820),
@@ -122,7 +143,7 @@ TABLE: list[tuple[str, Source, PictureSettings, str | None, tuple[int, int], set
     ),
     (
         "a panorama padded",
-        Source("JPEG", 3000, 1000, MB),
+        PictureFacts("JPEG", 3000, 1000, MB),
         PictureSettings(fit="pad"),
         "JPEG",
         (2048, 820),
@@ -130,7 +151,7 @@ TABLE: list[tuple[str, Source, PictureSettings, str | None, tuple[int, int], set
     ),
     (
         "a 4:3 photo cropped to 16:9",
-        Source("JPEG", 1600, 1200, MB),
+        PictureFacts("JPEG", 1600, 1200, MB),
         PictureSettings(fit="crop", ratio=16 / 9),
         "JPEG",
         (1600, 900),
@@ -138,7 +159,7 @@ TABLE: list[tuple[str, Source, PictureSettings, str | None, tuple[int, int], set
     ),
     (
         "a smaller cap",
-        Source("JPEG", 1920, 1080, MB),
+        PictureFacts("JPEG", 1920, 1080, MB),
         PictureSettings(max_edge=1280),
         "JPEG",
         (1280, 720),
@@ -177,10 +198,14 @@ def test_what_must_change(source, settings, encode, size, steps):
 @pytest.mark.parametrize(
     ("source", "settings", "said"),
     [
-        (Source("JPEG", 640, 280, MB), PictureSettings(), "at least 300 px"),
-        (Source("JPEG", 3000, 900, MB), PictureSettings(), "fit: crop or fit: pad"),
-        (Source("JPEG", 800, 320, MB), PictureSettings(fit="crop", ratio=9 / 16), "at least 300"),
-        (Source("PSD", 1200, 800, MB), PictureSettings(), "not read here"),
+        (PictureFacts("JPEG", 640, 280, MB), PictureSettings(), "at least 300 px"),
+        (PictureFacts("JPEG", 3000, 900, MB), PictureSettings(), "fit: crop or fit: pad"),
+        (
+            PictureFacts("JPEG", 800, 320, MB),
+            PictureSettings(fit="crop", ratio=9 / 16),
+            "at least 300",
+        ),
+        (PictureFacts("PSD", 1200, 800, MB), PictureSettings(), "not read here"),
     ],
     ids=["too small", "too wide", "too small once cropped", "a format nothing reads"],
 )
@@ -191,7 +216,7 @@ def test_what_cannot_become_a_first_frame(source, settings, said):
 def planned(data: bytes, settings: PictureSettings | None = None) -> Conversion:
     register_heif()
     with Image.open(io.BytesIO(data)) as image:
-        return plan_conversion(source_of(image, len(data)), settings or PictureSettings())
+        return plan_conversion(facts_of(image, len(data)), settings or PictureSettings())
 
 
 def encoded(image: Image.Image, fmt: str, **options) -> bytes:
@@ -559,3 +584,18 @@ def test_a_task_sent_before_conversions_is_not_a_changed_request(tmp_path, threa
     db.close()
     assert main(["run", str(manifest), "--out", str(run_dir), *FAST]) == 0
     assert len(threaded_sim.tasks) == 1  # nothing sent again
+
+
+def test_a_conversion_and_a_reading_kept_under_the_old_name_read_back() -> None:
+    """Ledgers and picture caches written before ``source`` became ``facts`` still read."""
+    facts = PictureFacts("HEIF", 4032, 3024, 2 * MB, orientation=6)
+    conversion = plan_conversion(facts)
+    old = conversion.to_dict()
+    old["source"] = old.pop("facts")
+    assert Conversion.from_dict(old) == conversion
+    assert Conversion.from_dict(conversion.to_dict()) == conversion
+    reading = PictureFile("a.heic", "ab" * 32, facts)
+    kept = json.loads(reading.to_json())
+    kept["source"] = kept.pop("facts")
+    assert PictureFile.from_json(json.dumps(kept)) == reading
+    assert PictureFile.from_json(reading.to_json()) == reading

@@ -135,7 +135,7 @@ def test_missing_unreadable_and_url_images_and_other_formats_converted(tmp_path)
         "here (download it and name the file instead)",
     }
     # A BMP, and a GIF named .png, are converted, each said as what it is.
-    said = {Path(p.source).name: p.conversion.describe() for p in result.conversions}
+    said = {Path(p.original).name: p.conversion.describe() for p in result.conversions}
     assert said == {
         "pic.bmp": "BMP 640x360 -> JPEG 640x360",
         "sneaky.png": "GIF 640x360 -> JPEG 640x360",

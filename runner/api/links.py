@@ -30,7 +30,7 @@ class LinkExpiry:
     (``at`` is None)."""
 
     at: float | None
-    source: str
+    basis: str
 
 
 def link_expiry(url: str | None, ttl_s: float | None, answered_at: float) -> LinkExpiry:

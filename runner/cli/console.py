@@ -90,11 +90,11 @@ def conversions(
         return
     say(f"  {len(planned)} picture(s) converted before sending (the rest are sent as they are):")
     for picture in planned:
-        size = f"{megabytes(picture.conversion.source.size_bytes)}"
+        size = f"{megabytes(picture.conversion.facts.size_bytes)}"
         done = made.get(picture.name) if made else None
         if done is not None and not done.problem:
             size += f" -> {megabytes(done.size_bytes)}"
-        say(f"    {Path(picture.source).name}: {picture.conversion.describe()}, {size}")
+        say(f"    {Path(picture.original).name}: {picture.conversion.describe()}, {size}")
     kinds = Counter(kind for p in planned for kind, _ in p.conversion.steps())
     by_kind = sorted(kinds.items(), key=lambda item: (-item[1], item[0]))
     say("  by kind: " + ", ".join(f"{count} {kind}" for kind, count in by_kind))

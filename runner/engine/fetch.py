@@ -287,7 +287,7 @@ class Fetcher:
         anew = signs_anew(old, result.video_url, result.video_url_ttl_s, now) if old else None
         if anew is not None and self.learned is not None:
             self.learned.learn(LINKS, SIGNS_ANEW if anew else SAME_LINK, "seen")
-        dead = link.source == "signature" and link.at is not None and link.at <= now
+        dead = link.basis == "signature" and link.at is not None and link.at <= now
         if dead and refused is not None and same_signature(refused, result.video_url):
             died = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(link.at))
             return None, (

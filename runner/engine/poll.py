@@ -9,7 +9,7 @@ task), in three queues, each ordered by when its polls are due:
 2. looks that narrow a rough progress, or back off while a task says nothing;
 3. first looks at new tasks. These are due when the quickest tenth of the batch is
    done, but may go early, into any slot the other two leave free, once a task is
-   ``first_delay_s`` old: when submits use the whole poll rate, first looks due later
+   ``first_poll_s`` old: when submits use the whole poll rate, first looks due later
    would meet the first finishes head on and arrive after some of them.
 """
 
@@ -136,20 +136,20 @@ class PollScheduler:
             return
         now = self.clock.monotonic()
         due = now + self.first_delay()
-        early = min(due, now + self.policy.first_delay_s)
+        early = min(due, now + self.policy.first_poll_s)
         heapq.heappush(self._first, (due, next(self._seq), task_key, early))
         self._wakeup.set()
 
     def first_delay(self) -> float:
         """When to look at a new task for the first time.
 
-        At first ``first_delay_s``; once the API has reported enough tasks finished, the
+        At first ``first_poll_s``; once the API has reported enough tasks finished, the
         time by which the quickest tenth of them were done (submit to complete, by the
         API's clock). A first look then finds most tasks running, with an ``eta`` or a
         progress to schedule the next one by, and delays only the quickest few."""
         quick = self.durations.quickest_tenth()
         if quick is None:
-            return self.policy.first_delay_s
+            return self.policy.first_poll_s
         return min(self.policy.max_interval_s, max(self.policy.min_interval_s, quick))
 
     def close(self) -> None:

@@ -156,7 +156,7 @@ def _from_progress(
 class PollPolicy:
     """When to look again. Kling takes minutes, so the defaults are patient."""
 
-    first_delay_s: float = 5.0  # after a submit, the first look (to learn the eta)
+    first_poll_s: float = 5.0  # after a submit, the first look (to learn the eta)
     min_interval_s: float = 1.0
     max_interval_s: float = 60.0
     growth: float = 1.6  # backoff factor while a task reports no eta

@@ -108,7 +108,7 @@ class Plan:
     def conversions(self) -> list[PlannedPicture]:
         """Each picture file converted, once however many tasks send it, in task order
         (two files of the same content are one conversion in ``images/``)."""
-        unique = {(p.source, p.name): p for task in self.tasks for p in task.pictures}
+        unique = {(p.original, p.name): p for task in self.tasks for p in task.pictures}
         return list(unique.values())
 
     @property

@@ -70,11 +70,11 @@ class TaskPictures:
                         "aspect_ratio", AUTO, "follows the picture; a URL is not read here"
                     )
                 )
-        if picture is None or picture.source is None or problems:
+        if picture is None or picture.facts is None or problems:
             return reference
         if decides:
-            typed["aspect_ratio"] = auto_ratio(*picture.source.shown, _ratios(self.model))
-        conversion = plan_conversion(picture.source, _shape(self.settings, typed))
+            typed["aspect_ratio"] = auto_ratio(*picture.facts.shown, _ratios(self.model))
+        conversion = plan_conversion(picture.facts, _shape(self.settings, typed))
         if conversion.problem:
             self.problems.append(FieldProblem(name, picture.path, conversion.problem))
             return reference

@@ -130,7 +130,7 @@ class ToConvert(Protocol):
     """One conversion to make (:class:`PlannedPicture`)."""
 
     @property
-    def source(self) -> str: ...  # the file as checked
+    def original(self) -> str: ...  # the file as checked
     @property
     def conversion(self) -> Conversion: ...
     @property
@@ -218,13 +218,15 @@ def _convert_one(job: tuple[str, ToConvert]) -> Converted:
     what a paid task sends; a torn one after a power cut would be refused)."""
     run_dir, wanted = Path(job[0]), job[1]
     try:
-        data = convert(Path(wanted.source).read_bytes(), wanted.conversion)
+        data = convert(Path(wanted.original).read_bytes(), wanted.conversion)
     except Exception as exc:  # a source changed or damaged since it was checked
-        return Converted(wanted.name, problem=f"{wanted.source} could not be converted: {exc}")
+        return Converted(wanted.name, problem=f"{wanted.original} could not be converted: {exc}")
     _, problems = check_image_bytes(data)
     if problems:
         said = "; ".join(p.rule for p in problems)
-        return Converted(wanted.name, problem=f"{wanted.source} converted is still refused: {said}")
+        return Converted(
+            wanted.name, problem=f"{wanted.original} converted is still refused: {said}"
+        )
     write_bytes_atomically(run_dir / wanted.name, data, durable=True)
     return Converted(wanted.name, len(data))
 
@@ -234,7 +236,7 @@ class PlannedPicture:
     """A picture of a task that is converted before it is sent (``images/<digest>``)."""
 
     field: str  # image, end_image, ...
-    source: str  # the file as the manifest names it, resolved
+    original: str  # the file as the manifest names it, resolved
     conversion: Conversion
     name: str  # relative to the run folder: images/<digest>.jpg
 

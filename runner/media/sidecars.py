@@ -153,7 +153,7 @@ def video_story(record: TaskRecord, check: Mp4Check) -> dict[str, Any]:
         "conversions": [  # what was done to a picture before it was sent
             {
                 "field": picture.field,
-                "source": picture.source,
+                "source": picture.original,
                 "sent": picture.name,  # in the run folder
                 "done": picture.conversion.describe(),
             }

@@ -95,7 +95,7 @@ def engine_config(options: RunOptions) -> EngineConfig:
         canary=CanaryMode(options.canary),
         wire=parse_wire(options.wire),
         poll_policy=PollPolicy(
-            task_timeout_s=options.task_timeout_s, first_delay_s=options.first_poll_s
+            task_timeout_s=options.task_timeout_s, first_poll_s=options.first_poll_s
         ),
     )
 

@@ -19,6 +19,12 @@ from typing import Any
 
 from jobs import MODELS
 from runner.core.rates import Rate
+from runner.engine.poll_timing import PollPolicy
+from runner.engine.wiring import EngineConfig
+
+# The engine's own defaults are the options' defaults: one place for each number.
+_ENGINE = EngineConfig()
+_POLL = PollPolicy()
 
 
 def parse_rate(text: str) -> Rate:
@@ -141,7 +147,7 @@ def _option(
 @dataclass(frozen=True)
 class RunOptions:
     submit_rate: Rate = field(
-        default=Rate(20, 60),
+        default=_ENGINE.submit_rate,
         metadata=_option(
             "--submit-rate",
             "submit_rate",
@@ -150,11 +156,11 @@ class RunOptions:
         ),
     )
     poll_rate: Rate = field(
-        default=Rate(5, 1),
+        default=_ENGINE.poll_rate,
         metadata=_option("--poll-rate", "poll_rate", "Task Result polls, likewise", parse_rate),
     )
     task_timeout_s: float = field(
-        default=1800.0,
+        default=_POLL.task_timeout_s,
         metadata=_option(
             "--task-timeout",
             "task_timeout",
@@ -164,7 +170,7 @@ class RunOptions:
         ),
     )
     first_poll_s: float = field(
-        default=5.0,
+        default=_POLL.first_poll_s,
         metadata=_option(
             "--first-poll-s",
             "first_poll_s",
@@ -175,7 +181,7 @@ class RunOptions:
         ),
     )
     download: bool = field(
-        default=True,
+        default=_ENGINE.download,
         metadata=_option(
             "--no-download", "no_download", "keep video URLs, don't download", None, None, False
         ),
@@ -192,7 +198,7 @@ class RunOptions:
         ),
     )
     max_failure_streak: int = field(
-        default=10,
+        default=_ENGINE.max_failure_streak,
         metadata=_option(
             "--max-failure-streak",
             "max_failure_streak",
@@ -203,7 +209,7 @@ class RunOptions:
         ),
     )
     canary: str = field(
-        default="succeeded",
+        default=_ENGINE.canary.value,
         metadata=_option(
             "--canary",
             "canary",
@@ -225,7 +231,7 @@ class RunOptions:
         ),
     )
     progress_every_s: float = field(
-        default=30.0,
+        default=_ENGINE.progress_every_s,
         metadata=_option(
             "--progress-every",
             "progress_every",
