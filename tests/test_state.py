@@ -187,12 +187,19 @@ def test_a_first_version_ledger_opens_and_is_migrated_and_a_newer_one_is_refused
     with sqlite3.connect(path) as db:  # as the first kling-batch left it
         db.execute("ALTER TABLE tasks DROP COLUMN last_answer_at")
         db.execute("ALTER TABLE tasks DROP COLUMN video_bytes")
+        db.execute("DROP TABLE reviews")
+        db.execute("DROP TABLE revisions")
         db.execute("PRAGMA user_version = 0")
+    reader = RunState(path, read_only=True)  # read without writing: no reviews yet, none
+    assert reader.reviews() == {}
+    reader.close()
     RunState(path).close()
     with sqlite3.connect(path) as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == 4
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 5
         columns = {row[1] for row in db.execute("PRAGMA table_info(tasks)")}
         assert {"last_answer_at", "video_bytes"} <= columns
+        tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
+        assert {"reviews", "revisions"} <= tables
         db.execute("PRAGMA user_version = 99")
     with pytest.raises(RunFolderError, match="written by a newer kling-batch"):
         RunState(path)

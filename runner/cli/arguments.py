@@ -47,6 +47,11 @@ def build_parser() -> argparse.ArgumentParser:
     rerun.add_argument("run_dir", type=Path)
     for flag, text in RERUN_FLAGS.items():
         rerun.add_argument(f"--{flag}", action="store_true", help=text)
+    rerun.add_argument(
+        "--rejected",
+        action="store_true",
+        help="tasks a person rejected (kling-batch review), each with its edits",
+    )
     rerun.add_argument("--keys", default="", metavar="A,B", help="these task keys, any status")
     rerun.add_argument(
         "--key",

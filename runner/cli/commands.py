@@ -37,6 +37,7 @@ from runner.manifest.rows import parse_overrides
 from runner.reports import notices as notify
 from runner.run import flow
 from runner.run.folder import RunFolder
+from runner.run.redo import rejected_redo
 from runner.simulator import run_simulator
 
 
@@ -173,8 +174,9 @@ def cmd_resume(args: argparse.Namespace) -> int:
 def cmd_rerun(args: argparse.Namespace) -> int:
     statuses = [TaskStatus(flag) for flag in RERUN_FLAGS if getattr(args, flag)]
     keys = [k.strip() for k in args.keys.split(",") if k.strip()] + list(args.key)
-    if not statuses and not keys:
-        console.error(f"error: say what to rerun: --{', --'.join(RERUN_FLAGS)}, --keys or --key")
+    if not statuses and not keys and not args.rejected:
+        flags = ", --".join([*RERUN_FLAGS, "rejected"])
+        console.error(f"error: say what to rerun: --{flags}, --keys or --key")
         return EXIT_USAGE
     classes = {*RERUN_BY_DEFAULT, *(FailureClass(c) for c in args.classes if c != "all")}
     if "all" in args.classes:
@@ -183,6 +185,14 @@ def cmd_rerun(args: argparse.Namespace) -> int:
         connection = flow.connect_folder(folder)
         chosen, left_out = folder.choose_reruns(statuses, keys, classes)
         console.left_out(left_out)
+        if args.rejected:
+            redo = rejected_redo(folder.state)
+            if redo.problems:
+                console.problems(redo.problems)
+                return EXIT_USAGE
+            console.rejected(redo)
+            made = {t.task_key: t for t in redo.tasks}  # a task both named and rejected: edited
+            chosen = [made.pop(r.task_key, r) for r in chosen] + list(made.values())
         if not chosen:
             print(f"{args.run_dir}: no task to rerun")
             return EXIT_OK

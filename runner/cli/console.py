@@ -28,6 +28,7 @@ from runner.reports.notices import HookResult
 from runner.reports.report import ReportFiles
 from runner.reports.summary import LinksToFetch
 from runner.run.folder import SyncSummary
+from runner.run.redo import Redo
 
 TIER_LABELS = {"silent": "no sound", "sound": "with sound", "sound_voices": "sound + voices"}
 MAY_PAY_TWICE = {
@@ -140,6 +141,14 @@ def on_finish(hook: HookResult, timeout_s: float) -> None:
     said += f"; its output ended:\n{tail}" if tail else ""
     level = logging.INFO if hook.exit_code == 0 else logging.WARNING
     logging.getLogger(__name__).log(level, "%s", said)
+
+
+def rejected(redo: Redo) -> None:
+    """What ``rerun --rejected`` makes again, and what it leaves to ``resume``."""
+    say(f"{len(redo.tasks)} rejected task(s) to make again, {redo.edited} with edits")
+    if redo.busy:
+        keys = ", ".join(r.task_key for r in redo.busy[:10])
+        say(f"{len(redo.busy)} rejected task(s) are at work again, left alone: {keys}")
 
 
 def may_pay_twice(chosen: Sequence[TaskRecord]) -> None:

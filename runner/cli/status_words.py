@@ -32,6 +32,7 @@ def status(run_dir: Path, summary: RunSummary) -> None:
         "for every task once"
     )
     _balance(summary)
+    _verdicts(run_dir, summary)
     if summary.generation_p50_s is not None:
         say(
             f"  generation time p50 {summary.generation_p50_s:.1f}s, "
@@ -56,6 +57,15 @@ def status(run_dir: Path, summary: RunSummary) -> None:
     say("next:")
     for step in summary.next_steps:
         say(f"  {step}")
+
+
+def _verdicts(run_dir: Path, summary: RunSummary) -> None:
+    if not summary.verdicts:
+        return
+    judged = ", ".join(f"{n} {v}" for v, n in sorted(summary.verdicts.items()))
+    say(f"  judged: {judged}")
+    if summary.verdicts.get("rejected") and not summary.live_run:
+        say(f"    kling-batch rerun {run_dir} --rejected   makes the rejected again")
 
 
 def _in_flight(summary: RunSummary) -> None:

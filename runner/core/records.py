@@ -139,3 +139,23 @@ class Planned(Protocol):
     def video_name(self) -> str: ...
     def request_json(self) -> str: ...
     def pictures_json(self) -> str | None: ...
+
+
+class Verdict(StrEnum):
+    """A person's judgement of a task's video (``kling-batch review``)."""
+
+    KEPT = "kept"
+    REJECTED = "rejected"
+
+
+@dataclass(frozen=True)
+class Review:
+    """The judgement of a task's latest attempt: a verdict (or none yet), a note, and
+    the settings to change when it is made again (``rerun --rejected``)."""
+
+    task_key: str
+    attempt: int
+    verdict: Verdict | None = None
+    note: str = ""
+    edits: tuple[tuple[str, object], ...] = ()  # (setting, new value), in the order given
+    judged_at: float = 0.0

@@ -14,6 +14,7 @@ The transitions themselves are in ``runner.ledger.transitions``.
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import time
@@ -23,7 +24,14 @@ from pathlib import Path
 from typing import Any, Protocol, Self
 
 from runner.core.clock import SYSTEM_CLOCK, Clock
-from runner.core.records import MAY_HAVE_PAID, AttemptOutcome, TaskRecord, TaskStatus
+from runner.core.records import (
+    MAY_HAVE_PAID,
+    AttemptOutcome,
+    Review,
+    TaskRecord,
+    TaskStatus,
+    Verdict,
+)
 from runner.ledger.schema import (
     LedgerDamaged,
     connect_for_writing,
@@ -50,6 +58,7 @@ class LedgerReads(Protocol):
     def counts(self) -> dict[str, int]: ...
     def missing_videos(self) -> int: ...
     def committed_spend(self) -> float: ...
+    def reviews(self) -> dict[str, Review]: ...
     def close(self) -> None: ...
 
 
@@ -239,6 +248,20 @@ class Ledger:
         rows = self._db.execute("SELECT status, COUNT(*) AS n FROM tasks GROUP BY status")
         return {row["status"]: row["n"] for row in rows}
 
+    def reviews(self) -> dict[str, Review]:
+        """Each judged task's review of its latest attempt (a redo's new attempt is not
+        judged yet). An old ledger read without writing has no reviews table: none."""
+        try:
+            rows = self._db.execute(
+                "SELECT r.* FROM reviews r JOIN tasks t "
+                "ON t.task_key = r.task_key AND r.attempt = t.attempts"
+            ).fetchall()
+        except sqlite3.OperationalError as exc:
+            if "no such table" not in str(exc):
+                raise
+            return {}
+        return {row["task_key"]: review_of(row) for row in rows}
+
     def attempts(self) -> list[dict[str, Any]]:
         rows = self._db.execute("SELECT * FROM attempts ORDER BY task_key, attempt")
         return [dict(row) for row in rows]
@@ -336,3 +359,16 @@ def _record(row: sqlite3.Row) -> TaskRecord:
     values = dict(row)
     values["status"] = TaskStatus(values["status"])
     return TaskRecord(**values)
+
+
+def review_of(row: sqlite3.Row) -> Review:
+    verdict = row["verdict"]
+    edits = json.loads(row["edits"]) if row["edits"] else {}
+    return Review(
+        task_key=row["task_key"],
+        attempt=row["attempt"],
+        verdict=Verdict(verdict) if verdict else None,
+        note=row["note"] or "",
+        edits=tuple(edits.items()),
+        judged_at=row["judged_at"],
+    )

@@ -12,7 +12,7 @@ from pathlib import Path
 from runner.core.errors import RunFolderError
 from runner.core.records import TaskRecord
 
-SCHEMA_VERSION = 4  # PRAGMA user_version; see migrate
+SCHEMA_VERSION = 5  # PRAGMA user_version; see migrate
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -57,6 +57,28 @@ CREATE TABLE IF NOT EXISTS attempts (
     PRIMARY KEY (task_key, attempt)
 );
 CREATE INDEX IF NOT EXISTS attempts_by_task_id ON attempts (task_id);
+-- A person's judgement of one attempt's video (kling-batch review): the verdict of a
+-- task is the row of its latest attempt; a redo's new attempt starts unjudged.
+CREATE TABLE IF NOT EXISTS reviews (
+    task_key TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    verdict TEXT,
+    note TEXT NOT NULL DEFAULT '',
+    edits TEXT,
+    judged_at REAL NOT NULL,
+    PRIMARY KEY (task_key, attempt)
+);
+-- A request a redo replaced, kept beside the attempts that sent it (up to ``attempt``).
+CREATE TABLE IF NOT EXISTS revisions (
+    task_key TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    request_json TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    est_cost_usd REAL NOT NULL,
+    pictures TEXT,
+    revised_at REAL NOT NULL,
+    PRIMARY KEY (task_key, attempt)
+);
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY,
     task_key TEXT NOT NULL,
@@ -84,7 +106,8 @@ def migrate(db: sqlite3.Connection, path: Path) -> None:
 
     Version 1 is the first ledger (``user_version`` 0 or 1); version 2 adds
     ``tasks.last_answer_at``, version 3 ``tasks.video_bytes``, ``video_s`` and
-    ``video_problem``, version 4 ``pictures`` (NULL for every older row)."""
+    ``video_problem``, version 4 ``pictures`` (NULL for every older row), version 5 the
+    ``reviews`` and ``revisions`` tables (created empty by the schema script)."""
     version = db.execute("PRAGMA user_version").fetchone()[0]
     if version > SCHEMA_VERSION:
         raise RunFolderError(

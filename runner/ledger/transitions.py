@@ -27,7 +27,7 @@ from runner.core.records import (
     TaskEvent,
     TaskStatus,
 )
-from runner.ledger.file import Ledger
+from runner.ledger.reviews import Revising
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,7 @@ class SyncResult:
     revived: int = 0  # retired tasks the manifest asks for again
 
 
-class RunState(Ledger):
+class RunState(Revising):
     """The ledger of one run folder, with the transitions a run makes."""
 
     def __init__(self, path: Path, *, read_only: bool = False, clock: Clock = SYSTEM_CLOCK):
@@ -72,6 +72,7 @@ class RunState(Ledger):
             for row in self._db.execute("SELECT task_key, fingerprint, status FROM tasks")
         }
         unsent = (TaskStatus.PENDING, TaskStatus.RETIRED)
+        revised = self.first_fingerprints()  # a redo's edit is not the manifest's change
         added = kept = updated = revived = 0
         changed: list[str] = []
         with self._transaction() as db:
@@ -102,6 +103,8 @@ class RunState(Ledger):
                     revived += 1
                 if fingerprint == task.fingerprint:
                     kept += 1
+                elif revised.get(task.key) == task.fingerprint:
+                    kept += 1  # the manifest's request, since revised by a redo
                 elif status in unsent:
                     db.execute(
                         "UPDATE tasks SET row_id = ?, source = ?, image = ?, request_json = ?, "

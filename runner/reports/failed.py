@@ -23,12 +23,12 @@ from pathlib import Path
 
 import yaml
 
-from jobs import DEFAULT_MODEL, MODELS, request_from_json
+from jobs import MODELS
 from jobs.pictures import PICTURE_FIELDS
 from runner.core.atomic import write_text_atomically
 from runner.core.causes import failure_class
 from runner.core.records import ASKED_AGAIN, TaskRecord, TaskStatus
-from runner.media.picture_pool import picture_settings
+from runner.manifest.redo import row_of
 
 FAILED_YAML = "failed.yaml"
 FAILED_CSV = "failed.csv"
@@ -69,24 +69,10 @@ def write_failed_manifests(
 
 def _row(record: TaskRecord) -> dict[str, object]:
     """Every setting of the task, explicit: the new batch must not depend on defaults."""
-    request = request_from_json(record.request_json)
     row_id = record.task_key.replace("/", "-")
     if len(row_id) > MAX_ID_LENGTH:
         row_id = f"task-{record.position}"
-    row: dict[str, object] = {"id": row_id}
-    if request.model.name != DEFAULT_MODEL:
-        row["model"] = request.model.name
-    for name, value in request.values.items():
-        if value is None or value == "" or value == ():
-            continue
-        row[name] = (
-            [dict(v) if isinstance(v, dict) else v for v in value]
-            if isinstance(value, tuple)
-            else value
-        )
-    # What the row asked of its pictures: the new batch converts them the same way.
-    row.update(picture_settings(record.pictures))
-    return row
+    return {"id": row_id, **row_of(record)}
 
 
 def _yaml_text(

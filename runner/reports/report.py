@@ -42,7 +42,7 @@ def write_reports(state: LedgerReads, run_dir: Path, formats: Sequence[str] = ()
     machine-readable copies (``jsonl``) beside ``report.csv``."""
     warm_up()  # the sheet's workers: their fork server starts while the table is built
     records = state.tasks()  # read once: a big batch's ledger is the slow part
-    frame = build_frame(records, run_dir)
+    frame = build_frame(records, run_dir, state.reviews())
     failed = write_failed_manifests(records, run_dir)
     files = ReportFiles(
         run_dir / REPORT_CSV,

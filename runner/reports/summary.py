@@ -86,6 +86,7 @@ class RunSummary:
     links: LinksToFetch = field(default_factory=LinksToFetch)  # links of videos not fetched
     # Tasks whose submit's outcome cannot be known, and why (their cause reads "unknown").
     unknown: list[Failure] = field(default_factory=list)
+    verdicts: dict[str, int] = field(default_factory=dict)  # kept/rejected -> tasks judged
 
     @property
     def measured_spend_usd(self) -> float | None:
@@ -192,6 +193,7 @@ def summarize(
             for r in records
             if r.status == TaskStatus.UNKNOWN
         ],
+        verdicts=dict(Counter(str(r.verdict) for r in state.reviews().values() if r.verdict)),
     )
 
 

@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -14,7 +14,7 @@ import pandas as pd
 
 from jobs import request_from_json
 from runner.core.causes import failure_class
-from runner.core.records import TaskRecord, TaskStatus
+from runner.core.records import Review, TaskRecord, TaskStatus
 from runner.media.frames import POSTER_SUFFIX
 from runner.media.picture_pool import planned_pictures
 
@@ -51,6 +51,8 @@ COLUMNS = [
     "sent_image",  # the picture as converted and sent (images/...); empty: sent as it is
     "conversion",  # what was done to it
     "video_url_expires_at",  # when video_url dies: by its own signature, else its ttl
+    "verdict",  # kept or rejected by a person (kling-batch review); empty: not judged
+    "note",  # what they wrote of it
 ]
 # Settings with a column of their own; the rest of a model's settings go in "settings".
 _OWN_COLUMNS = frozenset(
@@ -67,9 +69,16 @@ _OWN_COLUMNS = frozenset(
 )
 
 
-def build_frame(records: Sequence[TaskRecord], run_dir: Path | None = None) -> pd.DataFrame:
+def build_frame(
+    records: Sequence[TaskRecord],
+    run_dir: Path | None = None,
+    reviews: Mapping[str, Review] | None = None,
+) -> pd.DataFrame:
+    """One line per task; ``reviews``: each judged task's review of its latest attempt."""
     rows = []
+    reviews = reviews or {}
     for record in records:
+        review = reviews.get(record.task_key)
         request = request_from_json(record.request_json)
         voices = request.get("voice_list")
         rows.append(
@@ -108,6 +117,8 @@ def build_frame(records: Sequence[TaskRecord], run_dir: Path | None = None) -> p
                 else None,
                 **sent_image_columns(record, run_dir),
                 "video_url_expires_at": iso_time(record.video_url_expires_at),
+                "verdict": str(review.verdict) if review and review.verdict else None,
+                "note": review.note if review and review.note else None,
             }
         )
     return pd.DataFrame(rows, columns=COLUMNS)

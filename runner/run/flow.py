@@ -164,6 +164,7 @@ def commit(
     meta = {"api": connection.api, "options": json.dumps(options.saved())}
     state.set_meta(**meta, **({"manifest": manifest} if manifest else {}))
     if to_resubmit:
+        state.revise(to_resubmit)  # a redo's edits: the old request kept beside its attempts
         state.requeue([r.task_key for r in to_resubmit], "rerun requested")
 
 

@@ -140,7 +140,7 @@ def read_report(run_dir: str | os.PathLike[str]) -> pd.DataFrame:
     its ledger without writing anything: it works while a run holds the folder."""
     state = RunState.open(Path(run_dir), read_only=True)
     try:
-        return build_frame(state.tasks(), Path(run_dir))
+        return build_frame(state.tasks(), Path(run_dir), state.reviews())
     finally:
         state.close()
 
@@ -195,7 +195,7 @@ def _spend(folder: RunFolder, connection: flow.Connection, options: RunOptions) 
         outcome.created,
         code,
         outcome.stopped_by,
-        build_frame(state.tasks(), folder.run_dir),
+        build_frame(state.tasks(), folder.run_dir, folder.state.reviews()),
     )
 
 

@@ -1,0 +1,41 @@
+"""What a redo of the rejected tasks sends: each rejected task with its edits applied
+and checked, or why an edit cannot be sent. One rule for ``rerun --rejected`` and the
+review page's redo button, so both price and send the same thing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from runner.core.records import SETTLED, TaskRecord, Verdict
+from runner.ledger.file import LedgerReads
+from runner.manifest.redo import revised
+from runner.manifest.rows import Problem
+
+
+@dataclass
+class Redo:
+    tasks: list[TaskRecord] = field(default_factory=list)  # as they will be sent
+    problems: list[Problem] = field(default_factory=list)  # edits that cannot be sent
+    busy: list[TaskRecord] = field(default_factory=list)  # rejected, but at work again
+    edited: int = 0  # tasks sent with a changed request
+
+
+def rejected_redo(state: LedgerReads) -> Redo:
+    """The rejected tasks (judged on their latest attempt), each revised by its edits."""
+    reviews = state.reviews()
+    redo = Redo()
+    for record in state.tasks():
+        review = reviews.get(record.task_key)
+        if review is None or review.verdict != Verdict.REJECTED:
+            continue
+        if record.status not in SETTLED:
+            redo.busy.append(record)
+            continue
+        made = revised(record, dict(review.edits)) if review.edits else record
+        if isinstance(made, list):
+            redo.problems.extend(made)
+        else:
+            redo.tasks.append(made)
+            redo.edited += made.fingerprint != record.fingerprint
+    return redo
