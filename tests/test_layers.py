@@ -24,6 +24,7 @@ PACKAGES = [
     "runner.engine",
     "runner.reports",
     "runner.run",
+    "runner.review",
     "runner.cli",
 ]
 # The simulator speaks the documented protocol on its own: it shares the job contract

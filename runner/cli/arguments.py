@@ -72,6 +72,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _spending_options(rerun)
 
+    review = command("review", "judge, note, edit and redo the videos from a local page")
+    review.add_argument("run_dir", type=Path)
+    review.add_argument("--port", type=int, default=0, help="on 127.0.0.1 (default: any free)")
+    review.add_argument("--open", action="store_true", help="open it in the browser")
+
     status = command("status", "counts, spend, in flight, what comes next")
     status.add_argument("run_dir", type=Path)
     status.add_argument("--json", action="store_true", help="the same, as JSON for scripts")

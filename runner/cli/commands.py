@@ -18,6 +18,7 @@ from pathlib import Path
 from runner.cli import console, readers, spending
 from runner.cli.arguments import RERUN_FLAGS, build_parser
 from runner.cli.doctor_words import cmd_doctor
+from runner.cli.review_words import cmd_review
 from runner.core.causes import RERUN_BY_DEFAULT, FailureClass
 from runner.core.crash import keep_traceback, machine_problem
 from runner.core.errors import KlingBatchError, ManifestError
@@ -207,6 +208,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "rerun": cmd_rerun,
     "status": readers.cmd_status,
     "report": readers.cmd_report,
+    "review": cmd_review,
     "sheet": readers.cmd_sheet,
     "models": readers.cmd_models,
     "sim": run_simulator,

@@ -19,7 +19,7 @@ import asyncio
 import concurrent.futures
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,9 +28,10 @@ import pandas as pd
 import yaml
 
 from runner.api.account import record_balance
-from runner.core.errors import ManifestError
+from runner.core.errors import KlingBatchError, ManifestError
 from runner.core.exits import exit_code_of_run
 from runner.core.logs import setup_logging
+from runner.core.records import TaskRecord
 from runner.engine.progress import LineProgress
 from runner.ledger.transitions import RunState
 from runner.manifest.files import load
@@ -42,6 +43,7 @@ from runner.reports.table import build_frame
 from runner.run import flow
 from runner.run.folder import RunFolder
 from runner.run.options import RunOptions, option_specs
+from runner.run.redo import RedoEstimate, rejected_redo
 
 ManifestLike = str | os.PathLike[str] | pd.DataFrame | Sequence[Mapping[str, Any]]
 
@@ -135,6 +137,45 @@ async def run_async(
     return await asyncio.to_thread(job.run)
 
 
+def redo_rejected(
+    run_dir: str | os.PathLike[str],
+    *,
+    expect: RedoEstimate | None = None,
+    env: Mapping[str, str] | None = None,
+    on_start: Callable[[], None] | None = None,
+    **options: Any,
+) -> RunResult:
+    """Make a run folder's rejected tasks again, each with its edits (``rerun
+    --rejected``): new attempts, the old ones kept. ``expect``: the estimate a person
+    said yes to; if the redo is no longer that (a task judged or edited since), nothing
+    is sent and :class:`RedoChanged` says so. Raises :class:`ManifestError` for an
+    edit that cannot be sent, and ``RunFolderError`` while a run holds the folder.
+    ``on_start`` is called once the folder is held and the redo checked."""
+    with RunFolder.existing(Path(run_dir)) as folder:
+        redo = rejected_redo(folder.state)
+        if redo.problems:
+            raise ManifestError(redo.problems)
+        if expect is not None and redo.estimate != expect:
+            raise RedoChanged(expect, redo.estimate)
+        connection = flow.connect_folder(folder, env or os.environ)
+        chosen = RunOptions.resolve(flow.saved_options(folder.state), _given(options))
+        setup_logging(folder.run_dir, secrets=[connection.api_key], quiet=True)
+        if on_start is not None:
+            on_start()
+        return _spend(folder, connection, chosen, rerun=redo.tasks)
+
+
+class RedoChanged(KlingBatchError):
+    """The rejected tasks are not what the person said yes to: nothing was sent."""
+
+    def __init__(self, expected: RedoEstimate, now: RedoEstimate):
+        self.now = now
+        super().__init__(
+            f"the redo changed since it was shown ({len(expected.keys)} task(s), "
+            f"${expected.usd:.2f}; now {len(now.keys)}, ${now.usd:.2f}): nothing was sent"
+        )
+
+
 def read_report(run_dir: str | os.PathLike[str]) -> pd.DataFrame:
     """Any run folder's report as a DataFrame (the columns of ``report.csv``), read from
     its ledger without writing anything: it works while a run holds the folder."""
@@ -168,14 +209,19 @@ class _Job:
             return _spend(folder, connection, options)
 
 
-def _spend(folder: RunFolder, connection: flow.Connection, options: RunOptions) -> RunResult:
+def _spend(
+    folder: RunFolder,
+    connection: flow.Connection,
+    options: RunOptions,
+    rerun: Sequence[TaskRecord] | None = None,
+) -> RunResult:
     """The command line's flow without its question: check, commit, run, report."""
     state = folder.state
     with flow.base_url(state, connection) as url:
-        checked = asyncio.run(flow.preflight(state, url, connection.api_key, options, None))
+        checked = asyncio.run(flow.preflight(state, url, connection.api_key, options, rerun))
         record_balance(state, checked.account.balance)
-        flow.make_pictures(state, folder.run_dir, flow.to_send(state))
-        flow.commit(state, connection, options, None, ())
+        flow.make_pictures(state, folder.run_dir, flow.to_send(state, checked.to_resubmit))
+        flow.commit(state, connection, options, None, checked.to_resubmit)
         learned = flow.learned_of(state, connection)
         progress = LineProgress(options.progress_every_s)
         outcome, balance = asyncio.run(
@@ -230,9 +276,11 @@ def _say(signal_name: str) -> None:
 
 __all__ = [
     "ManifestLike",
+    "RedoChanged",
     "RunResult",
     "load_manifest",
     "read_report",
+    "redo_rejected",
     "run",
     "run_async",
     "validate",

@@ -13,12 +13,27 @@ from runner.manifest.redo import revised
 from runner.manifest.rows import Problem
 
 
+@dataclass(frozen=True)
+class RedoEstimate:
+    """What a redo would send and cost, as a person saw it before saying yes: a redo
+    goes ahead only while it is still this (a task judged since is not paid unseen)."""
+
+    keys: tuple[str, ...]
+    usd: float
+    edited: int
+
+
 @dataclass
 class Redo:
     tasks: list[TaskRecord] = field(default_factory=list)  # as they will be sent
     problems: list[Problem] = field(default_factory=list)  # edits that cannot be sent
     busy: list[TaskRecord] = field(default_factory=list)  # rejected, but at work again
     edited: int = 0  # tasks sent with a changed request
+
+    @property
+    def estimate(self) -> RedoEstimate:
+        usd = round(sum(t.est_cost_usd for t in self.tasks), 2)
+        return RedoEstimate(tuple(sorted(t.task_key for t in self.tasks)), usd, self.edited)
 
 
 def rejected_redo(state: LedgerReads) -> Redo:

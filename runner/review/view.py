@@ -1,0 +1,116 @@
+"""What the review page shows of a run, as JSON: each task's card (its pictures and video
+as links into the run folder, its prompt and settings, status and judgement), the
+counts, and what a redo of the rejected would send and cost.
+
+Read from the ledger on every ask, and only what changed since the page last asked
+(``since``: a task's ``updated_at`` or its review's time), so a page open beside a live
+run of 20,000 tasks asks for a few cards a second, not all of them.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from jobs import request_from_json
+from jobs.contract import Wire
+from runner.core.records import Review, TaskRecord
+from runner.ledger.file import LedgerReads
+from runner.manifest.redo import NOT_EDITABLE
+from runner.media.frames import POSTER_SUFFIX
+from runner.reports.page import thumbnails
+from runner.run.redo import rejected_redo
+
+
+def cards(
+    records: Sequence[TaskRecord], reviews: Mapping[str, Review], run_dir: Path
+) -> list[dict[str, Any]]:
+    """One card per task of ``records``, links relative to the page's ``files/``."""
+    thumbs = thumbnails(records, run_dir)
+    return [_card(r, reviews.get(r.task_key), thumbs.get(r.task_key), run_dir) for r in records]
+
+
+def _card(
+    record: TaskRecord, review: Review | None, thumb: str | None, run_dir: Path
+) -> dict[str, Any]:
+    request = request_from_json(record.request_json)
+    video = _link(record.video_path) if record.video_path else None
+    poster = Path(record.video_path).with_suffix(POSTER_SUFFIX) if record.video_path else None
+    settings = {
+        name: list(value) if isinstance(value, tuple) else value
+        for name, value in request.values.items()
+        if value not in (None, "", ())
+        and name != "prompt"
+        and name not in request.model.image_fields
+    }
+    return {
+        "key": record.task_key,
+        "position": record.position,
+        "row_id": record.row_id,
+        "model": request.model.name,
+        "prompt": request.get("prompt") or "",
+        "image": Path(record.image).name if record.image else "",
+        "settings": settings,
+        "editable": [
+            {"name": f.name, "choices": list(f.choices), "value": request.get(f.name)}
+            for f in request.model.fields
+            if f.name not in NOT_EDITABLE and f.wire in _EDITABLE_WIRES
+        ],
+        "status": str(record.status),
+        "error": record.error or "",
+        "attempts": record.attempts,
+        "est_cost_usd": record.est_cost_usd,
+        "video": video,
+        "poster": _link(str(poster)) if poster and (run_dir / poster).is_file() else None,
+        "thumb": thumb and f"files/{thumb}",
+        "video_problem": record.video_problem or "",
+        "verdict": str(review.verdict) if review and review.verdict else None,
+        "note": review.note if review else "",
+        "edits": dict(review.edits) if review else {},
+        "changed_at": max(record.updated_at, review.judged_at if review else 0.0),
+    }
+
+
+LATE_COMMIT_S = 5.0
+# Settings a text box can edit (lists of voices or shots stay as the manifest gave them).
+_EDITABLE_WIRES = frozenset(
+    {Wire.TEXT, Wire.CHOICE, Wire.INT, Wire.INT_AS_TEXT, Wire.NUMBER, Wire.BOOL}
+)
+
+
+def _link(relative: str) -> str:
+    return "files/" + quote(Path(relative).as_posix())
+
+
+def snapshot(state: LedgerReads, run_dir: Path, since: float = 0.0) -> dict[str, Any]:
+    """The cards changed after ``since``, every count, and the redo as it stands."""
+    records = state.tasks()
+    reviews = state.reviews()
+    changed = [
+        r
+        for r in records
+        if r.updated_at > since or (r.task_key in reviews and reviews[r.task_key].judged_at > since)
+    ]
+    redo = rejected_redo(state)
+    estimate = redo.estimate
+    newest = max(
+        [since, *(r.updated_at for r in records), *(v.judged_at for v in reviews.values())]
+    )
+    return {
+        # A run's deferred writes commit up to half a second after their time: the
+        # page asks again from a little earlier, so no change is skipped.
+        "since": max(0.0, newest - LATE_COMMIT_S),
+        "cards": cards(changed, reviews, run_dir),
+        "counts": dict(Counter(str(r.status) for r in records)),
+        "verdicts": dict(Counter(str(v.verdict) for v in reviews.values() if v.verdict)),
+        "redo": {
+            "keys": list(estimate.keys),
+            "usd": estimate.usd,
+            "edited": estimate.edited,
+            "problems": [str(p) for p in redo.problems],
+            "busy": [r.task_key for r in redo.busy],
+        },
+    }
