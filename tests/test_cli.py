@@ -207,7 +207,10 @@ def test_python_dash_m_runner_is_the_same_cli():
     done = subprocess.run(
         [sys.executable, "-m", "runner", "--help"], capture_output=True, text=True, check=True
     )
-    assert "{validate,run,resume,rerun,review,status,report,sheet,models,doctor,sim}" in done.stdout
+    assert (
+        "{validate,run,resume,rerun,review,export,status,report,sheet,models,doctor,sim}"
+        in done.stdout
+    )
 
 
 def test_the_sim_command_serves_the_api_until_stopped():

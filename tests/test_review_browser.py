@@ -142,6 +142,15 @@ def test_judge_edit_reload_and_redo_from_the_page(browser, night, review_url, th
         "a boat drifts slowly, calm water": 1,
     }
     wait_until(lambda: redo.text == "nothing rejected", what="the new takes unjudged")
+    for key in ("tower/1", "boat/1"):  # the new attempts arrived on the page, unjudged
+        wait_until(
+            lambda key=key: (
+                "attempt 2" in card(key).find_element(By.CSS_SELECTOR, ".settings").text
+            ),
+            what=f"{key}'s second attempt shown",
+        )
+        assert not card(key).find_element(By.CSS_SELECTOR, ".verdict").is_displayed()
+    assert "calm water" in card("boat/1").find_element(By.CSS_SELECTOR, ".prompt").text
 
 
 def test_a_page_from_elsewhere_cannot_judge_or_spend(browser, night, review_url):  # noqa: F811

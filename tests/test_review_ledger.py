@@ -9,9 +9,13 @@ import json
 import sqlite3
 from pathlib import Path
 
+import av
+from PIL import Image
+
 from runner.cli.commands import main
 from runner.core.records import Verdict
 from runner.ledger.reviews import Judging
+from runner.reports import sheet, sheet_page
 from tests.conftest import FAST
 from tests.test_reruns import attempts, manifest  # noqa: F401  (the fixture)
 
@@ -112,3 +116,55 @@ def test_a_judgement_belongs_to_the_attempt_it_judged(manifest, threaded_sim, tm
     with sqlite3.connect(run_dir / "state.sqlite") as db:
         history = db.execute("SELECT attempt, verdict, note FROM reviews").fetchall()
     assert history == [(1, "rejected", "drifts")]
+
+
+def test_export_copies_the_kept_videos_with_their_stories_and_never_overwrites(
+    manifest,  # noqa: F811
+    threaded_sim,
+    tmp_path,
+    capsys,
+):
+    run_dir, dest = tmp_path / "run", tmp_path / "chosen"
+    assert main(["run", str(manifest), "--out", str(run_dir), *FAST]) == 0
+    assert main(["export", str(run_dir), "--kept", str(dest)]) == 0
+    assert "no video is kept yet" in capsys.readouterr().out and not dest.exists()
+    judge(run_dir, "one/1", verdict=Verdict.KEPT, note="the opener")
+    judge(run_dir, "two/1", verdict=Verdict.REJECTED)
+
+    assert main(["export", str(run_dir), "--kept", str(dest)]) == 0
+    assert "1 kept video(s) copied" in capsys.readouterr().out
+    assert sorted(p.name for p in dest.iterdir()) == ["one_1.jpg", "one_1.json", "one_1.mp4"]
+    assert (dest / "one_1.mp4").read_bytes() == (run_dir / "videos" / "one_1.mp4").read_bytes()
+    story = json.loads((dest / "one_1.json").read_text(encoding="utf-8"))
+    assert story["task_key"] == "one/1" and story["prompt"] == "first"
+    assert (story["verdict"], story["note"]) == ("kept", "the opener")
+    with av.open(str(dest / "one_1.mp4")) as video:  # the tags travel inside the file
+        assert video.metadata.get("title") == "one/1"
+
+    assert main(["export", str(run_dir), "--kept", str(dest)]) == 0  # again: nothing new
+    assert "0 kept video(s) copied to" in capsys.readouterr().out
+    (dest / "one_1.mp4").write_bytes(b"another night's video")
+    assert main(["export", str(run_dir), "--kept", str(dest)]) == 2
+    assert "already holds other files of these names" in capsys.readouterr().err
+    assert (dest / "one_1.mp4").read_bytes() == b"another night's video"
+
+
+def test_the_contact_sheet_shows_the_judgements(manifest, threaded_sim, tmp_path):  # noqa: F811
+    run_dir = tmp_path / "run"
+    assert main(["run", str(manifest), "--out", str(run_dir), *FAST]) == 0
+    before = (run_dir / "contact-sheet.jpg").read_bytes()
+    judge(run_dir, "one/1", verdict=Verdict.KEPT)
+    judge(run_dir, "two/1", verdict=Verdict.REJECTED)
+    assert main(["report", str(run_dir)]) == 0  # a page whose tiles were judged is redrawn
+    assert (run_dir / "contact-sheet.jpg").read_bytes() != before
+    with Image.open(run_dir / "contact-sheet.jpg") as drawn:
+        picture = drawn.convert("RGB")
+    top = sheet_page.MARGIN + sheet_page.LINE_PX + sheet_page.GAP  # the first line's tiles
+    red, green, blue = picture.getpixel((sheet_page.MARGIN + 40, top - sheet_page.GAP // 2 - 1))
+    assert green > 150 and red < 120 and blue < 140  # kept: a green band over its tile
+    ledger = Judging.open(run_dir, read_only=True)
+    try:
+        tiles = sheet.plan_pages(ledger.tasks(), run_dir, "t", ledger.reviews())[0].tiles
+    finally:
+        ledger.close()
+    assert [t.verdict for t in tiles] == ["kept", "rejected", None]

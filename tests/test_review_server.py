@@ -4,6 +4,7 @@ more for what was rejected, only as confirmed, only while nothing else holds the
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -15,7 +16,7 @@ from runner.cli.commands import main
 from runner.review.app import ReviewServer, start_review
 from runner.review.guard import refusal
 from runner.run.folder import RunFolder
-from tests.conftest import FAST
+from tests.conftest import FAST, runner_process
 from tests.test_reruns import manifest  # noqa: F401  (the fixture)
 
 TOKEN = "t0ken"
@@ -59,6 +60,27 @@ def judged_run(manifest, threaded_sim, tmp_path) -> Path:  # noqa: F811
     run_dir = tmp_path / "run <i>night"
     assert main(["run", str(manifest), "--out", str(run_dir), *FAST]) == 0
     return run_dir
+
+
+async def until(condition, what: str, timeout_s: float = 30.0) -> None:
+    """Wait for ``condition`` (checked every 20 ms), failing after ``timeout_s``."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while not condition():
+        assert loop.time() < deadline, f"gave up waiting for {what}"
+        await asyncio.sleep(0.02)
+
+
+async def until_async(ask, good, what: str, timeout_s: float = 30.0):
+    """Ask (a coroutine) until ``good`` holds of the answer; the answer."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while True:
+        answer = await ask()
+        if good(answer):
+            return answer
+        assert loop.time() < deadline, f"gave up waiting for {what}: {answer}"
+        await asyncio.sleep(0.05)
 
 
 class Page:
@@ -173,3 +195,55 @@ async def test_a_redo_is_what_was_confirmed_paid_once_and_refused_while_the_fold
         "third": 2,
     }
     assert found["redo"]["keys"] == []  # the new takes are not judged yet
+
+
+async def test_live_beside_a_running_night_and_a_second_review_reads_too(
+    manifest,  # noqa: F811
+    threaded_sim,
+    tmp_path,
+):
+    """A run holds the folder (in its own process, its tasks held at the API): the
+    review shows them in flight, writes its judgement beside the run, refuses a redo
+    (the run holds the lock), and shows the videos as they arrive once they are made."""
+    run_dir = tmp_path / "run"
+    threaded_sim.hold()
+    night = runner_process(
+        ["run", str(manifest), "--out", str(run_dir), *FAST], threaded_sim, tmp_path
+    )
+    await until(lambda: (run_dir / "state.sqlite").is_file(), "the night's ledger")
+    first, second = await start_review(run_dir), await start_review(run_dir)
+    try:
+        async with aiohttp.ClientSession() as session:
+            page, other = Page(first, session), Page(second, session)
+
+            async def statuses(since: float = 0.0) -> dict[str, str]:
+                _, found = await page.get(f"api/tasks?since={since}")
+                return {card["key"]: card["status"] for card in found["cards"]}
+
+            await until_async(
+                lambda: statuses(),
+                lambda got: set(got.values()) <= {"queued", "processing"} and len(got) == 3,
+                "three tasks in flight",
+            )
+            assert (await page.post("api/judge", {"key": "one/1", "note": "watch"}))[0] == 200
+            status, found = await other.get("api/tasks")  # a second review of the folder
+            assert (
+                status == 200 and {c["key"]: c["note"] for c in found["cards"]}["one/1"] == "watch"
+            )
+            await page.post("api/judge", {"key": "two/1", "verdict": "rejected"})
+            _, found = await page.get("api/tasks")  # rejected while at work: not redone
+            assert found["redo"]["busy"] == ["two/1"] and found["redo"]["keys"] == []
+
+            threaded_sim.release()
+            _, found = await page.get("api/tasks")
+            since = found["since"]
+            await until_async(
+                lambda: page.get(f"api/tasks?since={since}"),
+                lambda got: sum(1 for c in got[1]["cards"] if c["video"]) == 3,
+                "the three videos, as changes since the page last asked",
+            )
+    finally:
+        await first.close()
+        await second.close()
+    assert night.wait(60) == 0
+    assert threaded_sim.stats.tasks_created == 3

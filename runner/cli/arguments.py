@@ -77,6 +77,12 @@ def build_parser() -> argparse.ArgumentParser:
     review.add_argument("--port", type=int, default=0, help="on 127.0.0.1 (default: any free)")
     review.add_argument("--open", action="store_true", help="open it in the browser")
 
+    export = command("export", "copy the kept videos out, with their stories")
+    export.add_argument("run_dir", type=Path)
+    export.add_argument(
+        "--kept", type=Path, required=True, metavar="DEST", help="the folder to copy them into"
+    )
+
     status = command("status", "counts, spend, in flight, what comes next")
     status.add_argument("run_dir", type=Path)
     status.add_argument("--json", action="store_true", help="the same, as JSON for scripts")

@@ -209,6 +209,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "status": readers.cmd_status,
     "report": readers.cmd_report,
     "review": cmd_review,
+    "export": readers.cmd_export,
     "sheet": readers.cmd_sheet,
     "models": readers.cmd_models,
     "sim": run_simulator,

@@ -1,4 +1,4 @@
-"""The commands that only read: ``report``, ``sheet``, ``status`` and ``models``. They
+"""The commands that only read: ``report``, ``sheet``, ``status``, ``export`` and ``models``. They
 take no lock and write nothing but their own files, so they work while a run holds
 the folder.
 """
@@ -12,12 +12,11 @@ from pathlib import Path
 from jobs import DEFAULT_MODEL, MODELS, model_as_json
 from runner.cli import console
 from runner.cli import status_words as status_console
-from runner.core.exits import (
-    EXIT_OK,
-)
+from runner.core.exits import EXIT_OK, EXIT_SOME_FAILED
 from runner.engine.progress import progress_line
 from runner.ledger.file import LedgerReads
 from runner.ledger.transitions import RunState
+from runner.reports.export import export_kept
 from runner.reports.report import write_reports
 from runner.reports.sheet import write_contact_sheet
 from runner.reports.summary import summarize
@@ -29,6 +28,29 @@ def _read_folder(run_dir: Path) -> LedgerReads:
     """A run folder for reading: no lock is taken, so this works while a run holds it."""
     require_ledger(run_dir)
     return RunState.open(run_dir, read_only=True)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    state = _read_folder(args.run_dir)
+    try:
+        done = export_kept(state, args.run_dir, args.kept)
+    finally:
+        state.close()
+    if not (done.copied or done.already or done.missing):
+        print(f"{args.run_dir}: no video is kept yet (kling-batch review {args.run_dir})")
+        return EXIT_OK
+    print(
+        f"{len(done.copied)} kept video(s) copied to {args.kept}"
+        + (f", {len(done.already)} already there" if done.already else "")
+    )
+    if done.missing:
+        keys = ", ".join(done.missing[:10])
+        console.error(
+            f"{len(done.missing)} kept task(s) have no whole video here: {keys} "
+            f"(kling-batch resume {args.run_dir} fetches what can be fetched)"
+        )
+        return EXIT_SOME_FAILED
+    return EXIT_OK
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -49,7 +71,9 @@ def cmd_sheet(args: argparse.Namespace) -> int:
     try:
         # Asked for by name: every page drawn again (``report`` keeps pages drawn from
         # what they would show now).
-        pages = write_contact_sheet(state.tasks(), args.run_dir, args.run_dir.name, again=True)
+        pages = write_contact_sheet(
+            state.tasks(), args.run_dir, args.run_dir.name, again=True, reviews=state.reviews()
+        )
     finally:
         state.close()
     print("contact sheet: " + "\n               ".join(str(page.path) for page in pages))

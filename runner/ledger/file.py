@@ -18,7 +18,7 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol, Self
@@ -59,6 +59,8 @@ class LedgerReads(Protocol):
     def missing_videos(self) -> int: ...
     def committed_spend(self) -> float: ...
     def reviews(self) -> dict[str, Review]: ...
+    def get(self, task_key: str) -> TaskRecord: ...
+    def tasks_changed_since(self, since: float, also: Iterable[str] = ()) -> list[TaskRecord]: ...
     def close(self) -> None: ...
 
 
@@ -205,6 +207,17 @@ class Ledger:
             args = [str(s) for s in statuses]
         rows = self._db.execute(query + " ORDER BY position", args).fetchall()
         return [_record(row) for row in rows]
+
+    def tasks_changed_since(self, since: float, also: Iterable[str] = ()) -> list[TaskRecord]:
+        """Tasks whose row changed after ``since`` (a ledger time), and those of
+        ``also``, in order: what a page that last looked at ``since`` must redraw."""
+        rows = self._db.execute(
+            f"SELECT {self._columns} FROM tasks WHERE updated_at > ? ORDER BY position", (since,)
+        ).fetchall()
+        found = [_record(row) for row in rows]
+        seen = {record.task_key for record in found}
+        found += [self.get(key) for key in also if key not in seen]
+        return sorted(found, key=lambda record: record.position)
 
     def get(self, task_key: str) -> TaskRecord:
         row = self._db.execute(

@@ -42,14 +42,15 @@ def write_reports(state: LedgerReads, run_dir: Path, formats: Sequence[str] = ()
     machine-readable copies (``jsonl``) beside ``report.csv``."""
     warm_up()  # the sheet's workers: their fork server starts while the table is built
     records = state.tasks()  # read once: a big batch's ledger is the slow part
-    frame = build_frame(records, run_dir, state.reviews())
+    reviews = state.reviews()
+    frame = build_frame(records, run_dir, reviews)
     failed = write_failed_manifests(records, run_dir)
     files = ReportFiles(
         run_dir / REPORT_CSV,
         run_dir / REPORT_HTML,
         failed.yaml if failed else None,
         video_problems=sum(1 for r in records if r.video_problem),
-        sheets=tuple(write_contact_sheet(records, run_dir, run_dir.name)),
+        sheets=tuple(write_contact_sheet(records, run_dir, run_dir.name, reviews=reviews)),
     )
     write_text_atomically(files.csv, frame.to_csv(index=False))
     write_text_atomically(run_dir / REPORT_EXCEL_CSV, for_spreadsheets(frame))

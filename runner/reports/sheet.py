@@ -17,14 +17,14 @@ How a page is drawn is ``runner.reports.sheet_page``.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from jobs import request_from_json
 from runner.core.atomic import write_text_atomically
 from runner.core.pool import map_on_every_core
-from runner.core.records import FINAL, TaskRecord, TaskStatus
+from runner.core.records import FINAL, Review, TaskRecord, TaskStatus
 from runner.media.picture_pool import first_frame_sent
 from runner.reports.sheet_page import TILES_PER_LINE, Page, Tile, write_page
 from runner.reports.summary import no_video_reason, same_input
@@ -63,6 +63,7 @@ def write_contact_sheet(
     finished_only: bool = False,
     again: bool = False,
     one_core: bool = False,
+    reviews: Mapping[str, Review] | None = None,
 ) -> list[SheetPage]:
     """Draw the sheet's pages into ``run_dir`` and return them all, in order.
 
@@ -72,10 +73,11 @@ def write_contact_sheet(
     whose tasks ended after the night's last look (``runner.run.sheet_keeper`` draws the
     others while the night runs, with ``finished_only``: pages none of whose tasks can
     still change), and ``report`` run again draws none. ``again`` draws every page;
-    ``one_core`` draws them in this process (the keeper's, beside a running night).
+    ``one_core`` draws them in this process (the keeper's, beside a running night);
+    ``reviews``: a person's judgements, shown on their tiles.
     Pages left from a bigger sheet are removed, so the folder never shows a stale page.
     """
-    pages = plan_pages(records, run_dir, title)
+    pages = plan_pages(records, run_dir, title, reviews or {})
     drawn = {} if again else _drawn(run_dir)
     todo = [
         page
@@ -109,9 +111,15 @@ def _indexed(page: Page) -> SheetPage:
     )
 
 
-def plan_pages(records: Sequence[TaskRecord], run_dir: Path, title: str) -> list[Page]:
+def plan_pages(
+    records: Sequence[TaskRecord],
+    run_dir: Path,
+    title: str,
+    reviews: Mapping[str, Review] | None = None,
+) -> list[Page]:
     """Every page of the sheet: which tiles go on it, its heading and its file."""
-    tiles = [tile_of(record, run_dir) for record in records]
+    reviews = reviews or {}
+    tiles = [tile_of(record, run_dir, reviews.get(record.task_key)) for record in records]
     models = sorted({tile.model for tile in tiles})
     lines = lay_out(tiles, models)
     per_page = max(1, TILES_PER_PAGE // max(len(models), TILES_PER_LINE))
@@ -136,7 +144,7 @@ def _drawn(run_dir: Path) -> dict[str, str]:
     return {str(k): str(v) for k, v in found.items()} if isinstance(found, dict) else {}
 
 
-def tile_of(record: TaskRecord, run_dir: Path) -> Tile:
+def tile_of(record: TaskRecord, run_dir: Path, review: Review | None = None) -> Tile:
     request = request_from_json(record.request_json)
     duration = request.get("duration")
     video = run_dir / record.video_path if record.video_path else None
@@ -159,6 +167,7 @@ def tile_of(record: TaskRecord, run_dir: Path) -> Tile:
         video=video,
         label=label,
         problem=problem,
+        verdict=str(review.verdict) if review and review.verdict else None,
     )
 
 

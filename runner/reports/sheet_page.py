@@ -43,6 +43,7 @@ BACKGROUND = (24, 24, 28)
 CELL_BACKGROUND = (40, 40, 46)
 TEXT = (230, 230, 230)
 DIM_TEXT = (160, 160, 170)
+VERDICT_COLOURS = {"kept": (60, 200, 90), "rejected": (235, 70, 60)}
 STATUS_COLOURS = {
     TaskStatus.SUCCEEDED: (110, 200, 120),
     TaskStatus.FAILED: (235, 100, 90),
@@ -67,6 +68,7 @@ class Tile:
     video: Path | None
     label: str  # status, model and length, or why there is no video
     problem: str | None  # a failure's reason, or the video's problem
+    verdict: str | None = None  # kept or rejected by a person (kling-batch review)
 
 
 @dataclass(frozen=True)
@@ -214,7 +216,12 @@ def _draw_tile(
     full = width + (CELL + GAP if thumbs is not None else 0)
     label_y = y + CELL + GAP
     left = at[0]
-    draw.text((left, label_y), _fit(drawable(tile.task_key), full, font), TEXT, font)
+    first = tile.task_key
+    if tile.verdict:  # a band above the tile and the word: seen from across the room
+        colour = VERDICT_COLOURS.get(tile.verdict, TEXT)
+        draw.rectangle((left, y - GAP, left + full - 1, y - 2), colour)
+        first = f"{tile.verdict.upper()}  {first}"
+    draw.text((left, label_y), _fit(drawable(first), full, font), TEXT, font)
     colour = STATUS_COLOURS.get(tile.status, DIM_TEXT)
     second = (
         tile.label if pictures is None or not tile.problem else f"{tile.label} - {tile.problem}"

@@ -29,7 +29,7 @@ from runner.core.records import Verdict
 from runner.ledger.reviews import Judging
 from runner.manifest.redo import revised
 from runner.review.guard import guard
-from runner.review.view import cards, snapshot
+from runner.review.view import cards, editable, snapshot
 from runner.run.library import RedoChanged, redo_rejected
 from runner.run.redo import RedoEstimate, rejected_redo
 
@@ -198,6 +198,7 @@ class Review:
         page's own ``since`` stays: other cards come with its next ask)."""
         found = snapshot(self.ledger, self.run_dir, math.inf)
         found["cards"] = cards([self.ledger.get(key)], self.ledger.reviews(), self.run_dir)
+        found["editable"] = editable(card["model"] for card in found["cards"])
         found["since"] = 0.0
         return web.json_response(found)
 

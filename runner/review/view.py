@@ -10,12 +10,12 @@ run of 20,000 tasks asks for a few cards a second, not all of them.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from jobs import request_from_json
+from jobs import MODELS, request_from_json
 from jobs.contract import Wire
 from runner.core.records import Review, TaskRecord
 from runner.ledger.file import LedgerReads
@@ -54,11 +54,6 @@ def _card(
         "prompt": request.get("prompt") or "",
         "image": Path(record.image).name if record.image else "",
         "settings": settings,
-        "editable": [
-            {"name": f.name, "choices": list(f.choices), "value": request.get(f.name)}
-            for f in request.model.fields
-            if f.name not in NOT_EDITABLE and f.wire in _EDITABLE_WIRES
-        ],
         "status": str(record.status),
         "error": record.error or "",
         "attempts": record.attempts,
@@ -70,7 +65,19 @@ def _card(
         "verdict": str(review.verdict) if review and review.verdict else None,
         "note": review.note if review else "",
         "edits": dict(review.edits) if review else {},
-        "changed_at": max(record.updated_at, review.judged_at if review else 0.0),
+    }
+
+
+def editable(model_names: Iterable[str]) -> dict[str, list[dict[str, Any]]]:
+    """Each model's settings an edit may change, said once per model, not per card."""
+    return {
+        name: [
+            {"name": f.name, "choices": list(f.choices)}
+            for f in MODELS[name].fields
+            if f.name not in NOT_EDITABLE and f.wire in _EDITABLE_WIRES
+        ]
+        for name in sorted(set(model_names))
+        if name in MODELS
     }
 
 
@@ -86,25 +93,29 @@ def _link(relative: str) -> str:
 
 
 def snapshot(state: LedgerReads, run_dir: Path, since: float = 0.0) -> dict[str, Any]:
-    """The cards changed after ``since``, every count, and the redo as it stands."""
-    records = state.tasks()
+    """The cards changed after ``since``, every count, and the redo as it stands. Only
+    the changed tasks are read whole (a page beside a 20,000-task night asks every two
+    seconds); a judgement's time counts as its task's change."""
     reviews = state.reviews()
-    changed = [
-        r
-        for r in records
-        if r.updated_at > since or (r.task_key in reviews and reviews[r.task_key].judged_at > since)
-    ]
-    redo = rejected_redo(state)
+    judged = {key for key, review in reviews.items() if review.judged_at > since}
+    changed = state.tasks_changed_since(since, also=judged)
+    redo = rejected_redo(state, reviews)
     estimate = redo.estimate
     newest = max(
-        [since, *(r.updated_at for r in records), *(v.judged_at for v in reviews.values())]
+        [
+            since,
+            *(r.updated_at for r in changed),
+            *(reviews[k].judged_at for k in judged),
+        ]
     )
+    made = cards(changed, reviews, run_dir)
     return {
         # A run's deferred writes commit up to half a second after their time: the
         # page asks again from a little earlier, so no change is skipped.
         "since": max(0.0, newest - LATE_COMMIT_S),
-        "cards": cards(changed, reviews, run_dir),
-        "counts": dict(Counter(str(r.status) for r in records)),
+        "cards": made,
+        "editable": editable(card["model"] for card in made),
+        "counts": state.counts(),
         "verdicts": dict(Counter(str(v.verdict) for v in reviews.values() if v.verdict)),
         "redo": {
             "keys": list(estimate.keys),

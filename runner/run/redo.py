@@ -5,9 +5,10 @@ review page's redo button, so both price and send the same thing.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from runner.core.records import SETTLED, TaskRecord, Verdict
+from runner.core.records import SETTLED, Review, TaskRecord, Verdict
 from runner.ledger.file import LedgerReads
 from runner.manifest.redo import revised
 from runner.manifest.rows import Problem
@@ -36,18 +37,18 @@ class Redo:
         return RedoEstimate(tuple(sorted(t.task_key for t in self.tasks)), usd, self.edited)
 
 
-def rejected_redo(state: LedgerReads) -> Redo:
-    """The rejected tasks (judged on their latest attempt), each revised by its edits."""
-    reviews = state.reviews()
+def rejected_redo(state: LedgerReads, reviews: Mapping[str, Review] | None = None) -> Redo:
+    """The rejected tasks (judged on their latest attempt), each revised by its edits,
+    in the ledger's order. ``reviews``: the ledger's, when the caller has read them."""
+    reviews = state.reviews() if reviews is None else reviews
+    rejected = [key for key, review in reviews.items() if review.verdict == Verdict.REJECTED]
     redo = Redo()
-    for record in state.tasks():
-        review = reviews.get(record.task_key)
-        if review is None or review.verdict != Verdict.REJECTED:
-            continue
+    for record in sorted(map(state.get, rejected), key=lambda r: r.position):
         if record.status not in SETTLED:
             redo.busy.append(record)
             continue
-        made = revised(record, dict(review.edits)) if review.edits else record
+        edits = dict(reviews[record.task_key].edits)
+        made = revised(record, edits) if edits else record
         if isinstance(made, list):
             redo.problems.extend(made)
         else:

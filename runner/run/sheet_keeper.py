@@ -35,10 +35,12 @@ def draw_finished_pages(run_dir: Path) -> int:
     how many pages the sheet has."""
     state = Ledger.open(run_dir, read_only=True)
     try:
-        records = state.tasks()
+        records, reviews = state.tasks(), state.reviews()
     finally:
         state.close()
-    pages = write_contact_sheet(records, run_dir, run_dir.name, finished_only=True, one_core=True)
+    pages = write_contact_sheet(
+        records, run_dir, run_dir.name, finished_only=True, one_core=True, reviews=reviews
+    )
     return len(pages)
 
 
