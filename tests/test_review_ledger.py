@@ -60,9 +60,15 @@ def test_rejected_tasks_are_made_again_once_with_their_edits(
         .fetchone()[0]
     )
 
+    first_take = (run_dir / "videos" / "two_1.mp4").read_bytes()
     assert main(["rerun", str(run_dir), "--rejected", *FAST]) == 0
     out = capsys.readouterr().out
     assert "2 rejected task(s) to make again, 1 with edits" in out
+    earlier = run_dir / "videos" / "earlier"  # each take was paid for: the old one kept
+    assert (earlier / "two_1.take1.mp4").read_bytes() == first_take
+    assert json.loads((earlier / "two_1.take1.json").read_text("utf-8"))["prompt"] == "second"
+    assert (earlier / "two_1.take1.jpg").is_file()
+    assert (run_dir / "videos" / "two_1.mp4").read_bytes() != first_take
     books = threaded_sim.stats.created_by_prompt
     assert books == {"first": 1, "second": 1, "second, hands still": 1, "third": 2}
     assert [o for o, _ in attempts(run_dir, "two/1")] == ["created", "created"]

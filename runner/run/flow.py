@@ -36,6 +36,7 @@ from runner.engine.stopping import StopSwitch, stop_on_signals
 from runner.engine.wiring import EngineConfig, RunOutcome, run_engine
 from runner.ledger.transitions import RunState
 from runner.manifest.plan import Plan, PlannedTask
+from runner.media.earlier import keep_earlier_takes
 from runner.media.picture_pool import Converted, convert_pictures
 from runner.run.folder import RunFolder
 from runner.run.options import RunOptions, parse_wire
@@ -166,6 +167,7 @@ def commit(
     if to_resubmit:
         state.revise(to_resubmit)  # a redo's edits: the old request kept beside its attempts
         state.requeue([r.task_key for r in to_resubmit], "rerun requested")
+        keep_earlier_takes(state.path.parent, to_resubmit)  # each was paid for
 
 
 async def run_batch(
