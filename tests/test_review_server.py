@@ -5,7 +5,11 @@ more for what was rejected, only as confirmed, only while nothing else holds the
 from __future__ import annotations
 
 import asyncio
+import signal
 import sqlite3
+import subprocess
+import sys
+import urllib.request
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -247,3 +251,24 @@ async def test_live_beside_a_running_night_and_a_second_review_reads_too(
         await second.close()
     assert night.wait(60) == 0
     assert threaded_sim.stats.tasks_created == 3
+
+
+def test_the_command_prints_its_address_serves_and_stops_on_ctrl_c(judged_run, tmp_path):
+    process = subprocess.Popen(
+        [sys.executable, "-m", "runner", "review", str(judged_run)],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        first = process.stdout.readline()
+        assert first.startswith(f"review of {judged_run}: http://127.0.0.1:")
+        url = first.rsplit(": ", 1)[1].strip()
+        with urllib.request.urlopen(url, timeout=10) as answer:
+            assert answer.status == 200 and b"<title>review" in answer.read()
+        process.send_signal(signal.SIGINT)
+        assert process.wait(20) == 0
+    finally:
+        process.kill()
+        process.communicate()
