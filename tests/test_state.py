@@ -12,6 +12,7 @@ import pytest
 from jobs import DEFAULT_MODEL, model_named
 from runner.core.errors import RunFolderError
 from runner.core.records import TaskStatus
+from runner.ledger.schema import SCHEMA_VERSION
 from runner.ledger.transitions import PlanConflict, RunState
 from runner.manifest.plan import PlannedTask
 
@@ -195,7 +196,7 @@ def test_a_first_version_ledger_opens_and_is_migrated_and_a_newer_one_is_refused
     reader.close()
     RunState(path).close()
     with sqlite3.connect(path) as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == 5
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
         columns = {row[1] for row in db.execute("PRAGMA table_info(tasks)")}
         assert {"last_answer_at", "video_bytes"} <= columns
         tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}

@@ -79,7 +79,18 @@ def validated(result: Plan, manifest: Path) -> None:
         say(f"  image {pattern}: {files} file(s)")
     if result.url_images:
         say(f"  {result.url_images} task(s) use image URLs: the API fetches and checks those")
+    chains(result)
     conversions(result.conversions)
+
+
+def chains(result: Plan) -> None:
+    """Each chain: its links, its length and its price (every link counted)."""
+    for chain in result.chains:
+        links = " -> ".join(chain.keys)
+        say(
+            f"  chain {chain.name}: {len(chain.keys)} links, {chain.seconds} s, "
+            f"~ ${chain.usd:,.2f}: {links}"
+        )
 
 
 def conversions(

@@ -92,6 +92,9 @@ class TaskRecord:
     video_s: float | None = None  # the video's duration, read from its mvhd box
     video_problem: str | None = None  # why the video is not whole or not as asked; None: fine
     pictures: str | None = None  # JSON: converted pictures sent instead (runner.manifest.plan)
+    parent: str | None = None  # a chain link: the task whose last frame is its first
+    chain: str | None = None  # the chain it belongs to (its first link's row id)
+    parent_video: str | None = None  # the sha256 of the parent's video it was made from
 
 
 @dataclass(frozen=True)
@@ -133,6 +136,10 @@ class Planned(Protocol):
     def fingerprint(self) -> str: ...
     @property
     def legacy_fingerprint(self) -> str | None: ...
+    @property
+    def parent(self) -> str | None: ...
+    @property
+    def chain(self) -> str | None: ...
     @property
     def est_cost_usd(self) -> float: ...
     @property

@@ -12,7 +12,7 @@ from pathlib import Path
 from runner.core.errors import RunFolderError
 from runner.core.records import TaskRecord
 
-SCHEMA_VERSION = 5  # PRAGMA user_version; see migrate
+SCHEMA_VERSION = 6  # PRAGMA user_version; see migrate
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -44,7 +44,10 @@ CREATE TABLE IF NOT EXISTS tasks (
     video_bytes INTEGER,
     video_s REAL,
     video_problem TEXT,
-    pictures TEXT
+    pictures TEXT,
+    parent TEXT,
+    chain TEXT,
+    parent_video TEXT
 );
 CREATE TABLE IF NOT EXISTS attempts (
     task_key TEXT NOT NULL,
@@ -97,6 +100,9 @@ _ADDED_COLUMNS = (  # by version
     ("video_s", "REAL"),
     ("video_problem", "TEXT"),
     ("pictures", "TEXT"),
+    ("parent", "TEXT"),
+    ("chain", "TEXT"),
+    ("parent_video", "TEXT"),
 )
 
 
@@ -107,7 +113,8 @@ def migrate(db: sqlite3.Connection, path: Path) -> None:
     Version 1 is the first ledger (``user_version`` 0 or 1); version 2 adds
     ``tasks.last_answer_at``, version 3 ``tasks.video_bytes``, ``video_s`` and
     ``video_problem``, version 4 ``pictures`` (NULL for every older row), version 5 the
-    ``reviews`` and ``revisions`` tables (created empty by the schema script)."""
+    ``reviews`` and ``revisions`` tables (created empty by the schema script), version 6
+    ``parent``, ``chain`` and ``parent_video`` (chains; NULL for every older row)."""
     version = db.execute("PRAGMA user_version").fetchone()[0]
     if version > SCHEMA_VERSION:
         raise RunFolderError(

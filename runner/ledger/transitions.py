@@ -87,12 +87,14 @@ class RunState(Revising):
                     task.est_cost_usd,
                     task.video_name,
                     task.pictures_json(),
+                    task.parent,
+                    task.chain,
                 )
                 if task.key not in existing:
                     db.execute(
                         "INSERT INTO tasks (row_id, source, image, request_json, fingerprint, "
-                        "est_cost_usd, video_name, pictures, task_key, position, status, "
-                        "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        "est_cost_usd, video_name, pictures, parent, chain, task_key, position, "
+                        "status, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         (*values, task.key, start + offset, TaskStatus.PENDING, now),
                     )
                     added += 1
@@ -109,7 +111,7 @@ class RunState(Revising):
                     db.execute(
                         "UPDATE tasks SET row_id = ?, source = ?, image = ?, request_json = ?, "
                         "fingerprint = ?, est_cost_usd = ?, video_name = ?, pictures = ?, "
-                        "updated_at = ? WHERE task_key = ?",
+                        "parent = ?, chain = ?, updated_at = ? WHERE task_key = ?",
                         (*values, now, task.key),
                     )
                     updated += 1

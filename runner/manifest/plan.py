@@ -24,6 +24,7 @@ from jobs.pictures import (
 )
 from jobs.problems import FieldProblem
 from runner.core.records import TaskRecord
+from runner.manifest.chains import ChainSummary, link
 from runner.manifest.plan_pictures import AUTO, ManifestPictures, TaskPictures
 from runner.manifest.rows import (
     MAX_TASKS,
@@ -67,6 +68,9 @@ class PlannedTask:
     # With a converted picture: the fingerprint a kling-batch from before conversions
     # gave it (it sent the file as it was), so that a task it sent is not "changed".
     legacy_fingerprint: str | None = None
+    parent: str | None = None  # a chain link: the task whose last frame is its first
+    chain: str | None = None  # the chain it belongs to (its first link's row id)
+    stitch: bool = False  # the row asks for its chain's film at the end of the run
 
     def request_json(self) -> str:
         return self.request.to_json()
@@ -91,6 +95,8 @@ class PlannedTask:
             est_cost_usd=record.est_cost_usd,
             video_name=record.video_name,
             pictures=planned_pictures(record),
+            parent=record.parent,
+            chain=record.chain,
         )
 
 
@@ -126,6 +132,23 @@ class Plan:
     @property
     def models(self) -> list[str]:
         return sorted({t.request.model.name for t in self.tasks})
+
+    @property
+    def chains(self) -> list[ChainSummary]:
+        """Each chain, its links in order, its length and its price."""
+        links: dict[str, list[PlannedTask]] = {}
+        for task in self.tasks:
+            if task.chain is not None:
+                links.setdefault(task.chain, []).append(task)
+        return [
+            ChainSummary(
+                name,
+                tuple(t.key for t in tasks),
+                sum(int(t.request.get("duration") or 0) for t in tasks),
+                round(sum(t.est_cost_usd for t in tasks), 2),
+            )
+            for name, tasks in links.items()
+        ]
 
     def cost_breakdown(self) -> list[tuple[str, int, str, int, float]]:
         """(model, duration, price tier, tasks, estimated USD), for the estimate table."""
@@ -173,6 +196,8 @@ def plan(
 
 def _plan(manifest: Manifest, prices: Mapping[str, Any] | None, max_tasks: int) -> Plan:
     specs, problems = expand(manifest, max_tasks)
+    specs, chain_problems = link(specs)
+    problems += chain_problems
     _, from_file = price_tables(manifest.prices)
     _, from_option = price_tables(prices or {})
     tables, _ = price_tables({**manifest.prices, **(prices or {})})
@@ -316,6 +341,9 @@ def _plan_one(
         pictures=tuple(found.planned),
         legacy_fingerprint=request.fingerprint(found.sources) if found.planned else None,
         picture_settings=tuple((k, spec.values[k]) for k in PICTURE_FIELDS if k in spec.values),
+        parent=spec.parent,
+        chain=spec.chain,
+        stitch=spec.stitch,
     )
 
 

@@ -24,6 +24,7 @@ from jobs.pictures import (
     turn_warning,
 )
 from jobs.problems import FieldProblem
+from runner.manifest.chains import parent_of
 from runner.manifest.rows import (
     TaskSpec,
     model_of_spec,
@@ -57,7 +58,16 @@ class TaskPictures:
         self, name: str, raw: str, pictures: ManifestPictures, typed: dict[str, Any]
     ) -> str | None:
         """Check the picture of field ``name``; returns the reference to keep. With
-        ``aspect_ratio: auto``, the first frame decides the task's ratio (in ``typed``)."""
+        ``aspect_ratio: auto``, the first frame decides the task's ratio (in ``typed``).
+        A chain link's first frame (its parent's last) does not exist yet: it counts in
+        the fingerprint as the reference itself, and is checked when it is made."""
+        if parent_of(raw) is not None:
+            self.digests[name] = raw
+            if self.auto and name == "image":
+                self.problems.append(
+                    FieldProblem("aspect_ratio", AUTO, "a link follows its parent's video")
+                )
+            return raw
         reference, picture, problems = pictures.check(raw)
         self.problems += [FieldProblem(name, p.value, p.rule, p.code) for p in problems]
         self.digests[name] = None
@@ -121,7 +131,12 @@ class ManifestPictures:
                 continue
             for name, raw in spec.values.items():
                 known = model.by_name.get(name)
-                if known is not None and known.wire == Wire.IMAGE and isinstance(raw, str):
+                if (
+                    known is not None
+                    and known.wire == Wire.IMAGE
+                    and isinstance(raw, str)
+                    and parent_of(raw) is None  # a chain link's frame is made later
+                ):
                     yield self.resolve(raw.strip())
 
     def resolve(self, raw: str) -> str | Path | list[FieldProblem]:

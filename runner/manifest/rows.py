@@ -28,7 +28,9 @@ from jobs import DEFAULT_MODEL, MODELS
 from jobs.contract import Model, Wire
 from jobs.problems import FieldProblem
 
-ROW_ONLY_FIELDS = ("id", "repeat")  # ``model`` is a setting like any other: it expands
+# ``model`` is a setting like any other: it expands. ``after`` names the row a row
+# continues (runner.manifest.chains); ``stitch`` asks for its chain's film.
+ROW_ONLY_FIELDS = ("id", "repeat", "after", "stitch")
 # Fields whose one value is itself a list (voice ids, multi-shot segments), by contract.
 LIST_VALUED = frozenset(
     f.name for m in MODELS.values() for f in m.fields if f.wire in (Wire.VOICES, Wire.SEGMENTS)
@@ -130,6 +132,12 @@ class TaskSpec:
     line: int | None
     values: dict[str, Any]
     defaulted: frozenset[str] = frozenset()
+    # Chains (runner.manifest.chains): the row this one continues, as written; then,
+    # once linked, the task whose last frame is this one's first, and the chain's name.
+    after: str | None = None
+    stitch: bool = False
+    parent: str | None = None
+    chain: str | None = None
 
     @property
     def source(self) -> str:
@@ -240,8 +248,23 @@ def expand(manifest: Manifest, max_tasks: int = MAX_TASKS) -> tuple[list[TaskSpe
         for _ in range(repeat):
             for combo in combos:
                 key = f"{row_id}/{next(number)}"
-                tasks.append(TaskSpec(key, row_id, name, row.line, combo, row.defaulted))
+                tasks.append(
+                    TaskSpec(
+                        key,
+                        row_id,
+                        name,
+                        row.line,
+                        combo,
+                        row.defaulted,
+                        after=_text_or_none(row.values.get("after")),
+                        stitch=row.values.get("stitch") in (True, "true", "yes", "1", 1),
+                    )
+                )
     return tasks, problems
+
+
+def _text_or_none(value: Any) -> str | None:
+    return None if value in (None, "") else str(value).strip()
 
 
 def _count(row: Row) -> int:

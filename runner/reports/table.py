@@ -53,6 +53,8 @@ COLUMNS = [
     "video_url_expires_at",  # when video_url dies: by its own signature, else its ttl
     "verdict",  # kept or rejected by a person (kling-batch review); empty: not judged
     "note",  # what they wrote of it
+    "chain",  # the chain a task belongs to (its first link's row id); empty: none
+    "parent",  # a link: the task whose last frame is its first
 ]
 # Settings with a column of their own; the rest of a model's settings go in "settings".
 _OWN_COLUMNS = frozenset(
@@ -119,6 +121,8 @@ def build_frame(
                 "video_url_expires_at": iso_time(record.video_url_expires_at),
                 "verdict": str(review.verdict) if review and review.verdict else None,
                 "note": review.note if review and review.note else None,
+                "chain": record.chain,
+                "parent": record.parent,
             }
         )
     return pd.DataFrame(rows, columns=COLUMNS)
