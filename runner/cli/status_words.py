@@ -33,6 +33,7 @@ def status(run_dir: Path, summary: RunSummary) -> None:
     )
     _balance(summary)
     _verdicts(run_dir, summary)
+    _waiting_links(summary)
     if summary.generation_p50_s is not None:
         say(
             f"  generation time p50 {summary.generation_p50_s:.1f}s, "
@@ -57,6 +58,16 @@ def status(run_dir: Path, summary: RunSummary) -> None:
     say("next:")
     for step in summary.next_steps:
         say(f"  {step}")
+
+
+def _waiting_links(summary: RunSummary) -> None:
+    if not summary.waiting_links:
+        return
+    say(f"  {len(summary.waiting_links)} chain link(s) wait on their parents:")
+    for link, parent, status in summary.waiting_links[:10]:
+        say(f"    {link} waits on {parent} ({status})")
+    if len(summary.waiting_links) > 10:
+        say(f"    ... and {len(summary.waiting_links) - 10} more")
 
 
 def _verdicts(run_dir: Path, summary: RunSummary) -> None:

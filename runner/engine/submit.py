@@ -32,6 +32,7 @@ from runner.core.errors import (
 )
 from runner.core.records import TaskRecord
 from runner.engine.canary import CanaryMode, Sent
+from runner.engine.chain_links import ChainLinks
 from runner.engine.rate_limits import EndpointLimiter
 from runner.engine.retry import DEFAULT_LIMITS, Action, Decision, RetryLimits, after_submit_error
 from runner.engine.stopping import StopSwitch
@@ -140,17 +141,21 @@ class Submitter:
         the same: a wrong key, base URL or an empty balance then costs one refused
         request, not one per worker. ``in_flight``: tasks the API made before this run
         (a canary among them is waited for, not sent again)."""
+        links = ChainLinks(self.state, download=self.download)
         queue = SubmitQueue(
-            tasks,
+            links.split(tasks),
             self.state,
             self.wire,
             self.canary,
             download=self.download,
             in_flight=in_flight,
+            more_coming=links.more_coming,
         )
         self.queue = queue
         self.state.listeners.append(queue.hear)
+        self.state.listeners.append(links.hear)
         self.stop.on_trip(queue.close)
+        links.start(queue.add, queue.wake)
         try:
             if self.canary == CanaryMode.OFF:
                 await self._worker(queue, stop_after=1)
@@ -159,6 +164,10 @@ class Submitter:
                     group.create_task(self._worker(queue))
         finally:
             self.state.listeners.remove(queue.hear)
+            self.state.listeners.remove(links.hear)
+            await links.close()
+            for key, why in links.unsent().items():
+                log.warning("%s not sent this run: %s", key, why)
 
     async def _worker(self, queue: SubmitQueue, stop_after: int | None = None) -> None:
         done = 0

@@ -49,6 +49,7 @@ class SubmitQueue:
         *,
         download: bool = True,
         in_flight: list[TaskRecord] | None = None,
+        more_coming: Callable[[], bool] = lambda: False,
     ):
         self.state = state
         self.wire = wire
@@ -63,6 +64,7 @@ class SubmitQueue:
         self._candidates: dict[str, deque[str]] = {}  # model -> canary candidates, in order
         self._pending_by_model: Counter[str] = Counter()
         self._closed = False
+        self._more_coming = more_coming  # tasks not here yet may come (a chain's links)
         self._wake = asyncio.Event()
         for record in in_flight or []:
             self._adopt(record)
@@ -92,8 +94,9 @@ class SubmitQueue:
             record = self._next_ready()
             if record is not None:
                 return record
-            if not any(g.probe for g in self._gates.values() if not g.open and not g.held):
-                return None  # no probe in flight: no gate will open
+            probing = any(g.probe for g in self._gates.values() if not g.open and not g.held)
+            if not probing and not self._more_coming():
+                return None  # no gate will open, no link will come
             await wake.wait()
 
     def sent(self, record: TaskRecord, outcome: Sent, field_refused: str | None = None) -> None:

@@ -174,6 +174,13 @@ class RunState(Revising):
                 self._event(db, key, "requeued", reason)
         return len(task_keys)
 
+    def set_link_frame(self, task_key: str, pictures: str, parent_video: str) -> None:
+        """A chain link's first frame, made from its parent's video (whose sha256 is
+        ``parent_video``): committed before the link is sent."""
+        with self._transaction() as db:
+            self._update(db, task_key, pictures=pictures, parent_video=parent_video)
+            self._event(db, task_key, "first frame", f"the last of a video {parent_video[:12]}")
+
     # --- transitions (each one committed before it returns) ----------------------
 
     def mark_submitting(self, task_key: str) -> int:

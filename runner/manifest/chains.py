@@ -10,7 +10,7 @@ Two ways to write one, in YAML or CSV alike:
 
 A chain is linear: a task is continued at most once. A link is planned like any task
 (its settings checked, its price counted) with its first frame standing for "the
-parent's last frame" (:data:`LAST_FRAME_OF` and the parent's key): the picture itself
+parent's last frame" (``runner.media.last_frame.last_frame_of``): the picture itself
 exists only once the parent's video is downloaded and whole (``runner.media.last_frame``).
 """
 
@@ -21,20 +21,9 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from runner.manifest.rows import Problem, TaskSpec
+from runner.media.chain_refs import last_frame_of
 
-LAST_FRAME_OF = "last-frame-of:"  # an image reference: the last frame of this task's video
 CHAIN = "chain"  # the short form: a row's prompts, each continuing the last
-
-
-def last_frame_of(parent_key: str) -> str:
-    return f"{LAST_FRAME_OF}{parent_key}"
-
-
-def parent_of(reference: object) -> str | None:
-    """The task whose last frame ``reference`` stands for, or None."""
-    if isinstance(reference, str) and reference.startswith(LAST_FRAME_OF):
-        return reference.removeprefix(LAST_FRAME_OF)
-    return None
 
 
 def link(specs: Sequence[TaskSpec]) -> tuple[list[TaskSpec], list[Problem]]:

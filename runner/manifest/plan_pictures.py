@@ -24,11 +24,11 @@ from jobs.pictures import (
     turn_warning,
 )
 from jobs.problems import FieldProblem
-from runner.manifest.chains import parent_of
 from runner.manifest.rows import (
     TaskSpec,
     model_of_spec,
 )
+from runner.media.chain_refs import parent_of
 from runner.media.picture_pool import (
     IMAGES_DIR,
     PlannedPicture,

@@ -31,6 +31,7 @@ from runner.core.atomic import write_bytes_atomically
 from runner.core.pool import map_on_every_core
 from runner.core.records import TaskRecord
 from runner.core.user_cache import user_cache_dir
+from runner.media.chain_refs import parent_of
 
 CHECKS_VERSION = 1  # raise when what ``open_picture`` finds changes
 IMAGES_DIR = "images"
@@ -250,4 +251,5 @@ def planned_pictures(record: TaskRecord) -> tuple[PlannedPicture, ...]:
     return tuple(
         PlannedPicture(name, str(request[name]), conversion, file)
         for name, (file, conversion) in converted.items()
+        if parent_of(request[name]) is None  # a link's first frame: the engine makes it
     )

@@ -87,6 +87,8 @@ class RunSummary:
     # Tasks whose submit's outcome cannot be known, and why (their cause reads "unknown").
     unknown: list[Failure] = field(default_factory=list)
     verdicts: dict[str, int] = field(default_factory=dict)  # kept/rejected -> tasks judged
+    # Chain links not sent, and what they wait on: (link, parent, the parent's status).
+    waiting_links: list[tuple[str, str, str]] = field(default_factory=list)
 
     @property
     def measured_spend_usd(self) -> float | None:
@@ -164,7 +166,7 @@ def summarize(
         started_at=min(submitted, default=None),
         finished_at=max(finished, default=None) if all_final else None,
         next_steps=_next_steps(
-            counts,
+            _sendable(counts, waiting_links(records)),
             len(in_flight),
             missing,
             run_dir_label,
@@ -194,7 +196,35 @@ def summarize(
             if r.status == TaskStatus.UNKNOWN
         ],
         verdicts=dict(Counter(str(r.verdict) for r in state.reviews().values() if r.verdict)),
+        waiting_links=waiting_links(records),
     )
+
+
+# A link waiting on a parent in one of these goes only once the parent is made again.
+_STUCK = frozenset(str(s) for s in FINAL | ASKED_AGAIN) - {str(TaskStatus.SUCCEEDED)}
+
+
+def _sendable(counts: dict[str, int], waiting: list[tuple[str, str, str]]) -> dict[str, int]:
+    """``counts`` with the links ``resume`` would not send (their parents failed,
+    expired, ...) taken out of ``pending``: a rerun of the parent picks them up."""
+    stuck = sum(1 for _, _, status in waiting if status in _STUCK)
+    return {**counts, TaskStatus.PENDING: counts.get(TaskStatus.PENDING, 0) - stuck}
+
+
+def waiting_links(records: Sequence[TaskRecord]) -> list[tuple[str, str, str]]:
+    """Each pending chain link and its parent, with the parent's status ("succeeded"
+    when only its video is missing)."""
+    by_key = {r.task_key: r for r in records}
+    waiting = []
+    for record in records:
+        if record.status != TaskStatus.PENDING or record.parent is None:
+            continue
+        parent = by_key.get(record.parent)
+        status = str(parent.status) if parent is not None else "gone"
+        if parent is not None and parent.status == TaskStatus.SUCCEEDED and not parent.video_path:
+            status = "succeeded, its video not downloaded"
+        waiting.append((record.task_key, record.parent, status))
+    return waiting
 
 
 def _percentile(sorted_values: list[float], percent: int) -> float | None:

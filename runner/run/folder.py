@@ -159,7 +159,24 @@ class RunFolder:
                     failure_class(record.error) not in classes
                 )
                 (left_out if unsendable else chosen).append(record)
-        return chosen, left_out
+        return with_links(chosen, records), left_out
+
+
+def with_links(chosen: list[TaskRecord], records: dict[str, TaskRecord]) -> list[TaskRecord]:
+    """``chosen`` and every chain link made from one of them (a finished link, down the
+    chain): a parent made again makes new links, never a mix of an old and a new take.
+    Links not made yet need nothing: they wait for their parent as it is."""
+    child_of = {r.parent: r for r in records.values() if r.parent is not None}
+    taken = {r.task_key for r in chosen}
+    linked = list(chosen)
+    for record in chosen:
+        child = child_of.get(record.task_key)
+        while child is not None and child.status in SETTLED and child.parent_video:
+            if child.task_key not in taken:
+                taken.add(child.task_key)
+                linked.append(child)
+            child = child_of.get(child.task_key)
+    return sorted(linked, key=lambda r: r.position)
 
 
 def same_api(a: str, b: str) -> bool:

@@ -19,6 +19,7 @@ SIMULATOR_API = "embedded simulator"
 # How long the embedded simulator's tasks take: short enough for a demo, long enough
 # that polling by eta is visible.
 EMBEDDED_SIM_TIMES: dict[str, Any] = {"queue_s": 1.0, "generation_s": 2.0}
+CHAIN_VIDEO_WIDTH = 640
 REHEARSAL_BALANCE_USD = 100.0  # the rehearsal account's balance at a folder's first run
 BALANCE_KEY = "rehearsal_balance_usd"  # where the folder keeps what is left of it
 
@@ -32,7 +33,15 @@ def embedded_api(state: RunState, api_key: str) -> Iterator[str]:
     account's balance is the folder's: what one run spent is gone for the next, so
     ``status``'s measured spend agrees with the estimate, as it would on Novita."""
     balance = float(state.meta().get(BALANCE_KEY, REHEARSAL_BALANCE_USD))
-    config = SimConfig(api_key=api_key, seed=7, balance_usd=balance, **EMBEDDED_SIM_TIMES)
+    # A chain's links send their parents' last frames: videos wide enough to be first frames.
+    chained = any(record.parent for record in state.tasks())
+    config = SimConfig(
+        api_key=api_key,
+        seed=7,
+        balance_usd=balance,
+        video_width=CHAIN_VIDEO_WIDTH if chained else SimConfig.video_width,
+        **EMBEDDED_SIM_TIMES,
+    )
     with simulator_in_thread(config) as sim:
         for record in state.tasks([*IN_FLIGHT, TaskStatus.STALLED, TaskStatus.SUCCEEDED]):
             if record.task_id and not record.video_path:

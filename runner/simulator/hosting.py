@@ -104,6 +104,12 @@ def add_sim_arguments(parser: argparse.ArgumentParser) -> None:
         help="each video made from its task's image, or a tiny fixed sample (speed)",
     )
     parser.add_argument(
+        "--video-width",
+        type=int,
+        default=defaults.video_width,
+        help="width of a video made from an image (a chain's links need 600 or more)",
+    )
+    parser.add_argument(
         "--sign-links-once",
         action="store_true",
         help="Task Result lists the link signed when the task finished, never a new one",
@@ -204,6 +210,7 @@ def run_simulator(args: argparse.Namespace) -> int:
         cut_first_download_rate=args.cut_first_download_rate,
         video_duration_s=args.video_duration_s,
         video_source=args.video_source,
+        video_width=args.video_width,
         submit_limit=int(args.submit_limit.count) if args.submit_limit else None,
         limit_window_s=args.submit_limit.period_s if args.submit_limit else 60.0,
         balance_usd=args.balance_usd,

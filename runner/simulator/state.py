@@ -82,6 +82,10 @@ class SimConfig:
     # "image": each task's video is made from the image it was sent; "sample": the tiny
     # fixed sample for every task (speed benchmarks; also whenever video_bytes is set).
     video_source: str = "image"
+    # The width of a video made from an image (its height follows the image): the
+    # default is small and quick; a chain needs 600 or more (its links send their
+    # parents' last frames, and a first frame is at least 300 px on a side).
+    video_width: int = 320
     cut_first_download_rate: float = 0.0  # a task's first download arrives cut in half
     video_type: str = "mp4"  # what Task Result says it made: "gif" serves animated GIFs
     quote_key_in_errors: bool = False  # errors echo the request's Authorization header

@@ -53,14 +53,14 @@ VIDEO_FPS = 8
 PUSH_IN = 0.12  # the last frame shows the middle 1 / (1 + PUSH_IN) of the picture
 
 
-def video_from_image(image: bytes | None, duration_s: float) -> bytes:
+def video_from_image(image: bytes | None, duration_s: float, width: int = VIDEO_WIDTH) -> bytes:
     """A real H.264 MP4 made from the submitted first frame: a slow push-in, as long as
     asked (moov at the end, as many encoders leave it). The user's own picture moves in
     the demo's gallery and contact sheet, and the runner's checks meet a real file.
     ``image`` None (a URL the simulator does not fetch, or text to video): a gradient."""
     import av  # the simulator's only use of PyAV; a CLI start does not pay for it
 
-    still = _still(image)
+    still = _still(image, width)
     width, height = still.size[0] // 2 // 2 * 2, still.size[1] // 2 // 2 * 2
     frames = max(1, round(duration_s * VIDEO_FPS))
     out_buffer = io.BytesIO()
@@ -83,7 +83,7 @@ def video_from_image(image: bytes | None, duration_s: float) -> bytes:
     return out_buffer.getvalue()
 
 
-def _still(image: bytes | None) -> Image.Image:
+def _still(image: bytes | None, width: int = VIDEO_WIDTH) -> Image.Image:
     """The picture at twice the video's width (each frame is cut from it)."""
     if image is not None:
         try:
@@ -92,9 +92,9 @@ def _still(image: bytes | None) -> Image.Image:
         except (OSError, ValueError, Image.DecompressionBombError):
             picture = None
         if picture is not None:
-            scale = 2 * VIDEO_WIDTH / picture.width
-            return picture.resize((2 * VIDEO_WIDTH, max(2, round(picture.height * scale))))
-    gradient = Image.linear_gradient("L").resize((2 * VIDEO_WIDTH, 2 * VIDEO_WIDTH * 9 // 16))
+            scale = 2 * width / picture.width
+            return picture.resize((2 * width, max(2, round(picture.height * scale))))
+    gradient = Image.linear_gradient("L").resize((2 * width, 2 * width * 9 // 16))
     return Image.merge("RGB", (gradient, gradient.rotate(90), Image.new("L", gradient.size, 90)))
 
 

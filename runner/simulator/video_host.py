@@ -31,7 +31,7 @@ class VideoHost:
         self.url = ""  # set once its listener is up
         self._secret = uuid.uuid4().bytes
         self._images: dict[str, bytes] = {}  # first frames by digest, for the videos
-        self._videos: dict[tuple[str | None, float], bytes] = {}  # by image and seconds
+        self._videos: dict[tuple[str | None, float, int], bytes] = {}  # image, seconds, width
 
     async def serve(self, request: web.Request) -> web.StreamResponse:
         self.sim.stats.media_requests += 1
@@ -77,10 +77,11 @@ class VideoHost:
             return await asyncio.to_thread(gif_from_image, image, duration)
         if self._sample_only:
             return sample_video(duration, self.sim.config.video_bytes or 0)
-        key = (task.image_digest, duration)
+        width = self.sim.config.video_width
+        key = (task.image_digest, duration, width)
         if key not in self._videos:
             image = self._images.get(task.image_digest or "")
-            self._videos[key] = await asyncio.to_thread(video_from_image, image, duration)
+            self._videos[key] = await asyncio.to_thread(video_from_image, image, duration, width)
         return self._videos[key]
 
     @property
