@@ -74,6 +74,7 @@ browser:
 bench: dev
 	$(BIN)/python -m bench.bench
 	$(BIN)/python -m bench.night_end
+	$(BIN)/python -m bench.chains
 
 # A simulator to rehearse against from another shell (see README).
 sim: install

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +18,7 @@ from PIL import Image, ImageChops, ImageDraw, ImageStat
 
 from runner.cli.commands import main
 from runner.media.last_frame import last_frame
+from runner.run.films import film_seconds
 from runner.simulator import SimConfig, Simulator, simulator_in_thread
 from tests.conftest import FAST, SIM_KEY, runner_process, wait_until
 
@@ -183,3 +185,36 @@ def test_resume_after_a_kill_continues_the_chain_and_pays_for_no_link_twice(chai
         "she enters a cafe": 1,
     }
     assert {r["status"] for r in rows(run_dir).values()} == {"succeeded"}
+
+
+def test_a_chain_that_asks_is_stitched_at_the_end_without_re_encoding(chain_sim, tmp_path, capsys):
+    street(tmp_path / "street.png")
+    manifest = THREE.replace("defaults: {sound: false}", "defaults: {sound: false, stitch: true}")
+    (tmp_path / "m.yaml").write_text(manifest, encoding="utf-8")
+    run_dir = tmp_path / "run"
+    assert main(["run", str(tmp_path / "m.yaml"), "--out", str(run_dir), *FAST]) == 0
+    assert "film films/walk.mp4: 3 clip(s), 15.0 s, joined without re-encoding" in (
+        capsys.readouterr().out
+    )
+    film = run_dir / "films" / "walk.mp4"
+    tasks = rows(run_dir)
+    clips = [run_dir / tasks[k]["video_path"] for k in ("walk/1", "walk/2", "walk/3")]
+    lengths = [film_seconds(clip) for clip in clips]
+    assert abs(film_seconds(film) - sum(lengths)) <= 2 / 8  # a frame (8 fps) per joint
+    with av.open(str(film)) as container:
+        assert container.metadata["title"] == "walk"
+        assert "walk/2 (" in container.metadata["comment"]
+        assert "she turns the corner" in container.metadata["comment"]
+        frames = [f.to_image() for f in container.decode(video=0)]
+    per_clip = len(frames) // 3
+    assert difference(frames[per_clip - 1], frames[per_clip]) < 3  # no jump at a joint
+    story = json.loads((run_dir / "films" / "walk.json").read_text(encoding="utf-8"))
+    assert [link["task_id"] for link in story["links"]] == [tasks[k]["task_id"] for k in tasks]
+    assert story["reencoded"] is False
+
+    assert main(["stitch", str(run_dir)]) == 0  # the same videos: not made again
+    assert "made before from the same videos" in capsys.readouterr().out
+    assert main(["stitch", str(run_dir), "--all", "--crossfade", "0.5"]) == 0
+    out = capsys.readouterr().out
+    assert "films/all.mp4: 3 clip(s)" in out and "re-encoded for a 0.5 s crossfade" in out
+    assert abs(film_seconds(run_dir / "films" / "all.mp4") - (sum(lengths) - 1.0)) <= 2 / 8

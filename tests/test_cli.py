@@ -208,7 +208,7 @@ def test_python_dash_m_runner_is_the_same_cli():
         [sys.executable, "-m", "runner", "--help"], capture_output=True, text=True, check=True
     )
     assert (
-        "{validate,run,resume,rerun,review,export,status,report,sheet,models,doctor,sim}"
+        "{validate,run,resume,rerun,review,export,stitch,status,report,sheet,models,doctor,sim}"
         in done.stdout
     )
 

@@ -83,6 +83,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--kept", type=Path, required=True, metavar="DEST", help="the folder to copy them into"
     )
 
+    stitch = command("stitch", "join each chain's videos into one film (films/<chain>.mp4)")
+    stitch.add_argument("run_dir", type=Path)
+    stitch.add_argument(
+        "--chain", action="append", default=None, metavar="NAME", help="this chain (repeatable)"
+    )
+    stitch.add_argument(
+        "--all", action="store_true", help="also the whole run in manifest order (films/all.mp4)"
+    )
+    stitch.add_argument(
+        "--crossfade", type=float, default=0.0, metavar="SECONDS", help="blend each joint"
+    )
+
     status = command("status", "counts, spend, in flight, what comes next")
     status.add_argument("run_dir", type=Path)
     status.add_argument("--json", action="store_true", help="the same, as JSON for scripts")

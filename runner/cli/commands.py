@@ -210,6 +210,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "report": readers.cmd_report,
     "review": cmd_review,
     "export": readers.cmd_export,
+    "stitch": readers.cmd_stitch,
     "sheet": readers.cmd_sheet,
     "models": readers.cmd_models,
     "sim": run_simulator,

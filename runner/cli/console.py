@@ -27,6 +27,7 @@ from runner.media.picture_pool import Converted, PlannedPicture
 from runner.reports.notices import HookResult
 from runner.reports.report import ReportFiles
 from runner.reports.summary import LinksToFetch
+from runner.run.films import FilmResult
 from runner.run.folder import SyncSummary
 from runner.run.redo import Redo
 
@@ -152,6 +153,20 @@ def on_finish(hook: HookResult, timeout_s: float) -> None:
     said += f"; its output ended:\n{tail}" if tail else ""
     level = logging.INFO if hook.exit_code == 0 else logging.WARNING
     logging.getLogger(__name__).log(level, "%s", said)
+
+
+def films(run_dir: Path, results: Sequence[FilmResult]) -> None:
+    """Each film made (its length and how it was joined), or why a chain has none."""
+    for result in results:
+        if result.film is None:
+            say(f"chain {result.chain}: no film yet: {', '.join(result.missing)} without a video")
+            continue
+        film = result.film
+        how = "made before from the same videos" if result.kept else film.why
+        shown = film.path.relative_to(run_dir) if film.path.is_relative_to(run_dir) else film.path
+        say(f"film {shown}: {len(result.links)} clip(s), {film.seconds:.1f} s, {how}")
+        for note in film.notes:
+            say(f"  note: {note}")
 
 
 def rejected(redo: Redo) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 from jobs import DEFAULT_MODEL, MODELS, model_as_json
 from runner.cli import console
 from runner.cli import status_words as status_console
-from runner.core.exits import EXIT_OK, EXIT_SOME_FAILED
+from runner.core.exits import EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE
 from runner.engine.progress import progress_line
 from runner.ledger.file import LedgerReads
 from runner.ledger.transitions import RunState
@@ -20,6 +20,7 @@ from runner.reports.export import export_kept
 from runner.reports.report import write_reports
 from runner.reports.sheet import write_contact_sheet
 from runner.reports.summary import summarize
+from runner.run.films import chains_of, make_films
 from runner.run.folder import require_ledger
 from runner.run.lock import lock_holder
 
@@ -51,6 +52,25 @@ def cmd_export(args: argparse.Namespace) -> int:
         )
         return EXIT_SOME_FAILED
     return EXIT_OK
+
+
+def cmd_stitch(args: argparse.Namespace) -> int:
+    state = _read_folder(args.run_dir)
+    try:
+        if args.chain is None and not args.all and not chains_of(state.tasks()):
+            print(f"{args.run_dir}: no chain to stitch (--all joins the whole run)")
+            return EXIT_OK
+        try:
+            results = make_films(
+                state, args.run_dir, args.chain, whole_run=args.all, crossfade_s=args.crossfade
+            )
+        except KeyError as unknown:
+            console.error(f"error: no such chain: {unknown.args[0]}")
+            return EXIT_USAGE
+    finally:
+        state.close()
+    console.films(args.run_dir, results)
+    return EXIT_OK if all(r.film for r in results) else EXIT_SOME_FAILED
 
 
 def cmd_report(args: argparse.Namespace) -> int:

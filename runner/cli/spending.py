@@ -35,6 +35,7 @@ from runner.reports import notices as notify
 from runner.reports.report import write_reports
 from runner.reports.summary import links_to_fetch, summarize
 from runner.run import flow
+from runner.run.films import asked_films, make_films
 from runner.run.folder import RunFolder
 from runner.run.options import RunOptions, option_specs
 from runner.run.rehearsal import SIMULATOR_API
@@ -146,6 +147,8 @@ def _execute(
     files = write_reports(state, run_dir)
     links = None if options.download else links_to_fetch(state.tasks(), learned.value(LINKS))
     console.outcome(run_dir, outcome, files, missing, options.download, files.video_problems, links)
+    if asked := asked_films(state):  # the rows said stitch: true
+        console.films(run_dir, make_films(state, run_dir, asked))
     code = exit_code_of_run(
         outcome.counts,
         videos_missing=missing if options.download else 0,

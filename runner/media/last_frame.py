@@ -26,9 +26,8 @@ def last_frame(video: Path) -> Image.Image:
     """The last frame ``video`` shows, full size. Raises ``av.FFmpegError``,
     ``OSError`` or ``ValueError`` (no video stream, no frame) for a video without one."""
     with av.open(str(video)) as container:
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"  # frame threads: the frames after the keyframe
-        assert stream.time_base is not None
+        stream = container.streams.video[0]  # PyAV's slice threads: frame threads were
+        assert stream.time_base is not None  # slower for these 48 frames (175 vs 141 ms)
         end = (container.duration or 0) / av.time_base
         container.seek(int(end / stream.time_base), stream=stream, backward=True)
         shown = _last_shown(container, stream)

@@ -6,6 +6,7 @@ it asks for exactly what the manifest asks for. Every refusal is a
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
@@ -127,6 +128,8 @@ class RunFolder:
                 f"different request: {', '.join(conflict.keys[:10])}\n"
                 "  use --out for a new run folder, or give the changed rows new ids"
             ) from None
+        asked = sorted({t.chain for t in planned if t.stitch and t.chain is not None})
+        self.state.set_meta(films=json.dumps(asked))  # run's end makes these chains' films
         pending = len(self.state.tasks([TaskStatus.PENDING]))
         return SyncSummary(len(planned), result.added, pending, result.retired)
 
