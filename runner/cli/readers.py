@@ -67,6 +67,7 @@ def cmd_stitch(args: argparse.Namespace) -> int:
         except KeyError as unknown:
             console.error(f"error: no such chain: {unknown.args[0]}")
             return EXIT_USAGE
+        write_reports(state, args.run_dir)  # the page plays the films
     finally:
         state.close()
     console.films(args.run_dir, results)

@@ -144,11 +144,11 @@ def _execute(
         return EXIT_STOPPED, outcome.stopped_by
     record_balance(state, balance)
     missing = state.missing_videos()
-    files = write_reports(state, run_dir)
+    films = make_films(state, run_dir, asked) if (asked := asked_films(state)) else []
+    files = write_reports(state, run_dir)  # after the films: the page plays them
     links = None if options.download else links_to_fetch(state.tasks(), learned.value(LINKS))
     console.outcome(run_dir, outcome, files, missing, options.download, files.video_problems, links)
-    if asked := asked_films(state):  # the rows said stitch: true
-        console.films(run_dir, make_films(state, run_dir, asked))
+    console.films(run_dir, films)
     code = exit_code_of_run(
         outcome.counts,
         videos_missing=missing if options.download else 0,

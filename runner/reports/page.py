@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import functools
 import html
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -18,6 +18,7 @@ import pandas as pd
 from runner.core.records import TaskRecord
 from runner.media.picture_pool import first_frame_sent
 from runner.media.thumbs import source_thumbnail
+from runner.reports.chains_page import chains_section
 from runner.reports.sheet import SheetPage
 from runner.reports.summary import RunSummary, no_video_reason, same_input
 from runner.reports.table import iso_time
@@ -64,6 +65,7 @@ def render_html(
     title: str,
     thumbs: dict[str, str],
     sheets: Sequence[SheetPage] = (),
+    films: Mapping[str, str] | None = None,
 ) -> str:
     """A page a person looks at in the morning: the summary, then one card per task with
     its source image, settings, status, the video playing from its local file, and the
@@ -105,7 +107,7 @@ def render_html(
     )
     counts = " · ".join(f"{n} {html.escape(s)}" for s, n in summary.counts.items())
     return _page_template().format(
-        compare=_comparison(rows, thumbs),
+        compare=_comparison(rows, thumbs) + chains_section(rows, films or {}),
         sheets=_sheet_links(sheets),
         title=html.escape(title),
         header=header,

@@ -59,6 +59,12 @@ def write_reports(state: LedgerReads, run_dir: Path, formats: Sequence[str] = ()
             run_dir / REPORT_JSONL, frame.to_json(orient="records", lines=True, force_ascii=False)
         )
     summary = summarize(state, str(run_dir), records=records)
-    page = render_html(frame, summary, run_dir.name, thumbnails(records, run_dir), files.sheets)
+    films = {
+        chain: f"films/{chain}.mp4"
+        for chain in {r.chain for r in records if r.chain is not None}
+        if (run_dir / "films" / f"{chain}.mp4").is_file()
+    }
+    thumbs = thumbnails(records, run_dir)
+    page = render_html(frame, summary, run_dir.name, thumbs, files.sheets, films)
     write_text_atomically(files.html, page)
     return files

@@ -111,6 +111,21 @@ def _indexed(page: Page) -> SheetPage:
     )
 
 
+def _lines(tiles: list[Tile]) -> list[list[Tile | None]]:
+    lines: list[list[Tile | None]] = []
+    line: list[Tile | None] = []
+    chain: str | None = None
+    for tile in tiles:
+        if line and (len(line) == TILES_PER_LINE or tile.chain != chain):
+            lines.append(line)
+            line = []
+        line.append(tile)
+        chain = tile.chain
+    if line:
+        lines.append(line)
+    return lines
+
+
 def plan_pages(
     records: Sequence[TaskRecord],
     run_dir: Path,
@@ -168,14 +183,16 @@ def tile_of(record: TaskRecord, run_dir: Path, review: Review | None = None) -> 
         label=label,
         problem=problem,
         verdict=str(review.verdict) if review and review.verdict else None,
+        chain=record.chain,
     )
 
 
 def lay_out(tiles: list[Tile], models: list[str]) -> list[list[Tile | None]]:
-    """One model: tiles in lines of :data:`TILES_PER_LINE`. Several: one line per input,
-    its tiles in the models' order (None where a model was not asked for it)."""
+    """One model: tiles in lines of :data:`TILES_PER_LINE`, each chain starting a line
+    of its own (its links read left to right). Several: one line per input, its tiles
+    in the models' order (None where a model was not asked for it)."""
     if len(models) < 2:
-        return [list(tiles[i : i + TILES_PER_LINE]) for i in range(0, len(tiles), TILES_PER_LINE)]
+        return _lines(tiles)
     by_input: dict[tuple[str, ...], dict[str, Tile]] = {}
     for tile in tiles:
         by_input.setdefault(tile.input_key, {}).setdefault(tile.model, tile)

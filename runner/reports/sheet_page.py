@@ -69,6 +69,7 @@ class Tile:
     label: str  # status, model and length, or why there is no video
     problem: str | None  # a failure's reason, or the video's problem
     verdict: str | None = None  # kept or rejected by a person (kling-batch review)
+    chain: str | None = None  # the chain it is a link of: a chain starts a line
 
 
 @dataclass(frozen=True)
