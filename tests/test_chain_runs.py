@@ -218,3 +218,18 @@ def test_a_chain_that_asks_is_stitched_at_the_end_without_re_encoding(chain_sim,
     out = capsys.readouterr().out
     assert "films/all.mp4: 3 clip(s)" in out and "re-encoded for a 0.5 s crossfade" in out
     assert abs(film_seconds(run_dir / "films" / "all.mp4") - (sum(lengths) - 1.0)) <= 2 / 8
+
+
+def test_a_chain_rehearsed_from_python_makes_its_film(quick_rehearsal, tmp_path, monkeypatch):
+    """The library's run with the embedded simulator (its videos wide enough for a
+    chain): a chain of rows from a list of dicts, stitched at the end."""
+    import kling_batch as kb
+
+    monkeypatch.delenv("NOVITA_API_KEY", raising=False)
+    picture = street(tmp_path / "street.png")
+    rows_ = [{"id": "w", "image": str(picture), "chain": ["one", "two"], "stitch": True}]
+    result = kb.run(rows_, tmp_path / "run", simulate=True, canary="off", defaults={"sound": False})
+    assert result.ok, result.report[["task_key", "status", "error"]]
+    assert list(result.report["chain"]) == ["w", "w"]
+    assert list(result.report["parent"].fillna("")) == ["", "w/1"]
+    assert abs(film_seconds(tmp_path / "run" / "films" / "w.mp4") - 10.0) <= 2 / 8

@@ -100,6 +100,11 @@ def _check_ask_run(
             run_s := run_outlives_links(len(to_send.tasks), options.submit_rate.per_second)
         ):
             console.links_die_before_the_end(folder.run_dir, run_s)
+        if not options.download and (links := sum(1 for t in to_send.tasks if t.parent)):
+            console.error(
+                f"warning: {links} chain link(s) will not be sent: a link starts from its "
+                "parent's downloaded video, and this run keeps links instead (--no-download)"
+            )
         if to_send.tasks and not console.confirm_spend(
             to_send,
             simulated=connection.api == SIMULATOR_API,

@@ -41,6 +41,7 @@ from runner.manifest.yaml_rows import load_yaml
 from runner.reports.report import write_reports
 from runner.reports.table import build_frame
 from runner.run import flow
+from runner.run.films import asked_films, make_films
 from runner.run.folder import RunFolder
 from runner.run.options import RunOptions, option_specs
 from runner.run.redo import RedoEstimate, rejected_redo
@@ -228,6 +229,8 @@ def _spend(
             flow.run_batch(folder, url, connection.api_key, options, progress, _say, learned)
         )
     record_balance(state, balance)
+    if asked := asked_films(state):  # the rows said stitch: true (before the page)
+        make_films(state, folder.run_dir, asked)
     write_reports(state, folder.run_dir)
     code = exit_code_of_run(
         outcome.counts,
