@@ -233,3 +233,26 @@ def test_a_chain_rehearsed_from_python_makes_its_film(quick_rehearsal, tmp_path,
     assert list(result.report["chain"]) == ["w", "w"]
     assert list(result.report["parent"].fillna("")) == ["", "w/1"]
     assert abs(film_seconds(tmp_path / "run" / "films" / "w.mp4") - 10.0) <= 2 / 8
+
+
+def test_a_rejected_parent_made_again_brings_its_links_along(chain_sim, tmp_path, capsys):
+    from runner.core.records import Verdict
+    from runner.ledger.reviews import Judging
+
+    street(tmp_path / "street.png")
+    (tmp_path / "m.yaml").write_text(THREE, encoding="utf-8")
+    run_dir = tmp_path / "run"
+    assert main(["run", str(tmp_path / "m.yaml"), "--out", str(run_dir), *FAST]) == 0
+    ledger = Judging.open(run_dir)
+    ledger.judge("walk/1", verdict=Verdict.REJECTED)
+    ledger.close()
+    chain_sim.config.video_width = 704  # a new take is a new video
+    capsys.readouterr()
+    assert main(["rerun", str(run_dir), "--rejected", *FAST]) == 0
+    out = capsys.readouterr().out
+    assert "1 rejected task(s) to make again, 0 with edits, and 2 chain link(s)" in out
+    assert set(chain_sim.stats.created_by_prompt.values()) == {2}  # each link once more
+    tasks = rows(run_dir)
+    for parent, child in (("walk/1", "walk/2"), ("walk/2", "walk/3")):
+        video = (run_dir / tasks[parent]["video_path"]).read_bytes()
+        assert tasks[child]["parent_video"] == hashlib.sha256(video).hexdigest()

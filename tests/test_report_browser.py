@@ -229,6 +229,7 @@ def big_page(tmp_path) -> Path:
     return run_dir
 
 
+@pytest.mark.alone
 def test_a_page_of_20000_tasks_opens_quickly_and_finds_any_of_them(browser, big_page):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait

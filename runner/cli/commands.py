@@ -194,6 +194,7 @@ def cmd_rerun(args: argparse.Namespace) -> int:
             console.rejected(redo)
             made = {t.task_key: t for t in redo.tasks}  # a task both named and rejected: edited
             chosen = [made.pop(r.task_key, r) for r in chosen] + list(made.values())
+            chosen.sort(key=lambda r: r.position)
         if not chosen:
             print(f"{args.run_dir}: no task to rerun")
             return EXIT_OK

@@ -171,7 +171,9 @@ def films(run_dir: Path, results: Sequence[FilmResult]) -> None:
 
 def rejected(redo: Redo) -> None:
     """What ``rerun --rejected`` makes again, and what it leaves to ``resume``."""
-    say(f"{len(redo.tasks)} rejected task(s) to make again, {redo.edited} with edits")
+    rejected = len(redo.tasks) - redo.links
+    links = f", and {redo.links} chain link(s) made from them" if redo.links else ""
+    say(f"{rejected} rejected task(s) to make again, {redo.edited} with edits{links}")
     if redo.busy:
         keys = ", ".join(r.task_key for r in redo.busy[:10])
         say(f"{len(redo.busy)} rejected task(s) are at work again, left alone: {keys}")

@@ -30,6 +30,7 @@ class Redo:
     problems: list[Problem] = field(default_factory=list)  # edits that cannot be sent
     busy: list[TaskRecord] = field(default_factory=list)  # rejected, but at work again
     edited: int = 0  # tasks sent with a changed request
+    links: int = 0  # chain links made from them, made again after them
 
     @property
     def estimate(self) -> RedoEstimate:
@@ -54,4 +55,22 @@ def rejected_redo(state: LedgerReads, reviews: Mapping[str, Review] | None = Non
         else:
             redo.tasks.append(made)
             redo.edited += made.fingerprint != record.fingerprint
+    links = _made_links(state, redo.tasks)
+    redo.tasks += links
+    redo.links = len(links)
     return redo
+
+
+def _made_links(state: LedgerReads, redone: list[TaskRecord]) -> list[TaskRecord]:
+    """The chain links already made from a task made again: made again after it (a
+    new parent, a new link), each once, as they are."""
+    taken = {record.task_key for record in redone}
+    links = []
+    for record in redone:
+        link = state.link_of(record.task_key)
+        while link is not None and link.status in SETTLED and link.parent_video:
+            if link.task_key not in taken:
+                taken.add(link.task_key)
+                links.append(link)
+            link = state.link_of(link.task_key)
+    return links
