@@ -206,3 +206,17 @@ def test_the_report_has_a_spreadsheet_copy_with_a_bom_and_no_live_formulas(tmp_p
     page = (run_dir / "report.html").read_text(encoding="utf-8")
     assert "blur" in page.split('data-text="', 2)[1].split('"', 1)[0]  # negative prompt found
     assert "white-space: pre-wrap; overflow-wrap: anywhere" in page
+
+
+def test_the_page_shows_markup_in_a_prompt_or_an_id_as_text(tmp_path, threaded_sim):
+    """The report page is a Jinja2 template with every value escaped: a prompt, a row
+    id or a reason holding markup is text on the page, never a script."""
+    path = csv_file(
+        tmp_path,
+        'id,image,prompt\n"x<img src=x onerror=alert(1)>",a.png,"<script>alert(1)</script> & co"\n',
+    )
+    run_dir = tmp_path / "run"
+    main(["run", str(path), "--out", str(run_dir), *FAST, "--set", "sound=false"])
+    page = (run_dir / "report.html").read_text(encoding="utf-8")
+    assert "<script>alert(1)" not in page and "<img src=x" not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt; &amp; co" in page

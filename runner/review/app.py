@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import jinja2
 from aiohttp import web
 
 from jobs import request_from_json
@@ -28,6 +27,7 @@ from runner.core.errors import KlingBatchError, RunFolderError
 from runner.core.records import Verdict
 from runner.ledger.reviews import Judging
 from runner.manifest.redo import revised
+from runner.reports.templates import PAGES
 from runner.review.guard import guard
 from runner.review.view import cards, editable, snapshot
 from runner.run.library import RedoChanged, redo_rejected
@@ -52,11 +52,6 @@ SHORTCUTS = (
 SERVED = (Path("videos"), Path("images"), Path(".thumbs"))
 REFRESH_MS = 2000
 
-_PAGES = jinja2.Environment(
-    loader=jinja2.PackageLoader("runner", "assets"),
-    autoescape=jinja2.select_autoescape(["html"]),
-)
-
 
 @dataclass
 class Redoing:
@@ -75,7 +70,7 @@ class Review:
     redoing: Redoing = field(default_factory=Redoing)
 
     async def page(self, request: web.Request) -> web.Response:
-        html = _PAGES.get_template("review.html").render(
+        html = PAGES.get_template("review.html").render(
             run_name=self.run_dir.name,
             filters=FILTERS,
             shortcuts=SHORTCUTS,
