@@ -15,7 +15,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from runner.cli import console, readers, spending
+from runner.cli import chain_words, console, readers, spending
 from runner.cli.arguments import RERUN_FLAGS, build_parser
 from runner.cli.doctor_words import cmd_doctor
 from runner.cli.review_words import cmd_review
@@ -191,7 +191,7 @@ def cmd_rerun(args: argparse.Namespace) -> int:
             if redo.problems:
                 console.problems(redo.problems)
                 return EXIT_USAGE
-            console.rejected(redo)
+            chain_words.rejected(redo)
             made = {t.task_key: t for t in redo.tasks}  # a task both named and rejected: edited
             chosen = [made.pop(r.task_key, r) for r in chosen] + list(made.values())
             chosen.sort(key=lambda r: r.position)

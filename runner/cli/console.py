@@ -14,6 +14,7 @@ from pathlib import Path
 from jobs.contract import Model
 from runner.api.account import Balance, tasks_covered
 from runner.api.links import DOCUMENTED_TTL_S
+from runner.cli import chain_words
 from runner.cli.status_words import links_dying, say
 from runner.core.causes import failure_class
 from runner.core.errors import BadNight, BalanceExhausted, Interrupted
@@ -27,9 +28,7 @@ from runner.media.picture_pool import Converted, PlannedPicture
 from runner.reports.notices import HookResult
 from runner.reports.report import ReportFiles
 from runner.reports.summary import LinksToFetch
-from runner.run.films import FilmResult
 from runner.run.folder import SyncSummary
-from runner.run.redo import Redo
 
 TIER_LABELS = {"silent": "no sound", "sound": "with sound", "sound_voices": "sound + voices"}
 MAY_PAY_TWICE = {
@@ -80,18 +79,8 @@ def validated(result: Plan, manifest: Path) -> None:
         say(f"  image {pattern}: {files} file(s)")
     if result.url_images:
         say(f"  {result.url_images} task(s) use image URLs: the API fetches and checks those")
-    chains(result)
+    chain_words.chains(result)
     conversions(result.conversions)
-
-
-def chains(result: Plan) -> None:
-    """Each chain: its links, its length and its price (every link counted)."""
-    for chain in result.chains:
-        links = " -> ".join(chain.keys)
-        say(
-            f"  chain {chain.name}: {len(chain.keys)} links, {chain.seconds} s, "
-            f"~ ${chain.usd:,.2f}: {links}"
-        )
 
 
 def conversions(
@@ -153,30 +142,6 @@ def on_finish(hook: HookResult, timeout_s: float) -> None:
     said += f"; its output ended:\n{tail}" if tail else ""
     level = logging.INFO if hook.exit_code == 0 else logging.WARNING
     logging.getLogger(__name__).log(level, "%s", said)
-
-
-def films(run_dir: Path, results: Sequence[FilmResult]) -> None:
-    """Each film made (its length and how it was joined), or why a chain has none."""
-    for result in results:
-        if result.film is None:
-            say(f"chain {result.chain}: no film yet: {', '.join(result.missing)} without a video")
-            continue
-        film = result.film
-        how = "made before from the same videos" if result.kept else film.why
-        shown = film.path.relative_to(run_dir) if film.path.is_relative_to(run_dir) else film.path
-        say(f"film {shown}: {len(result.links)} clip(s), {film.seconds:.1f} s, {how}")
-        for note in film.notes:
-            say(f"  note: {note}")
-
-
-def rejected(redo: Redo) -> None:
-    """What ``rerun --rejected`` makes again, and what it leaves to ``resume``."""
-    rejected = len(redo.tasks) - redo.links
-    links = f", and {redo.links} chain link(s) made from them" if redo.links else ""
-    say(f"{rejected} rejected task(s) to make again, {redo.edited} with edits{links}")
-    if redo.busy:
-        keys = ", ".join(r.task_key for r in redo.busy[:10])
-        say(f"{len(redo.busy)} rejected task(s) are at work again, left alone: {keys}")
 
 
 def may_pay_twice(chosen: Sequence[TaskRecord]) -> None:

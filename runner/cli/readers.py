@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 from jobs import DEFAULT_MODEL, MODELS, model_as_json
-from runner.cli import console
+from runner.cli import chain_words, console
 from runner.cli import status_words as status_console
 from runner.core.exits import EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE
 from runner.engine.progress import progress_line
@@ -70,7 +70,7 @@ def cmd_stitch(args: argparse.Namespace) -> int:
         write_reports(state, args.run_dir)  # the page plays the films
     finally:
         state.close()
-    console.films(args.run_dir, results)
+    chain_words.films(args.run_dir, results)
     return EXIT_OK if all(r.film for r in results) else EXIT_SOME_FAILED
 
 

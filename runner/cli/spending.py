@@ -18,7 +18,7 @@ from pathlib import Path
 from runner.api.account import record_balance
 from runner.api.learned import LINKS, Learned
 from runner.api.links import run_outlives_links
-from runner.cli import console
+from runner.cli import chain_words, console
 from runner.core.errors import FolderChanged, KlingBatchError
 from runner.core.exits import (
     EXIT_INTERRUPTED,
@@ -153,7 +153,7 @@ def _execute(
     files = write_reports(state, run_dir)  # after the films: the page plays them
     links = None if options.download else links_to_fetch(state.tasks(), learned.value(LINKS))
     console.outcome(run_dir, outcome, files, missing, options.download, files.video_problems, links)
-    console.films(run_dir, films)
+    chain_words.films(run_dir, films)
     code = exit_code_of_run(
         outcome.counts,
         videos_missing=missing if options.download else 0,
