@@ -20,7 +20,7 @@ from runner.cli.commands import main
 from runner.media.last_frame import last_frame
 from runner.run.films import film_seconds
 from runner.simulator import SimConfig, Simulator, simulator_in_thread
-from tests.conftest import FAST, SIM_KEY, runner_process, wait_until
+from tests.conftest import CANARY_FAST, FAST, SIM_KEY, runner_process, wait_until
 
 THREE = """\
 defaults: {sound: false}
@@ -256,3 +256,16 @@ def test_a_rejected_parent_made_again_brings_its_links_along(chain_sim, tmp_path
     for parent, child in (("walk/1", "walk/2"), ("walk/2", "walk/3")):
         video = (run_dir / tasks[parent]["video_path"]).read_bytes()
         assert tasks[child]["parent_video"] == hashlib.sha256(video).hexdigest()
+
+
+def test_a_chain_behind_the_canary_waits_its_turn_and_finishes(chain_sim, tmp_path):
+    """With the canary on (the default), the first task goes alone and its video is
+    waited for; the chain's links then go as their parents finish: no deadlock
+    between the two waits."""
+    street(tmp_path / "street.png")
+    manifest = THREE.replace("rows:\n", "rows:\n  - {id: solo, image: street.png, prompt: alone}\n")
+    (tmp_path / "m.yaml").write_text(manifest, encoding="utf-8")
+    run_dir = tmp_path / "run"
+    assert main(["run", str(tmp_path / "m.yaml"), "--out", str(run_dir), *CANARY_FAST]) == 0
+    assert chain_sim.stats.tasks_created == 4
+    assert {r["status"] for r in rows(run_dir).values()} == {"succeeded"}
