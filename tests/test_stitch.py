@@ -65,11 +65,20 @@ def test_clips_that_share_their_parameters_are_joined_without_re_encoding(tmp_pa
 
 
 def test_clips_that_differ_are_encoded_again_and_say_why(tmp_path):
-    clips = [clip(tmp_path / "a.mp4", 1.0), clip(tmp_path / "b.mp4", 1.0, width=480)]
+    clips = [
+        clip(tmp_path / "a.mp4", 1.0),
+        clip(tmp_path / "b.mp4", 2.0, width=480),
+        clip(tmp_path / "c.mp4", 1.0, sound=False),  # silence in its place
+    ]
     film = stitch(clips, tmp_path / "film.mp4")
-    assert film.reencoded and "b.mp4's codec parameters" in film.why
-    assert "the sound is left out" in film.notes[0]
-    assert abs(film_seconds(film.path) - 2.0) <= 1 / FPS
+    assert film.reencoded and "b.mp4's codec parameters" in film.why and not film.notes
+    lengths = streams_seconds(film.path)
+    assert abs(lengths["video"] - 4.0) <= 1 / FPS
+    assert abs(lengths["audio"] - 4.0) <= 2 * 1024 / 48000  # the sound fitted to the picture
+    with av.open(str(film.path)) as container:
+        sound = np.concatenate([f.to_ndarray()[0] for f in container.decode(audio=0)])
+    per_second = [float(np.abs(sound[s * 48000 : (s + 1) * 48000]).mean()) for s in range(4)]
+    assert min(per_second[:3]) > 0.02 and per_second[3] < 0.005  # the tone, then silence
     with av.open(str(film.path)) as container:
         assert container.streams.video[0].codec_context.width == 320  # the first clip's size
 
@@ -81,10 +90,15 @@ def test_a_crossfade_blends_each_joint_and_shortens_the_film_by_the_overlaps(tmp
     ]
     film = stitch(clips, tmp_path / "film.mp4", crossfade_s=0.5)
     assert film.reencoded and abs(film_seconds(film.path) - 1.5) <= 1 / FPS
+    assert not film.notes  # no sound to leave out
     with av.open(str(film.path)) as container:
         frames = [f.to_image() for f in container.decode(video=0)]
     middle = frames[len(frames) // 2].getpixel((10, 10))  # half red, half blue
     assert 60 < middle[0] < 190 and 60 < middle[2] < 190
+    sounding = [clip(tmp_path / "a.mp4", 1.0), clip(tmp_path / "b.mp4", 1.0)]
+    film = stitch(sounding, tmp_path / "faded.mp4", crossfade_s=0.5)
+    assert film.notes == ("the sound is left out: a crossfade would need it mixed",)
+    assert "audio" not in streams_seconds(film.path)
 
 
 def test_nothing_is_left_half_written(tmp_path):

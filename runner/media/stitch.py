@@ -4,9 +4,10 @@ they do not, or when a crossfade is asked for.
 
 A chain's link starts on its parent's last frame, so a plain join shows that frame
 twice: one frame, 1/24 s, not a visible pause, and every frame of every clip is kept, so
-the film lasts exactly as long as its clips together. A crossfade blends the end of each
-clip into the start of the next instead (the film is shorter by the overlaps; the audio,
-which a crossfade would need mixed, is left out and said so).
+the film lasts exactly as long as its clips together. Encoded again, each clip's sound
+is resampled and fitted to its picture. A crossfade blends the end of each clip into
+the start of the next instead (the film is shorter by the overlaps; the sound, which a
+crossfade would need mixed, is left out and said so).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
+import numpy as np
 from PIL import Image
 
 
@@ -134,45 +136,127 @@ def _shift(first_dts: int, base: Fraction, offset_s: float, last_dts_s: float | 
 def _reencode(
     clips: Sequence[Path], out: Path, crossfade_s: float, tags: Mapping[str, str]
 ) -> tuple[float, tuple[str, ...]]:
-    """Every frame decoded and encoded again (H.264) at the first clip's size and rate;
-    with a crossfade, each joint's frames blended."""
+    """Every frame decoded and encoded again (H.264) at the first clip's size and rate,
+    each clip's sound fitted to its picture; with a crossfade, each joint's frames
+    blended (and no sound)."""
     with av.open(str(clips[0])) as first:
         video = first.streams.video[0]
         width, height = video.codec_context.width, video.codec_context.height
         rate = video.average_rate or Fraction(24)
     overlap = round(crossfade_s * rate)
     notes = []
-    if any(_has_audio(c) for c in clips):
-        notes.append("the sound is left out: joining it again would need it mixed")
-    written = 0
+    sounding = any(_has_audio(c) for c in clips)
+    if sounding and overlap:
+        notes.append("the sound is left out: a crossfade would need it mixed")
     with av.open(str(out), "w", format="mp4", options={"movflags": "+faststart"}) as output:
         output.metadata.update(tags)
-        stream = output.add_stream("libx264", rate=rate)
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        stream.options = {"crf": "18", "preset": "veryfast"}
-        tail: list[Image.Image] = []  # the previous clip's last frames, for a crossfade
+        pictures = _Pictures(output, width, height, rate)
+        sound = _Sound(output) if sounding and not overlap else None
+        last = len(clips) - 1
         for index, clip in enumerate(clips):
+            if sound is not None and index > 0:
+                sound.add(clips[index - 1], pictures.seconds)
             frames = _frames(clip, width, height)
-            if overlap and index > 0:
-                for at, old in enumerate(tail):
-                    new = next(frames, None)
-                    if new is None:
-                        break
-                    tail[at] = Image.blend(old, new, (at + 1) / (len(tail) + 1))
-            for picture in tail:
-                written += _encode(output, stream, picture, written)
-            tail = []
-            for picture in frames:
-                if overlap and index < len(clips) - 1:
-                    tail.append(picture)
-                    if len(tail) > overlap:
-                        written += _encode(output, stream, tail.pop(0), written)
-                else:
-                    written += _encode(output, stream, picture, written)
-        for picture in tail:
-            written += _encode(output, stream, picture, written)
-        output.mux(stream.encode())
-    return float(written / rate), tuple(notes)
+            pictures.add(frames, blend_in=overlap if index else 0, hold=overlap * (index < last))
+        pictures.close()
+        if sound is not None:
+            sound.add(clips[-1], pictures.seconds)
+            sound.close()
+    return pictures.seconds, tuple(notes)
+
+
+class _Pictures:
+    """A re-encoded film's picture: frames in order, the last ``hold`` of a clip held
+    back to be blended with the next clip's first (a crossfade)."""
+
+    def __init__(
+        self, output: av.container.OutputContainer, width: int, height: int, rate: Fraction
+    ):
+        self.output, self.rate = output, rate
+        self.stream = output.add_stream("libx264", rate=rate)
+        self.stream.width, self.stream.height, self.stream.pix_fmt = width, height, "yuv420p"
+        self.stream.options = {"crf": "18", "preset": "veryfast"}
+        self.written = 0
+        self.tail: list[Image.Image] = []  # the previous clip's last frames, held back
+
+    @property
+    def seconds(self) -> float:
+        return float(self.written / self.rate)
+
+    def add(self, frames: Iterator[Image.Image], *, blend_in: int, hold: int) -> None:
+        if blend_in:
+            for at, old in enumerate(self.tail):
+                new = next(frames, None)
+                if new is None:
+                    break
+                self.tail[at] = Image.blend(old, new, (at + 1) / (len(self.tail) + 1))
+        for picture in self.tail:
+            self._encode(picture)
+        self.tail = []
+        for picture in frames:
+            if not hold:
+                self._encode(picture)
+                continue
+            self.tail.append(picture)
+            if len(self.tail) > hold:
+                self._encode(self.tail.pop(0))
+
+    def close(self) -> None:
+        for picture in self.tail:
+            self._encode(picture)
+        self.output.mux(self.stream.encode())
+
+    def _encode(self, picture: Image.Image) -> None:
+        frame = av.VideoFrame.from_image(picture)  # type: ignore[no-untyped-call]
+        frame.pts = self.written
+        self.output.mux(self.stream.encode(frame))
+        self.written += 1
+
+
+SOUND_RATE = 48000
+
+
+class _Sound:
+    """A re-encoded film's sound: each clip's resampled to one format (AAC, stereo,
+    48 kHz) and cut or padded with silence to its clip's picture, so that picture and
+    sound stay together across every joint (a clip without sound is silence)."""
+
+    def __init__(self, output: av.container.OutputContainer):
+        self.output = output
+        self.stream = output.add_stream("aac", rate=SOUND_RATE)
+        self.stream.layout = "stereo"
+        self.samples = 0
+
+    def add(self, clip: Path, end_s: float) -> None:
+        """``clip``'s sound, up to ``end_s`` of the film (its picture's end)."""
+        end = round(end_s * SOUND_RATE)
+        resampler = av.AudioResampler(format="fltp", layout="stereo", rate=SOUND_RATE)
+        with av.open(str(clip)) as source:
+            if source.streams.audio:
+                for frame in source.decode(audio=0):
+                    for made in resampler.resample(frame):
+                        self._put(made, end)
+                for made in resampler.resample(None):
+                    self._put(made, end)
+        while self.samples < end:  # silence to the picture's end
+            count = min(1024, end - self.samples)
+            quiet = np.zeros((2, count), dtype=np.float32)
+            self._put(av.AudioFrame.from_ndarray(quiet, format="fltp", layout="stereo"), end)
+
+    def close(self) -> None:
+        self.output.mux(self.stream.encode(None))
+
+    def _put(self, frame: av.AudioFrame, end: int) -> None:
+        room = end - self.samples
+        if room <= 0:
+            return
+        if frame.samples > room:
+            kept = frame.to_ndarray()[:, :room]
+            frame = av.AudioFrame.from_ndarray(kept, format="fltp", layout="stereo")
+        frame.sample_rate = SOUND_RATE
+        frame.pts, frame.time_base = self.samples, Fraction(1, SOUND_RATE)
+        self.samples += frame.samples
+        self.output.mux(self.stream.encode(frame))
 
 
 def _frames(clip: Path, width: int, height: int) -> Iterator[Image.Image]:
@@ -181,15 +265,6 @@ def _frames(clip: Path, width: int, height: int) -> Iterator[Image.Image]:
             if (frame.width, frame.height) != (width, height):
                 frame = frame.reformat(width=width, height=height)
             yield frame.to_image()  # type: ignore[no-untyped-call]
-
-
-def _encode(
-    output: av.container.OutputContainer, stream: av.VideoStream, picture: Image.Image, index: int
-) -> int:
-    frame = av.VideoFrame.from_image(picture)  # type: ignore[no-untyped-call]
-    frame.pts = index
-    output.mux(stream.encode(frame))
-    return 1
 
 
 def _has_audio(clip: Path) -> bool:
