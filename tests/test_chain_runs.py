@@ -17,7 +17,9 @@ import pytest
 from PIL import Image, ImageChops, ImageDraw, ImageStat
 
 from runner.cli.commands import main
+from runner.ledger.reviews import Judging
 from runner.media.last_frame import last_frame
+from runner.review.view import snapshot
 from runner.run.films import film_seconds
 from runner.simulator import SimConfig, Simulator, simulator_in_thread
 from tests.conftest import CANARY_FAST, FAST, SIM_KEY, runner_process, wait_until
@@ -93,6 +95,16 @@ def test_a_chain_of_three_continues_each_video_from_its_last_frame(chain_sim, tm
         "she enters a cafe": 1,
     }
     assert [tasks[k]["chain"] for k in tasks] == ["walk", "walk", "walk"]
+    ledger = Judging.open(run_dir, read_only=True)  # the review page: what continues what
+    try:
+        shown = {c["key"]: (c["chain"], c["parent"]) for c in snapshot(ledger, run_dir)["cards"]}
+    finally:
+        ledger.close()
+    assert shown == {
+        "walk/1": ("walk", None),
+        "walk/2": ("walk", "walk/1"),
+        "walk/3": ("walk", "walk/2"),
+    }
 
 
 TWO = """\

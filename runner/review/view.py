@@ -53,6 +53,8 @@ def _card(
         "model": request.model.name,
         "prompt": request.get("prompt") or "",
         "image": Path(record.image).name if record.image else "",
+        "chain": record.chain,
+        "parent": record.parent,
         "settings": settings,
         "status": str(record.status),
         "error": record.error or "",
