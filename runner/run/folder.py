@@ -21,6 +21,7 @@ from runner.ledger.file import STATE_FILE
 from runner.ledger.transitions import PlanConflict, RunState
 from runner.manifest.plan import PlannedTask
 from runner.run.lock import LOCK_FILE, RunFolderLock
+from runner.run.redo import made_links
 
 # What a finished or half-finished run leaves beside its ledger.
 RESULT_FILES = ("report.csv", "report.html", "failed.yaml", "failed.csv", "videos")
@@ -162,24 +163,9 @@ class RunFolder:
                     failure_class(record.error) not in classes
                 )
                 (left_out if unsendable else chosen).append(record)
-        return with_links(chosen, records), left_out
-
-
-def with_links(chosen: list[TaskRecord], records: dict[str, TaskRecord]) -> list[TaskRecord]:
-    """``chosen`` and every chain link made from one of them (a finished link, down the
-    chain): a parent made again makes new links, never a mix of an old and a new take.
-    Links not made yet need nothing: they wait for their parent as it is."""
-    child_of = {r.parent: r for r in records.values() if r.parent is not None}
-    taken = {r.task_key for r in chosen}
-    linked = list(chosen)
-    for record in chosen:
-        child = child_of.get(record.task_key)
-        while child is not None and child.status in SETTLED and child.parent_video:
-            if child.task_key not in taken:
-                taken.add(child.task_key)
-                linked.append(child)
-            child = child_of.get(child.task_key)
-    return sorted(linked, key=lambda r: r.position)
+        child_of = {r.parent: r for r in records.values() if r.parent is not None}
+        linked = chosen + made_links(chosen, child_of.get)
+        return sorted(linked, key=lambda r: r.position), left_out
 
 
 def same_api(a: str, b: str) -> bool:

@@ -5,7 +5,7 @@ review page's redo button, so both price and send the same thing.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from runner.core.records import SETTLED, Review, TaskRecord, Verdict
@@ -55,22 +55,26 @@ def rejected_redo(state: LedgerReads, reviews: Mapping[str, Review] | None = Non
         else:
             redo.tasks.append(made)
             redo.edited += made.fingerprint != record.fingerprint
-    links = _made_links(state, redo.tasks)
+    links = made_links(redo.tasks, state.link_of)
     redo.tasks += links
     redo.links = len(links)
     return redo
 
 
-def _made_links(state: LedgerReads, redone: list[TaskRecord]) -> list[TaskRecord]:
-    """The chain links already made from a task made again: made again after it (a
-    new parent, a new link), each once, as they are."""
+def made_links(
+    redone: Sequence[TaskRecord], link_of: Callable[[str], TaskRecord | None]
+) -> list[TaskRecord]:
+    """The chain links already made from the tasks made again (``link_of``: a task's
+    link, if one continues it), down each chain, each once, as they are: a parent made
+    again makes new links, never a mix of an old and a new take. Links not made yet
+    need nothing: they wait for their parent as it is."""
     taken = {record.task_key for record in redone}
     links = []
     for record in redone:
-        link = state.link_of(record.task_key)
+        link = link_of(record.task_key)
         while link is not None and link.status in SETTLED and link.parent_video:
             if link.task_key not in taken:
                 taken.add(link.task_key)
                 links.append(link)
-            link = state.link_of(link.task_key)
+            link = link_of(link.task_key)
     return links
