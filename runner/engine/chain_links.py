@@ -29,6 +29,9 @@ _AT_WORK = frozenset({TaskStatus.SUBMITTING, TaskStatus.QUEUED, TaskStatus.PROCE
 
 
 class ChainLinks:
+    """A night's chain links: kept here until their parents' videos are whole, then
+    given their first frames and added to the submit queue (a run's listener)."""
+
     def __init__(self, state: RunState, *, download: bool = True):
         self.state = state
         self.run_dir = state.path.parent
