@@ -191,6 +191,24 @@ def _workdir(tasks: int) -> Path:
     return folder
 
 
+def run_quick_night(base_url: str, state: RunState, run_dir: Path) -> None:
+    """The engine over ``state``'s pending tasks with limits out of the way (no canary,
+    a first look after 0.2 s): a night whose output a benchmark then measures."""
+    config = EngineConfig(
+        submit_rate=Rate(1000, 1),
+        poll_rate=Rate(1000, 1),
+        poll_policy=PollPolicy(first_poll_s=0.2),
+        progress_every_s=3600,
+        canary=CanaryMode.OFF,
+    )
+
+    async def night() -> None:
+        async with NovitaClient(base_url, KEY) as client:
+            await run_engine(state, client, run_dir, config)
+
+    asyncio.run(night())
+
+
 def _planned_run(tasks: int) -> tuple[Path, Plan, RunState]:
     """A fresh manifest of ``tasks`` rows, planned into a fresh ledger."""
     folder = _workdir(tasks)
@@ -325,19 +343,7 @@ def videos_side(base_url: str, tasks: int) -> dict:
     poster and box check of that file alone."""
     folder, _, state = _planned_run(tasks)
     run_dir = folder / "run"
-    config = EngineConfig(
-        submit_rate=Rate(1000, 1),
-        poll_rate=Rate(1000, 1),
-        poll_policy=PollPolicy(first_poll_s=0.2),
-        progress_every_s=3600,
-        canary=CanaryMode.OFF,
-    )
-
-    async def go() -> None:
-        async with NovitaClient(base_url, KEY) as client:
-            await run_engine(state, client, run_dir, config)
-
-    asyncio.run(go())
+    run_quick_night(base_url, state, run_dir)
     records = state.tasks()
     result = {"whole_videos": _whole_videos(run_dir / "videos")}
     started = time.monotonic()

@@ -13,7 +13,6 @@ is the target itself (the work grows with the night, so no bound below it is kno
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import json
 import logging
@@ -26,13 +25,8 @@ from typing import Any
 
 from PIL import Image
 
-from bench.bench import KEY, SimulatorProcess, _in_process
-from runner.api.client import NovitaClient
+from bench.bench import KEY, SimulatorProcess, _in_process, run_quick_night
 from runner.core.pool import warm_up
-from runner.core.rates import Rate
-from runner.engine.canary import CanaryMode
-from runner.engine.poll_timing import PollPolicy
-from runner.engine.wiring import EngineConfig, run_engine
 from runner.ledger.file import STATE_FILE
 from runner.ledger.transitions import RunState
 from runner.manifest.files import load
@@ -63,21 +57,9 @@ def night_end_side(base_url: str, sizes: list[int]) -> dict[str, Any]:
     on a folder an older version ran)."""
     folder, state = _seed_folder()
     run_dir = folder / "run"
-    config = EngineConfig(
-        submit_rate=Rate(1000, 1),
-        poll_rate=Rate(1000, 1),
-        poll_policy=PollPolicy(first_poll_s=0.2),
-        progress_every_s=3600,
-        canary=CanaryMode.OFF,
-    )
-
-    async def seed_night() -> None:
-        async with NovitaClient(base_url, KEY) as client:
-            await run_engine(state, client, run_dir, config)
-
     warm_up()  # as a real night does (runner.run.flow.run_batch)
     logging.disable(logging.WARNING)  # the seed's failures are meant: not worth a line each
-    asyncio.run(seed_night())
+    run_quick_night(base_url, state, run_dir)
     state.close()
     result: dict[str, Any] = {}
     for size in sorted(sizes):

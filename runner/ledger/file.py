@@ -60,7 +60,7 @@ class LedgerReads(Protocol):
     def committed_spend(self) -> float: ...
     def reviews(self) -> dict[str, Review]: ...
     def get(self, task_key: str) -> TaskRecord: ...
-    def link_of(self, task_key: str) -> TaskRecord | None: ...
+    def links_by_parent(self) -> dict[str, TaskRecord]: ...
     def tasks_changed_since(self, since: float, also: Iterable[str] = ()) -> list[TaskRecord]: ...
     def close(self) -> None: ...
 
@@ -220,12 +220,12 @@ class Ledger:
         found += [self.get(key) for key in also if key not in seen]
         return sorted(found, key=lambda record: record.position)
 
-    def link_of(self, task_key: str) -> TaskRecord | None:
-        """The chain link that continues ``task_key``, if one does."""
-        row = self._db.execute(
-            f"SELECT {self._columns} FROM tasks WHERE parent = ?", (task_key,)
-        ).fetchone()
-        return None if row is None else _record(row)
+    def links_by_parent(self) -> dict[str, TaskRecord]:
+        """Each chain link, by the task it continues (one read for a whole redo)."""
+        rows = self._db.execute(
+            f"SELECT {self._columns} FROM tasks WHERE parent IS NOT NULL"
+        ).fetchall()
+        return {row["parent"]: _record(row) for row in rows}
 
     def get(self, task_key: str) -> TaskRecord:
         row = self._db.execute(

@@ -191,59 +191,22 @@ def expand(manifest: Manifest, max_tasks: int = MAX_TASKS) -> tuple[list[TaskSpe
     seen_ids: dict[str, int | None] = {}
     for row in manifest.rows:
         row_id = row.row_id
-        if "/" in row_id or len(row_id) > 100:
-            problems.append(
-                Problem(
-                    file=name,
-                    row=row_id,
-                    line=row.line,
-                    field="id",
-                    value=row_id,
-                    rule="must not contain '/' and be at most 100 characters",
-                )
-            )
-            continue
-        if row_id in seen_ids:
-            first = seen_ids[row_id]
-            problems.append(
-                Problem(
-                    file=name,
-                    row=row_id,
-                    line=row.line,
-                    field="id",
-                    value=row_id,
-                    rule=f"is used twice (first at line {first})",
-                )
-            )
-            continue
-        seen_ids[row_id] = row.line
-        repeat = _repeat(row.values.get("repeat", 1))
-        if repeat is None:
-            problems.append(
-                Problem(
-                    file=name,
-                    row=row_id,
-                    line=row.line,
-                    field="repeat",
-                    value=row.values.get("repeat"),
-                    rule=f"must be a whole number from 1 to {MAX_REPEAT}",
-                )
-            )
-            continue
         settings = {k: v for k, v in row.values.items() if k not in ROW_ONLY_FIELDS}
-        combos, empty = _combinations(settings)
-        if empty:
+        combos: list[dict[str, Any]] = []
+        refused = _row_refused(row, row_id, seen_ids)
+        if refused is None:
+            combos, empty = _combinations(settings)
+            if empty:
+                refused = (empty, [], "an empty list expands to no tasks")
+        if refused is not None:
+            field_name, value, rule = refused
             problems.append(
                 Problem(
-                    file=name,
-                    row=row_id,
-                    line=row.line,
-                    field=empty,
-                    value=[],
-                    rule="an empty list expands to no tasks",
+                    file=name, row=row_id, line=row.line, field=field_name, value=value, rule=rule
                 )
             )
             continue
+        repeat = _repeat(row.values.get("repeat", 1)) or 1
         number = itertools.count(1)
         for _ in range(repeat):
             for combo in combos:
@@ -261,6 +224,21 @@ def expand(manifest: Manifest, max_tasks: int = MAX_TASKS) -> tuple[list[TaskSpe
                     )
                 )
     return tasks, problems
+
+
+def _row_refused(
+    row: Row, row_id: str, seen_ids: dict[str, int | None]
+) -> tuple[str, Any, str] | None:
+    """What is wrong with a row as a whole (its id, its repeat): (field, value, rule);
+    a good id is remembered in ``seen_ids``."""
+    if "/" in row_id or len(row_id) > 100:
+        return "id", row_id, "must not contain '/' and be at most 100 characters"
+    if row_id in seen_ids:
+        return "id", row_id, f"is used twice (first at line {seen_ids[row_id]})"
+    seen_ids[row_id] = row.line
+    if _repeat(row.values.get("repeat", 1)) is None:
+        return "repeat", row.values.get("repeat"), f"must be a whole number from 1 to {MAX_REPEAT}"
+    return None
 
 
 def _text_or_none(value: Any) -> str | None:

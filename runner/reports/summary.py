@@ -149,6 +149,7 @@ def summarize(
         if r.status == TaskStatus.FAILED
     ]
     by_class = Counter(f.failure_class for f in failures)
+    waiting = waiting_links(records)
     meta = state.meta()
     first, latest = (
         Balance.from_json(meta.get("balance_first")),
@@ -166,7 +167,7 @@ def summarize(
         started_at=min(submitted, default=None),
         finished_at=max(finished, default=None) if all_final else None,
         next_steps=_next_steps(
-            _sendable(counts, waiting_links(records)),
+            _sendable(counts, waiting),
             len(in_flight),
             missing,
             run_dir_label,
@@ -196,7 +197,7 @@ def summarize(
             if r.status == TaskStatus.UNKNOWN
         ],
         verdicts=dict(Counter(str(r.verdict) for r in state.reviews().values() if r.verdict)),
-        waiting_links=waiting_links(records),
+        waiting_links=waiting,
     )
 
 

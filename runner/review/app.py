@@ -113,7 +113,7 @@ class Review:
         if not isinstance(asked, dict):
             raise _bad("edits are {setting: value}")
         record = self.ledger.get(key)
-        current = {**_values(record.request_json)}
+        current = request_from_json(record.request_json).values
         edits = {
             name: value
             for name, value in asked.items()
@@ -274,10 +274,6 @@ def _unchanged(asked: object, current: object) -> bool:
     if isinstance(current, bool):
         return str(asked).strip().lower() == str(current).lower()
     return str(asked).strip() == ("" if current is None else str(current))
-
-
-def _values(request_json: str) -> dict[str, Any]:
-    return dict(request_from_json(request_json).values)
 
 
 def _bad(reason: str) -> web.HTTPBadRequest:

@@ -9,6 +9,8 @@ run of 20,000 tasks asks for a few cards a second, not all of them.
 
 from __future__ import annotations
 
+import functools
+import json
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -19,7 +21,8 @@ from jobs import MODELS, request_from_json
 from jobs.contract import Wire
 from runner.core.records import Review, TaskRecord
 from runner.ledger.file import LedgerReads
-from runner.manifest.redo import NOT_EDITABLE
+from runner.manifest.redo import NOT_EDITABLE, revised
+from runner.manifest.rows import Problem
 from runner.media.frames import POSTER_SUFFIX
 from runner.reports.page import thumbnails
 from runner.run.redo import rejected_redo
@@ -94,6 +97,20 @@ def _link(relative: str) -> str:
     return "files/" + quote(Path(relative).as_posix())
 
 
+def revised_once(record: TaskRecord, edits: Mapping[str, Any]) -> TaskRecord | list[Problem]:
+    """``revised``, kept: the page asks every two seconds, and checking an edit plans
+    its task again (its pictures looked up). A task changed since (``updated_at``) or
+    edited again is checked anew."""
+    made = _revised(record, json.dumps(edits, sort_keys=True))
+    return list(made) if isinstance(made, tuple) else made
+
+
+@functools.lru_cache(maxsize=4096)
+def _revised(record: TaskRecord, edits: str) -> TaskRecord | tuple[Problem, ...]:
+    made = revised(record, json.loads(edits))
+    return tuple(made) if isinstance(made, list) else made
+
+
 def snapshot(state: LedgerReads, run_dir: Path, since: float = 0.0) -> dict[str, Any]:
     """The cards changed after ``since``, every count, and the redo as it stands. Only
     the changed tasks are read whole (a page beside a 20,000-task night asks every two
@@ -101,7 +118,7 @@ def snapshot(state: LedgerReads, run_dir: Path, since: float = 0.0) -> dict[str,
     reviews = state.reviews()
     judged = {key for key, review in reviews.items() if review.judged_at > since}
     changed = state.tasks_changed_since(since, also=judged)
-    redo = rejected_redo(state, reviews)
+    redo = rejected_redo(state, reviews, revise=revised_once)
     estimate = redo.estimate
     newest = max(
         [

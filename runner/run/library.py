@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import math
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pandas as pd
 import yaml
@@ -47,6 +48,7 @@ from runner.run.options import RunOptions, option_specs
 from runner.run.redo import RedoEstimate, rejected_redo
 
 ManifestLike = str | os.PathLike[str] | pd.DataFrame | Sequence[Mapping[str, Any]]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -115,12 +117,18 @@ def run(
     commands' (``budget_usd=5``, ``submit_rate="20/min"``, ``canary="accepted"``...).
     Raises :class:`ManifestError` with every problem before anything is sent."""
     job = _Job(manifest, Path(out), simulate, defaults, base_dir, env or os.environ, options)
+    return _off_the_loop(job.run)
+
+
+def _off_the_loop(call: Callable[[], T]) -> T:
+    """``call()``, which runs an event loop of its own: here, or on a thread of its
+    own when one is already running here (a notebook's)."""
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        return job.run()
-    with concurrent.futures.ThreadPoolExecutor(1, "kling-batch") as pool:  # a notebook
-        return pool.submit(job.run).result()
+        return call()
+    with concurrent.futures.ThreadPoolExecutor(1, "kling-batch") as pool:
+        return pool.submit(call).result()
 
 
 async def run_async(
@@ -151,14 +159,29 @@ def redo_rejected(
     said yes to; if the redo is no longer that (a task judged or edited since), nothing
     is sent and :class:`RedoChanged` says so. Raises :class:`ManifestError` for an
     edit that cannot be sent, and ``RunFolderError`` while a run holds the folder.
-    ``on_start`` is called once the folder is held and the redo checked."""
-    with RunFolder.existing(Path(run_dir)) as folder:
+    ``on_start`` is called once the folder is held and the redo checked. Like
+    :func:`run`, it works inside a running event loop too."""
+    return _off_the_loop(
+        functools.partial(
+            _redo_rejected, Path(run_dir), expect, env or os.environ, on_start, options
+        )
+    )
+
+
+def _redo_rejected(
+    run_dir: Path,
+    expect: RedoEstimate | None,
+    env: Mapping[str, str],
+    on_start: Callable[[], None] | None,
+    options: Mapping[str, Any],
+) -> RunResult:
+    with RunFolder.existing(run_dir) as folder:
         redo = rejected_redo(folder.state)
         if redo.problems:
             raise ManifestError(redo.problems)
         if expect is not None and redo.estimate != expect:
             raise RedoChanged(expect, redo.estimate)
-        connection = flow.connect_folder(folder, env or os.environ)
+        connection = flow.connect_folder(folder, env)
         chosen = RunOptions.resolve(flow.saved_options(folder.state), _given(options))
         setup_logging(folder.run_dir, secrets=[connection.api_key], quiet=True)
         if on_start is not None:
@@ -275,16 +298,3 @@ def _plain_row(row: Mapping[Any, Any]) -> dict[str, Any]:
 def _say(signal_name: str) -> None:
     """A first Ctrl-C in a script that calls :func:`run`: said in run.log (the stop
     itself is the engine's)."""
-
-
-__all__ = [
-    "ManifestLike",
-    "RedoChanged",
-    "RunResult",
-    "load_manifest",
-    "read_report",
-    "redo_rejected",
-    "run",
-    "run_async",
-    "validate",
-]

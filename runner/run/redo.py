@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from runner.core.records import SETTLED, Review, TaskRecord, Verdict
 from runner.ledger.file import LedgerReads
@@ -38,9 +39,17 @@ class Redo:
         return RedoEstimate(tuple(sorted(t.task_key for t in self.tasks)), usd, self.edited)
 
 
-def rejected_redo(state: LedgerReads, reviews: Mapping[str, Review] | None = None) -> Redo:
+Revise = Callable[[TaskRecord, Mapping[str, Any]], "TaskRecord | list[Problem]"]
+
+
+def rejected_redo(
+    state: LedgerReads,
+    reviews: Mapping[str, Review] | None = None,
+    revise: Revise = revised,
+) -> Redo:
     """The rejected tasks (judged on their latest attempt), each revised by its edits,
-    in the ledger's order. ``reviews``: the ledger's, when the caller has read them."""
+    in the ledger's order. ``reviews``: the ledger's, when the caller has read them;
+    ``revise``: how an edit is checked (the review page keeps each answer)."""
     reviews = state.reviews() if reviews is None else reviews
     rejected = [key for key, review in reviews.items() if review.verdict == Verdict.REJECTED]
     redo = Redo()
@@ -49,13 +58,13 @@ def rejected_redo(state: LedgerReads, reviews: Mapping[str, Review] | None = Non
             redo.busy.append(record)
             continue
         edits = dict(reviews[record.task_key].edits)
-        made = revised(record, edits) if edits else record
+        made = revise(record, edits) if edits else record
         if isinstance(made, list):
             redo.problems.extend(made)
         else:
             redo.tasks.append(made)
             redo.edited += made.fingerprint != record.fingerprint
-    links = made_links(redo.tasks, state.link_of)
+    links = made_links(redo.tasks, state.links_by_parent().get) if redo.tasks else []
     redo.tasks += links
     redo.links = len(links)
     return redo
