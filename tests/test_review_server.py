@@ -272,3 +272,24 @@ def test_the_command_prints_its_address_serves_and_stops_on_ctrl_c(judged_run, t
     finally:
         process.kill()
         process.communicate()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_the_command_stops_even_started_with_ctrl_c_ignored(judged_run, tmp_path, signum):
+    """A shell's background job (or a test runner's worker) starts it with SIGINT
+    ignored: it stops all the same, on Ctrl-C or SIGTERM, with exit 0."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "runner", "review", str(judged_run)],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+    )
+    try:
+        assert process.stdout.readline().startswith(f"review of {judged_run}: http://")
+        process.send_signal(signum)
+        assert process.wait(20) == 0
+    finally:
+        process.kill()
+        process.communicate()
